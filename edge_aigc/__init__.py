@@ -1,0 +1,23 @@
+"""edge-aigc: generative models on edge devices, driven over MQTT.
+
+The public surface is listed in ``__all__``; everything else is internal.
+"""
+from .bundle import Bundle, load_bundle, pack_bundle
+from .errors import (BackendUnavailable, BadRequest, BundleError, Busy, Cancelled, ConfigError,
+                     CorruptBundle, EdgeAigcError, IntegrityError, ProfileError, RequestError,
+                     SignatureError, StoreError, Timeout, TooLarge, UnknownModel, UnsafeBundle,
+                     UnsupportedSchema)
+from .manifest import Manifest
+from .profiles import Profile, get_profile, list_profiles
+from .store import ModelStore
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__", "load_bundle", "pack_bundle", "Bundle", "Manifest", "ModelStore",
+    "Profile", "get_profile", "list_profiles",
+    "EdgeAigcError", "BundleError", "CorruptBundle", "UnsafeBundle", "IntegrityError",
+    "UnsupportedSchema", "SignatureError", "ProfileError", "StoreError", "ConfigError",
+    "RequestError", "BadRequest", "UnknownModel", "Busy", "TooLarge", "Cancelled", "Timeout",
+    "BackendUnavailable",
+]

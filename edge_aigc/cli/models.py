@@ -1,0 +1,78 @@
+"""``edge-aigc models``: the device model store (install, list, activate, rollback, remove)."""
+from __future__ import annotations
+
+import argparse
+
+from .. import signing
+from ..store import ModelStore, default_state_dir
+from .output import human_bytes, table
+
+
+def _store(args: argparse.Namespace) -> ModelStore:
+    key = signing.load_public_key(args.pubkey) if getattr(args, "pubkey", None) else None
+    return ModelStore(args.state_dir or default_state_dir(), public_key=key,
+                      require_signature=getattr(args, "require_signature", False))
+
+
+def _list(args: argparse.Namespace) -> int:
+    store = _store(args)
+    rows = [(m.name, m.version, "*" if m.active else "", m.manifest.task,
+             f"{m.manifest.format}/{m.manifest.recipe}", m.manifest.profile or "-",
+             human_bytes(m.manifest.size_bytes)) for m in store.list()]
+    if not rows:
+        print(f"no models installed in {store.root}")
+        return 0
+    print(table(("NAME", "VERSION", "ACTIVE", "TASK", "FORMAT", "PROFILE", "SIZE"), rows))
+    return 0
+
+
+def _install(args: argparse.Namespace) -> int:
+    m = _store(args).install(args.bundle, activate=not args.no_activate)
+    state = "active" if m.active else "installed, not active"
+    print(f"{m.name} {m.version} {state} ({m.path})")
+    return 0
+
+
+def _activate(args: argparse.Namespace) -> int:
+    _store(args).activate(args.name, args.version)
+    print(f"{args.name} {args.version} active")
+    return 0
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    version = _store(args).rollback(args.name)
+    print(f"{args.name} rolled back to {version}")
+    return 0
+
+
+def _remove(args: argparse.Namespace) -> int:
+    _store(args).remove(args.name, args.version)
+    print(f"removed {args.name}{' ' + args.version if args.version else ''}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("models", help="install, list, activate, roll back or remove models on this device")
+    p.add_argument("--state-dir", help="store location (default: $EDGE_AIGC_STATE_DIR, "
+                                       "$STATE_DIRECTORY, /var/lib/edge-aigc as root, else ~/.local/state/edge-aigc)")
+    p.set_defaults(func=_list)
+    actions = p.add_subparsers(dest="action", metavar="ACTION")
+    a = actions.add_parser("list", help="installed models and versions (default)")
+    a.set_defaults(func=_list)
+    a = actions.add_parser("install", help="verify a .eaigc bundle and install it atomically")
+    a.add_argument("bundle")
+    a.add_argument("--no-activate", action="store_true", help="install without making it active")
+    a.add_argument("--pubkey", help="Ed25519 public key the bundle must be signed with")
+    a.add_argument("--require-signature", action="store_true", help="refuse unsigned bundles")
+    a.set_defaults(func=_install)
+    a = actions.add_parser("activate", help="make an installed version active")
+    a.add_argument("name")
+    a.add_argument("version")
+    a.set_defaults(func=_activate)
+    a = actions.add_parser("rollback", help="make the previous version active again")
+    a.add_argument("name")
+    a.set_defaults(func=_rollback)
+    a = actions.add_parser("remove", help="remove an inactive version, or the whole model")
+    a.add_argument("name")
+    a.add_argument("version", nargs="?")
+    a.set_defaults(func=_remove)

@@ -1,0 +1,34 @@
+"""Commands of the design that later work brings; each says which, and exits 2."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+# command -> (help line, the work that brings it)
+PENDING = {
+    "convert": ("convert a PyTorch module, ONNX file or HF dir into a bundle for a profile",
+                "the host converters (ONNX and TFLite paths)"),
+    "run": ("generate text, an image or a WAV offline from a bundle or installed model",
+            "the on-device runtime"),
+    "serve": ("run the MQTT device service", "the MQTT device service"),
+    "send": ("send a request to a device over MQTT and stream the reply", "the MQTT device service"),
+    "flash": ("lay out a device root (bundles, config, systemd unit) e.g. on an SD card",
+              "the prebuilt model zoo and flashing"),
+    "bench": ("benchmark against PyTorch eager and onnxruntime-genai", "the benchmarks"),
+    "demo": ("end-to-end demo: prebuilt models over MQTT, writes text, PNG and WAV",
+             "the prebuilt model zoo and demo"),
+}
+
+
+def _not_yet(args: argparse.Namespace) -> int:
+    _, work = PENDING[args.command]
+    print(f"edge-aigc {args.command}: not available in this version yet; it arrives with {work}.",
+          file=sys.stderr)
+    return 2
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    for name, (help_line, _) in PENDING.items():
+        p = sub.add_parser(name, help=f"{help_line} [not available yet]", add_help=False)
+        p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+        p.set_defaults(func=_not_yet)

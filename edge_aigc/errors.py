@@ -1,0 +1,121 @@
+"""The exception tree of edge-aigc.
+
+Library code raises these; only the CLI (exit codes) and the service (``error``
+events) translate them. Each class carries the CLI exit code and, for request
+errors, the MQTT error ``code`` of the protocol, so the mapping lives here once.
+
+    EdgeAigcError
+    ├── BundleError              a bundle cannot be trusted or read
+    │   ├── CorruptBundle        not a tar, truncated, manifest unreadable
+    │   ├── UnsafeBundle         absolute path, "..", link, device file, too large
+    │   ├── IntegrityError       a file's sha256 differs, a file is missing or unlisted
+    │   ├── UnsupportedSchema    written by a newer edge-aigc
+    │   └── SignatureError       signature missing (when required) or not valid
+    ├── ProfileError             a device profile file is invalid or unknown
+    ├── StoreError               the device model store refused an operation
+    ├── ConfigError              a device/service configuration is invalid
+    ├── RequestError             a generation request cannot be served
+    │   ├── BadRequest, UnknownModel, Busy, TooLarge, Cancelled, Timeout
+    └── BackendUnavailable       the runtime a bundle needs is not installed
+"""
+from __future__ import annotations
+
+__all__ = [
+    "EdgeAigcError",
+    "BundleError",
+    "CorruptBundle",
+    "UnsafeBundle",
+    "IntegrityError",
+    "UnsupportedSchema",
+    "SignatureError",
+    "ProfileError",
+    "StoreError",
+    "ConfigError",
+    "RequestError",
+    "BadRequest",
+    "UnknownModel",
+    "Busy",
+    "TooLarge",
+    "Cancelled",
+    "Timeout",
+    "BackendUnavailable",
+]
+
+
+class EdgeAigcError(Exception):
+    """Base of every error edge-aigc raises on purpose."""
+
+    exit_code = 1
+
+
+class BundleError(EdgeAigcError):
+    exit_code = 3
+
+
+class CorruptBundle(BundleError):
+    """The archive or its manifest cannot be read (truncated, not a tar, bad JSON)."""
+
+
+class UnsafeBundle(BundleError):
+    """The archive tries to write outside its directory, holds links/devices, or is too large."""
+
+
+class IntegrityError(BundleError):
+    """A file does not match the sha256 the manifest pins, or is missing or unlisted."""
+
+
+class UnsupportedSchema(BundleError):
+    """The manifest's schema is newer than this version of edge-aigc understands."""
+
+
+class SignatureError(BundleError):
+    """The manifest signature is missing where required, or does not verify."""
+
+
+class ProfileError(EdgeAigcError):
+    exit_code = 4
+
+
+class StoreError(EdgeAigcError):
+    exit_code = 5
+
+
+class ConfigError(EdgeAigcError):
+    exit_code = 6
+
+
+class RequestError(EdgeAigcError):
+    """A request the runtime or service cannot serve; ``code`` is the protocol error code."""
+
+    exit_code = 7
+    code = "internal"
+
+
+class BadRequest(RequestError):
+    code = "bad_request"
+
+
+class UnknownModel(RequestError):
+    code = "unknown_model"
+
+
+class Busy(RequestError):
+    code = "busy"
+
+
+class TooLarge(RequestError):
+    code = "too_large"
+
+
+class Cancelled(RequestError):
+    code = "cancelled"
+
+
+class Timeout(RequestError):
+    code = "timeout"
+
+
+class BackendUnavailable(EdgeAigcError):
+    """The inference runtime a bundle needs is not installed; the message names the extra."""
+
+    exit_code = 8

@@ -1,0 +1,220 @@
+"""Device profiles: what a device is and what it runs.
+
+A profile is a TOML file (``device_profiles/<name>.toml``, shipped as package data)
+parsed into a frozen, validated :class:`Profile`. An unknown key, a missing key or a
+bad value raises :class:`ProfileError` naming the file and the dotted key.
+Field-by-field reference: docs/profiles.md.
+"""
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .errors import ProfileError
+
+__all__ = ["Profile", "OnnxConfig", "TfliteConfig", "Budget", "RECIPES", "FORMATS",
+           "load_profile", "list_profiles", "get_profile", "profile_dirs"]
+
+RECIPES = ("fp32", "fp16", "int8-dynamic", "int8-static", "int4")
+FORMATS = ("onnx", "tflite")
+ARCHES = ("x86_64", "aarch64", "armv7l")
+GRAPH_OPT_LEVELS = ("disable", "basic", "extended", "all")
+# ONNX Runtime provider names a profile may list; a typo here would otherwise only
+# surface on the device as a silent fallback to CPU.
+KNOWN_PROVIDERS = (
+    "TensorrtExecutionProvider", "CUDAExecutionProvider", "ROCMExecutionProvider",
+    "MIGraphXExecutionProvider", "OpenVINOExecutionProvider", "DnnlExecutionProvider",
+    "XnnpackExecutionProvider", "ACLExecutionProvider", "ArmNNExecutionProvider",
+    "QNNExecutionProvider", "CoreMLExecutionProvider", "CPUExecutionProvider",
+)
+
+
+@dataclass(frozen=True)
+class OnnxConfig:
+    providers: tuple[str, ...]
+    recipe: str
+    threads: int
+    graph_optimization: str = "all"
+    reduce_range: bool = False  # int8 on AVX2 without VNNI: avoid u8s8 saturation
+
+
+@dataclass(frozen=True)
+class TfliteConfig:
+    recipe: str
+    threads: int
+
+
+@dataclass(frozen=True)
+class Budget:
+    max_bundle_mb: int
+    max_rss_mb: int
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    arch: str
+    cpu: str
+    cores: int
+    memory_mb: int
+    isa: tuple[str, ...]
+    formats: tuple[str, ...]
+    budget: Budget
+    onnx: OnnxConfig | None = None
+    tflite: TfliteConfig | None = None
+    gpu: str = ""
+    device_model: str = ""  # substring of /proc/device-tree/model that identifies the board
+    path: str = ""
+
+    def recipe_for(self, fmt: str) -> str:
+        section = self.onnx if fmt == "onnx" else self.tflite
+        if section is None:
+            raise ProfileError(f"profile {self.name!r} has no [{fmt}] section")
+        return section.recipe
+
+    @property
+    def preferred_format(self) -> str:
+        return self.formats[0]
+
+
+class _Table:
+    """Reads typed values out of one TOML table, remembering which keys were used."""
+
+    def __init__(self, data: dict[str, Any], file: str, prefix: str = ""):
+        self.data, self.file, self.prefix = data, file, prefix
+        self.used: set[str] = set()
+
+    def fail(self, key: str, why: str) -> ProfileError:
+        return ProfileError(f"{self.file}: key '{self.prefix}{key}': {why}")
+
+    def get(self, key: str, kind: type, default: Any = ..., choices=None, lo=None, hi=None):
+        self.used.add(key)
+        if key not in self.data:
+            if default is ...:
+                raise self.fail(key, "missing (required)")
+            return default
+        value = self.data[key]
+        # bool is an int subclass in Python; a profile saying threads = true is a mistake.
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise self.fail(key, f"expected {kind.__name__}, got {type(value).__name__} {value!r}")
+        if choices is not None and value not in choices:
+            raise self.fail(key, f"{value!r} is not one of {', '.join(choices)}")
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            bounds = f"at least {lo}" if hi is None else f"between {lo} and {hi}"
+            raise self.fail(key, f"{value!r} is out of range (must be {bounds})")
+        return value
+
+    def strings(self, key: str, choices=None, default: Any = ...) -> tuple[str, ...]:
+        values = self.get(key, list, default=default)
+        if values is default and default is not ...:
+            return tuple(values)
+        if not values:
+            raise self.fail(key, "must not be empty")
+        for v in values:
+            if not isinstance(v, str):
+                raise self.fail(key, f"expected a list of strings, found {v!r}")
+            if choices is not None and v not in choices:
+                raise self.fail(key, f"{v!r} is not one of {', '.join(choices)}")
+        if len(set(values)) != len(values):
+            raise self.fail(key, "has duplicates")
+        return tuple(values)
+
+    def table(self, key: str, required: bool) -> "_Table | None":
+        if key not in self.data:
+            if required:
+                raise self.fail(key, "missing (required table)")
+            self.used.add(key)
+            return None
+        sub = self.get(key, dict)
+        return _Table(sub, self.file, f"{self.prefix}{key}.")
+
+    def finish(self) -> None:
+        unknown = sorted(set(self.data) - self.used)
+        if unknown:
+            raise self.fail(unknown[0], "unknown key (typo? see docs/profiles.md)")
+
+
+def _parse(data: dict[str, Any], file: str) -> Profile:
+    top = _Table(data, file)
+    cores = top.get("cores", int, lo=1, hi=1024)
+    memory_mb = top.get("memory_mb", int, lo=64)
+    formats = top.strings("formats", choices=FORMATS)
+    onnx = tflite = None
+    if (t := top.table("onnx", required="onnx" in formats)) is not None:
+        providers = t.strings("providers", choices=KNOWN_PROVIDERS)
+        if "CPUExecutionProvider" not in providers:
+            raise t.fail("providers", "must include CPUExecutionProvider as the last resort")
+        onnx = OnnxConfig(
+            providers=providers,
+            recipe=t.get("recipe", str, choices=RECIPES),
+            threads=t.get("threads", int, lo=1, hi=cores),
+            graph_optimization=t.get("graph_optimization", str, "all", choices=GRAPH_OPT_LEVELS),
+            reduce_range=t.get("reduce_range", bool, False),
+        )
+        t.finish()
+    if (t := top.table("tflite", required="tflite" in formats)) is not None:
+        tflite = TfliteConfig(recipe=t.get("recipe", str, choices=RECIPES),
+                              threads=t.get("threads", int, lo=1, hi=cores))
+        t.finish()
+    b = top.table("budget", required=True)
+    budget = Budget(max_bundle_mb=b.get("max_bundle_mb", int, lo=1),
+                    max_rss_mb=b.get("max_rss_mb", int, lo=16, hi=memory_mb))
+    b.finish()
+    profile = Profile(
+        name=top.get("name", str), description=top.get("description", str),
+        arch=top.get("arch", str, choices=ARCHES), cpu=top.get("cpu", str),
+        cores=cores, memory_mb=memory_mb, isa=top.strings("isa", default=[]),
+        formats=formats, budget=budget, onnx=onnx, tflite=tflite,
+        gpu=top.get("gpu", str, ""), device_model=top.get("device_model", str, ""), path=file,
+    )
+    top.finish()
+    return profile
+
+
+def load_profile(path: str | os.PathLike) -> Profile:
+    """Parse and validate one profile file."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ProfileError(f"{path}: no such profile file") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ProfileError(f"{path}: not valid TOML: {exc}") from None
+    profile = _parse(data, str(path))
+    if profile.name != path.stem:
+        raise ProfileError(f"{path}: key 'name': {profile.name!r} must match the file name {path.stem!r}")
+    return profile
+
+
+def profile_dirs() -> list[Path]:
+    """Where profiles are looked up: $EDGE_AIGC_PROFILES (os.pathsep-separated), then the packaged set."""
+    dirs = [Path(p) for p in os.environ.get("EDGE_AIGC_PROFILES", "").split(os.pathsep) if p]
+    dirs.append(Path(str(resources.files("edge_aigc.device_profiles"))))
+    return dirs
+
+
+def list_profiles(dirs: list[Path] | None = None) -> list[Profile]:
+    """All profiles, validated; a name found in an earlier directory shadows later ones."""
+    found: dict[str, Profile] = {}
+    for d in dirs if dirs is not None else profile_dirs():
+        for path in sorted(Path(d).glob("*.toml")):
+            if path.stem not in found:
+                found[path.stem] = load_profile(path)
+    return sorted(found.values(), key=lambda p: p.name)
+
+
+def get_profile(name_or_path: str, dirs: list[Path] | None = None) -> Profile:
+    """A profile by name (``rpi5``) or by path to a ``.toml`` file."""
+    if name_or_path.endswith(".toml") or os.sep in name_or_path:
+        return load_profile(name_or_path)
+    for d in dirs if dirs is not None else profile_dirs():
+        path = Path(d) / f"{name_or_path}.toml"
+        if path.is_file():
+            return load_profile(path)
+    known = ", ".join(p.name for p in list_profiles(dirs))
+    raise ProfileError(f"unknown profile {name_or_path!r}; known profiles: {known}")
