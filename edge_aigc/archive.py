@@ -61,6 +61,9 @@ def _check_end_marker(tar: tarfile.TarFile, path: Path) -> None:
     tail = tar.fileobj.read(1024)
     if len(tail) < 1024 or tail.strip(b"\0"):
         raise CorruptBundle(f"{path}: archive is truncated (no end-of-archive marker)")
+    # Drain the record padding so gzip reaches its trailer and checks CRC and length.
+    while tar.fileobj.read(_CHUNK):
+        pass
 
 
 def extract_archive(path: str | os.PathLike, dest: str | os.PathLike,
@@ -132,7 +135,7 @@ def write_archive(out: str | os.PathLike, members: list[tuple[str, bytes | Path]
     out = Path(out)
     tmp = out.with_name(out.name + ".part")
     with open(tmp, "wb") as raw:
-        gz = gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0) if compress else None
+        gz = gzip.GzipFile(filename="", fileobj=raw, mode="wb", compresslevel=6, mtime=0) if compress else None
         with tarfile.open(fileobj=gz or raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
             for name, content in members:
                 info = tarfile.TarInfo(name)

@@ -30,5 +30,4 @@ def _not_yet(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     for name, (help_line, _) in PENDING.items():
         p = sub.add_parser(name, help=f"{help_line} [not available yet]", add_help=False)
-        p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-        p.set_defaults(func=_not_yet)
+        p.set_defaults(func=_not_yet, accepts_anything=True)

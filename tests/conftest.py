@@ -1,0 +1,57 @@
+"""Shared fixtures: a real Mosquitto broker, signing keys, and tiny bundles on disk."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from mosquitto import Mosquitto  # noqa: E402
+
+from edge_aigc import pack_bundle, signing  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory):
+    """One real Mosquitto for the session, on a free 127.0.0.1 port, stopped by its PID."""
+    b = Mosquitto(tmp_path_factory.mktemp("mosquitto"))
+    b.start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture(scope="session")
+def keypair(tmp_path_factory):
+    d = tmp_path_factory.mktemp("keys")
+    key_path, pub_path = signing.generate_keypair(d / "release")
+    return key_path, pub_path
+
+
+@pytest.fixture(scope="session")
+def other_keypair(tmp_path_factory):
+    d = tmp_path_factory.mktemp("keys-other")
+    return signing.generate_keypair(d / "other")
+
+
+MODEL_BYTES = bytes(range(256)) * 64  # 16 KiB stands in for weights; hashes don't care
+
+
+def bundle_meta(name: str = "tiny-gen", version: str = "1.0.0", **extra) -> dict:
+    return {"name": name, "version": version, "task": "image-generation", "format": "onnx",
+            "profile": "x86-avx2", "recipe": "fp32",
+            "task_config": {"image_size": [8, 8], "classes": ["a", "b"]},
+            "io": {"inputs": {"z": {"dtype": "float32", "shape": [1, 4]}}}, **extra}
+
+
+@pytest.fixture
+def make_bundle(tmp_path):
+    """make_bundle(name=..., version=..., key=None, files=None) -> path of a real .eaigc file."""
+    def make(name="tiny-gen", version="1.0.0", key=None, files=None, compress=True, **meta):
+        files = files if files is not None else {"model.onnx": MODEL_BYTES, "labels.txt": b"a\nb\n"}
+        out = tmp_path / f"{name}-{version}{'' if compress else '-plain'}.eaigc"
+        pack_bundle(out, bundle_meta(name, version, **meta), files,
+                    key=signing.load_private_key(key) if key else None, compress=compress)
+        return out
+    return make

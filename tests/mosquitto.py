@@ -1,0 +1,82 @@
+"""A real Mosquitto broker for tests: own config, free loopback port, stopped by PID."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+
+def find_mosquitto() -> str | None:
+    # Debian installs the broker in /usr/sbin, which is not on every user's PATH.
+    return shutil.which("mosquitto") or next(
+        (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if os.access(p, os.X_OK)), None)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Mosquitto:
+    """``with Mosquitto(tmpdir) as broker: broker.port`` — a broker listening on 127.0.0.1 only."""
+
+    def __init__(self, workdir: Path, extra_config: str = "", port: int | None = None):
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.extra_config = extra_config
+        self.host, self.port = "127.0.0.1", port or free_port()
+        self.proc: subprocess.Popen | None = None
+        self.log_path = self.workdir / "mosquitto.log"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self, timeout: float = 10.0) -> "Mosquitto":
+        binary = find_mosquitto()
+        if binary is None:
+            raise RuntimeError("mosquitto not found on PATH or in /usr/sbin; "
+                               "install it with `apt-get install -y mosquitto` (.ci/run does)")
+        conf = self.workdir / "mosquitto.conf"
+        conf.write_text(f"listener {self.port} {self.host}\nallow_anonymous true\n"
+                        f"persistence false\nlog_dest stdout\n{self.extra_config}\n")
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([binary, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mosquitto exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                socket.create_connection((self.host, self.port), timeout=0.2).close()
+                return self
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"mosquitto did not listen on {self.host}:{self.port}:\n{self.log()}")
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.kill(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=5)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def __enter__(self) -> "Mosquitto":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
