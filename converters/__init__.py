@@ -1,0 +1,11 @@
+"""Host-side converters: a generator in, a verified, quantized ``.eaigc`` bundle out.
+
+Needs the ``host`` extra (torch, onnx, onnxslim, transformers). The device side
+(``edge_aigc``) never imports this package, except the CLI's ``convert`` command.
+"""
+from .pipeline import ConversionResult, ConvertOptions, convert
+from .sources import LmSpec, Source, TorchGenerator, load_source
+from .validate import THRESHOLDS, FidelityReport
+
+__all__ = ["convert", "ConvertOptions", "ConversionResult", "load_source", "Source",
+           "TorchGenerator", "LmSpec", "FidelityReport", "THRESHOLDS"]

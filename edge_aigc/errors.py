@@ -16,7 +16,10 @@ errors, the MQTT error ``code`` of the protocol, so the mapping lives here once.
     ├── ConfigError              a device/service configuration is invalid
     ├── RequestError             a generation request cannot be served
     │   ├── BadRequest, UnknownModel, Busy, TooLarge, Cancelled, Timeout
-    └── BackendUnavailable       the runtime a bundle needs is not installed
+    ├── BackendUnavailable       the runtime a bundle needs is not installed
+    └── ConversionError          (host) a conversion failed
+        ├── SourceError          the source does not import, read, or describe a generator
+        └── FidelityError        the converted model lost more than the gate allows
 """
 from __future__ import annotations
 
@@ -39,6 +42,9 @@ __all__ = [
     "Cancelled",
     "Timeout",
     "BackendUnavailable",
+    "ConversionError",
+    "SourceError",
+    "FidelityError",
 ]
 
 
@@ -119,3 +125,17 @@ class BackendUnavailable(EdgeAigcError):
     """The inference runtime a bundle needs is not installed; the message names the extra."""
 
     exit_code = 8
+
+
+class ConversionError(EdgeAigcError):
+    """Host side: a conversion step failed."""
+
+    exit_code = 9
+
+
+class SourceError(ConversionError):
+    """The source cannot be imported or read, or does not describe a generator."""
+
+
+class FidelityError(ConversionError):
+    """The converted artifact is below the fidelity thresholds; the message has the report."""

@@ -13,12 +13,12 @@ import sys
 
 from .. import __version__
 from ..errors import EdgeAigcError
-from . import bundles, models, pending, profiles
+from . import bundles, convert, models, pending, profiles
 
 __all__ = ["main", "build_parser"]
 
 # Order shown in --help: what a user meets first, then device-side, then tooling.
-_GROUPS = (profiles, bundles, models, pending)
+_GROUPS = (profiles, convert, bundles, models, pending)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,7 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="edge-aigc",
         description="Convert generative models for edge devices, run them offline, serve them over MQTT.",
         epilog="Exit codes: 0 ok, 1 error, 2 usage or not available yet, 3 bundle refused, "
-               "4 profile error, 5 store error, 6 config error, 7 request error, 8 backend missing.")
+               "4 profile error, 5 store error, 6 config error, 7 request error, 8 backend missing, "
+               "9 conversion failed (source or fidelity gate).")
     parser.add_argument("--version", action="version", version=f"edge-aigc {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     parser.add_argument("--debug", action="store_true",

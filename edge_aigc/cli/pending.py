@@ -6,8 +6,6 @@ import sys
 
 # command -> (help line, the work that brings it)
 PENDING = {
-    "convert": ("convert a PyTorch module, ONNX file or HF dir into a bundle for a profile",
-                "the host converters (ONNX and TFLite paths)"),
     "run": ("generate text, an image or a WAV offline from a bundle or installed model",
             "the on-device runtime"),
     "serve": ("run the MQTT device service", "the MQTT device service"),

@@ -1,0 +1,61 @@
+"""Fidelity metrics between a reference output and a converted model's output (numpy only)."""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["psnr_db", "snr_db", "log_mel_distance", "top1_agreement", "mean_kl", "mel_filterbank"]
+
+
+def psnr_db(ref: np.ndarray, out: np.ndarray, peak: float) -> float:
+    mse = float(np.mean((ref.astype(np.float64) - out) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(peak ** 2 / mse)
+
+
+def snr_db(ref: np.ndarray, out: np.ndarray) -> float:
+    noise = float(np.sum((ref.astype(np.float64) - out) ** 2))
+    signal = float(np.sum(ref.astype(np.float64) ** 2))
+    return float("inf") if noise == 0 else 10 * np.log10(max(signal, 1e-20) / noise)
+
+
+def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
+    """Triangular filters on the HTK mel scale, shape [n_mels, n_fft // 2 + 1]."""
+    mel = lambda f: 2595 * np.log10(1 + f / 700)  # noqa: E731
+    hz = lambda m: 700 * (10 ** (m / 2595) - 1)  # noqa: E731
+    points = hz(np.linspace(mel(0), mel(sample_rate / 2), n_mels + 2))
+    bins = np.fft.rfftfreq(n_fft, 1 / sample_rate)
+    fb = np.zeros((n_mels, len(bins)))
+    for i in range(n_mels):
+        lo, mid, hi = points[i:i + 3]
+        fb[i] = np.clip(np.minimum((bins - lo) / (mid - lo), (hi - bins) / (hi - mid)), 0, None)
+    return fb
+
+
+def _log_mel(audio: np.ndarray, sample_rate: int, n_fft: int = 1024, hop: int = 256,
+             n_mels: int = 64) -> np.ndarray:
+    audio = np.asarray(audio, np.float64).reshape(-1)
+    if len(audio) < n_fft:
+        audio = np.pad(audio, (0, n_fft - len(audio)))
+    frames = np.lib.stride_tricks.sliding_window_view(audio, n_fft)[::hop] * np.hanning(n_fft)
+    power = np.abs(np.fft.rfft(frames, axis=-1)) ** 2
+    return np.log10(power @ mel_filterbank(sample_rate, n_fft, n_mels).T + 1e-6)
+
+
+def log_mel_distance(ref: np.ndarray, out: np.ndarray, sample_rate: int) -> float:
+    """Mean absolute difference of log10 mel power (0 = identical spectra)."""
+    return float(np.mean(np.abs(_log_mel(ref, sample_rate) - _log_mel(out, sample_rate))))
+
+
+def _log_softmax(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.float64)
+    x = x - x.max(axis=-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
+
+
+def top1_agreement(ref_logits: np.ndarray, logits: np.ndarray) -> float:
+    return float(np.mean(ref_logits.argmax(-1) == logits.argmax(-1)))
+
+
+def mean_kl(ref_logits: np.ndarray, logits: np.ndarray) -> float:
+    """Mean over positions of KL(reference || converted), in nats."""
+    p_log, q_log = _log_softmax(ref_logits), _log_softmax(logits)
+    return float(np.mean(np.sum(np.exp(p_log) * (p_log - q_log), axis=-1)))

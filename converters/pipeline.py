@@ -1,0 +1,192 @@
+"""The conversion pipeline: source → export → optimize → quantize → validate → package.
+
+Export and optimize run once; quantize and validate run once per distinct recipe
+setting, so ``--profile all`` does not redo work that profiles share; package runs
+per profile. Every step reports through ``progress`` with its time.
+"""
+from __future__ import annotations
+
+import hashlib
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+from edge_aigc import signing
+from edge_aigc.errors import ConversionError, FidelityError
+from edge_aigc.manifest import Manifest
+from edge_aigc.profiles import RECIPES, Profile
+
+from .calibration import CALIBRATION_SEED, VALIDATION_SEED, sample_feeds
+from .export_onnx import OPSET, export_onnx
+from .optimize import optimize_onnx
+from .package import package_bundle
+from .quantize import QuantizeOptions, quantize_onnx
+from .sources import Source, load_source
+from .validate import FidelityReport, evaluate
+
+__all__ = ["ConvertOptions", "ConversionResult", "convert", "SUPPORTED_FORMATS"]
+
+SUPPORTED_FORMATS = ("onnx",)
+Progress = Callable[[str], None]
+
+
+@dataclass
+class ConvertOptions:
+    recipe: str | None = None            # None: each profile's default
+    format: str | None = None            # None: each profile's preferred format we can build
+    name: str | None = None
+    version: str = "1.0.0"
+    sign_key: Path | None = None
+    allow_degraded: bool = False
+    thresholds: dict[str, float] = field(default_factory=dict)
+    calibration_samples: int = 32
+    validation_samples: int = 8
+    per_channel: bool = True
+    block_size: int = 32
+    accuracy_level: int = 4
+
+
+@dataclass(frozen=True)
+class ConversionResult:
+    profile: str
+    format: str
+    recipe: str
+    bundle: Path
+    manifest: Manifest
+    fp32_bytes: int
+    model_bytes: int
+    fidelity: FidelityReport
+    seconds: float
+
+
+@contextmanager
+def _step(progress: Progress, label: str) -> Iterator[dict]:
+    info: dict = {}
+    start = time.perf_counter()
+    progress(f"{label} …")
+    yield info
+    detail = f" ({info['detail']})" if info.get("detail") else ""
+    progress(f"{label} done in {time.perf_counter() - start:.1f} s{detail}")
+
+
+def _format_for(profile: Profile, requested: str | None, progress: Progress) -> str:
+    if requested:
+        if requested not in profile.formats:
+            raise ConversionError(f"profile {profile.name} does not run {requested} "
+                                  f"(its formats: {', '.join(profile.formats)})")
+        if requested not in SUPPORTED_FORMATS:
+            raise ConversionError(f"the {requested} export path is not available in this version")
+        return requested
+    for fmt in profile.formats:
+        if fmt in SUPPORTED_FORMATS:
+            if fmt != profile.preferred_format:
+                progress(f"{profile.name} prefers {profile.preferred_format}, which this version "
+                         f"cannot build yet; using {fmt}")
+            return fmt
+    raise ConversionError(f"profile {profile.name} runs only {', '.join(profile.formats)}, "
+                          "which this version cannot build")
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def convert(source_ref: str | Path | Source, profiles: list[Profile], out: Path,
+            options: ConvertOptions | None = None,
+            progress: Progress = lambda line: None) -> list[ConversionResult]:
+    """Convert once for each profile. ``out`` is the bundle path for one profile, a directory for several.
+
+    Raises FidelityError (after writing the bundles that passed) if any profile's
+    artifact fails the gate and ``allow_degraded`` is off.
+    """
+    opts = options or ConvertOptions()
+    if opts.recipe is not None and opts.recipe not in RECIPES:
+        raise ConversionError(f"unknown recipe {opts.recipe!r}; choose one of {', '.join(RECIPES)}")
+    key = signing.load_private_key(opts.sign_key) if opts.sign_key else None
+    with tempfile.TemporaryDirectory(prefix="edge-aigc-convert-") as tmp:
+        work = Path(tmp)
+        with _step(progress, "load source") as s:
+            source = source_ref if isinstance(source_ref, Source) else load_source(source_ref)
+            s["detail"] = f"{source.kind}, {source.task}"
+        with _step(progress, f"export ONNX (dynamo, opset {OPSET})") as s:
+            exported = export_onnx(source, work / "exported.onnx")
+            if exported.max_abs_diff is not None:
+                s["detail"] = f"max |onnx - torch| = {exported.max_abs_diff:.2g}"
+        with _step(progress, "optimize (onnxslim)") as s:
+            optimized = optimize_onnx(exported.path, work / "reference-fp32.onnx")
+            s["detail"] = optimized.note or f"{optimized.nodes_before} → {optimized.nodes_after} nodes"
+        fp32_path = optimized.path
+        validation = sample_feeds(source, fp32_path, opts.validation_samples, VALIDATION_SEED)
+        source_record = {"kind": source.kind, "ref": source.ref, "fp32_sha256": _sha256(fp32_path),
+                         "opset": OPSET, "export_max_abs_diff": exported.max_abs_diff}
+        done: dict[tuple, tuple[Path, FidelityReport, float]] = {}
+        results, failed = [], []
+        for profile in profiles:
+            fmt = _format_for(profile, opts.format, progress)
+            recipe = opts.recipe or profile.recipe_for(fmt)
+            # reduce_range changes only int8 weights; other recipes share one artifact.
+            reduce_range = recipe.startswith("int8") and bool(profile.onnx and profile.onnx.reduce_range)
+            cache_key = (recipe, reduce_range)
+            shared = cache_key in done
+            if not shared:
+                start = time.perf_counter()
+                model_path, report = _quantize_and_validate(source, fp32_path, recipe, reduce_range,
+                                                            opts, validation, work, progress)
+                done[cache_key] = (model_path, report, time.perf_counter() - start)
+            model_path, report, spent = done[cache_key]
+            if not report.passed and not opts.allow_degraded:
+                failed.append((profile.name, report))
+                continue
+            results.append(_package(source, profile, fmt, recipe, model_path, fp32_path, report,
+                                    source_record, opts, key, out, len(profiles) > 1, progress,
+                                    0.0 if shared else spent))
+        if failed:
+            lines = "; ".join(f"{name} ({r.recipe}): {', '.join(r.failures)}" for name, r in failed)
+            raise FidelityError(f"fidelity gate failed for {lines}. Measured: {failed[0][1].summary()}. "
+                                "Use --allow-degraded to package anyway, or --threshold KEY=VALUE")
+        return results
+
+
+def _quantize_and_validate(source: Source, fp32_path: Path, recipe: str, reduce_range: bool,
+                           opts: ConvertOptions, validation: list, work: Path,
+                           progress: Progress) -> tuple[Path, FidelityReport]:
+    hints = source.quantize_hints
+    qopts = QuantizeOptions(
+        per_channel=opts.per_channel, reduce_range=reduce_range, op_types=hints.get("op_types"),
+        block_size=opts.block_size, accuracy_level=opts.accuracy_level,
+        calibration=lambda: iter(sample_feeds(source, fp32_path, opts.calibration_samples,
+                                              CALIBRATION_SEED)))
+    dst = work / f"artifact-{recipe}{'-rr' if reduce_range else ''}.onnx"
+    with _step(progress, f"quantize {recipe}{' (reduce_range)' if reduce_range else ''}") as s:
+        quantize_onnx(recipe, fp32_path, dst, qopts)
+        s["detail"] = f"{fp32_path.stat().st_size:,} → {dst.stat().st_size:,} bytes"
+    with _step(progress, f"validate {recipe} vs fp32 on {len(validation)} seeded inputs") as s:
+        report = evaluate(source, recipe, fp32_path, dst, validation, opts.thresholds,
+                          opts.allow_degraded)
+        s["detail"] = report.summary() + ("" if report.passed else " — BELOW THRESHOLD")
+    return dst, report
+
+
+def _package(source: Source, profile: Profile, fmt: str, recipe: str, model_path: Path,
+             fp32_path: Path, report: FidelityReport, source_record: dict, opts: ConvertOptions,
+             key, out: Path, many: bool, progress: Progress, spent: float) -> ConversionResult:
+    name = opts.name or source.name
+    bundle = out / f"{name}-{profile.name}.eaigc" if many else out
+    assets = {}
+    if source.tokenizer is not None:
+        assets["tokenizer.json"] = source.tokenizer.to_str().encode()
+    fp32_bytes, model_bytes = fp32_path.stat().st_size, model_path.stat().st_size
+    fidelity = {**report.to_dict(), "recipe": recipe, "fp32_bytes": fp32_bytes,
+                "model_bytes": model_bytes, "size_ratio": round(model_bytes / fp32_bytes, 4)}
+    start = time.perf_counter()
+    with _step(progress, f"package {bundle.name} for {profile.name}") as s:
+        manifest = package_bundle(bundle, name=name, version=opts.version, task=source.task,
+                                  profile=profile.name, recipe=recipe, model_path=model_path,
+                                  assets=assets, task_config=source.task_config, fidelity=fidelity,
+                                  source=source_record, key=key)
+        s["detail"] = "signed" if key else "unsigned"
+    return ConversionResult(profile.name, fmt, recipe, bundle, manifest, fp32_bytes, model_bytes,
+                            report, spent + time.perf_counter() - start)
