@@ -26,7 +26,10 @@ from edge_aigc.errors import ConversionError
 from . import metrics
 from .sources import Source
 
-__all__ = ["THRESHOLDS", "HIGHER_IS_BETTER", "FidelityReport", "evaluate"]
+__all__ = ["THRESHOLDS", "HIGHER_IS_BETTER", "FidelityReport", "evaluate", "IDENTICAL_DB"]
+
+# JSON has no infinity: bit-identical outputs (PSNR/SNR = inf) are recorded as this many dB.
+IDENTICAL_DB = 999.0
 
 _IMAGE = {"fp32": {"psnr_db": 60.0}, "fp16": {"psnr_db": 40.0}, "int8-dynamic": {"psnr_db": 25.0},
           "int8-static": {"psnr_db": 22.0}, "int4": {"psnr_db": 22.0}}
@@ -60,7 +63,7 @@ class FidelityReport:
         return not self.failures
 
     def to_dict(self) -> dict[str, Any]:
-        clean = {k: (round(v, 6) if math.isfinite(v) else ("inf" if v > 0 else "-inf"))
+        clean = {k: round(v, 6) if math.isfinite(v) else (IDENTICAL_DB if v > 0 else -IDENTICAL_DB)
                  for k, v in self.metrics.items()}
         return {"reference": "fp32 ONNX export", "samples": self.samples, "metrics": clean,
                 "thresholds": self.thresholds, "passed": self.passed,

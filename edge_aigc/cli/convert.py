@@ -13,7 +13,7 @@ from ..errors import BackendUnavailable, ConfigError
 from ..profiles import RECIPES, get_profile, list_profiles
 from .output import human_bytes, table
 
-HOST_HINT = 'pip install torch==2.13.0 && pip install -e ".[host]"'
+HOST_HINT = 'pip install torch==2.13.0 && pip install -c constraints.txt -e ".[host]"'
 
 
 def _thresholds(pairs: list[str]) -> dict[str, float]:

@@ -1,0 +1,208 @@
+"""Host converters, ONNX path: real exports, quantization and fidelity on tiny models."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from converters import ConvertOptions, convert
+from converters.sources import load_source
+from edge_aigc import load_bundle, signing
+from edge_aigc.errors import ConversionError, FidelityError, SourceError
+from edge_aigc.profiles import get_profile, load_profile
+from tiny_lm import save_tiny_lm
+from tiny_models import tiny_dcgan
+
+TESTS = Path(__file__).parent
+RPI5 = (TESTS.parent / "device_profiles" / "rpi5.toml").read_text()
+
+
+def recipe_profile(tmp_path: Path, recipe: str) -> Path:
+    """rpi5 with another recipe: lets one export serve all recipes."""
+    name = f"rpi5-{recipe}"
+    text = RPI5.replace('name = "rpi5"', f'name = "{name}"').replace(
+        'recipe = "int8-dynamic"', f'recipe = "{recipe}"')
+    path = tmp_path / f"{name}.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture(scope="module")
+def image_bundles(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("image")
+    recipes = ["fp32", "fp16", "int8-dynamic", "int8-static"]
+    profiles = [load_profile(recipe_profile(tmp, r)) for r in recipes]
+    results = convert("tiny_models:tiny_dcgan", profiles, tmp / "out", ConvertOptions(name="tiny-dcgan"))
+    return {r.recipe: r for r in results}
+
+
+@pytest.mark.parametrize("recipe", ["fp32", "fp16", "int8-dynamic", "int8-static"])
+def test_image_generator_converts_under_each_recipe_within_the_gate(image_bundles, recipe):
+    result = image_bundles[recipe]
+    gen = tiny_dcgan()
+    z = torch.randn(3, 16, generator=torch.Generator().manual_seed(7))
+    label = torch.tensor([0, 1, 3])
+    with torch.no_grad():
+        expected = gen.module(z, label).numpy()
+    with load_bundle(result.bundle) as b:
+        m = b.manifest
+        assert (m.recipe, m.task, m.format) == (recipe, "image-generation", "onnx")
+        assert m.fidelity["passed"] and m.fidelity["metrics"]["psnr_db"] >= m.fidelity["thresholds"]["psnr_db"]
+        sess = ort.InferenceSession(str(b.file("model.onnx")), providers=["CPUExecutionProvider"])
+        got = sess.run(None, {"z": z.numpy(), "label": label.numpy()})[0]
+    assert got.shape == (3, 1, 16, 16), "dynamic batch axis"
+    psnr = 10 * np.log10(4.0 / np.mean((got - expected) ** 2))
+    assert psnr >= m.fidelity["thresholds"]["psnr_db"]
+    assert m.io["inputs"]["label"]["dtype"] == "int64"
+
+
+def test_quantized_image_artifacts_are_smaller(image_bundles):
+    sizes = {r: image_bundles[r].model_bytes for r in image_bundles}
+    assert sizes["fp16"] < 0.6 * sizes["fp32"]
+    assert sizes["int8-static"] < 0.6 * sizes["fp32"]
+
+
+@pytest.fixture(scope="module")
+def lm_dirs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("lms")
+    return {arch: save_tiny_lm(tmp / f"tiny-{arch}", arch=arch) for arch in ("gpt2", "llama")}
+
+
+def onnx_greedy(model_path: Path, prompt: list[int], steps: int, layers: int, kv_heads: int,
+                head_dim: int) -> list[int]:
+    """Prefill then one-token decode steps through the exported graph's KV cache."""
+    sess = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    names = [f"past_key_values.{i}.{k}" for i in range(layers) for k in ("key", "value")]
+    past = {n: np.zeros((1, kv_heads, 0, head_dim), np.float32) for n in names}
+    ids, done, out = np.array([prompt]), 0, []
+    for _ in range(steps):
+        n = ids.shape[1]
+        res = sess.run(None, {"input_ids": ids, "attention_mask": np.ones((1, done + n), np.int64),
+                              "position_ids": np.arange(done, done + n)[None], **past})
+        token = int(res[0][0, -1].argmax())
+        out.append(token)
+        past, done, ids = dict(zip(names, res[1:])), done + n, np.array([[token]])
+    return out
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_exported_lm_greedy_with_kv_cache_equals_pytorch_greedy(lm_dirs, arch, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / f"{arch}.eaigc"
+    convert(str(lm_dirs[arch]), [get_profile("x86-avx2")], out, ConvertOptions(recipe="fp32"))
+    model = AutoModelForCausalLM.from_pretrained(lm_dirs[arch], local_files_only=True).eval()
+    with load_bundle(out) as b:
+        cfg = b.manifest.task_config
+        assert b.file("tokenizer.json").is_file() and cfg["num_layers"] == 2
+        for prompt_text in ("The quick brown fox", "今天天气"):
+            from tokenizers import Tokenizer
+
+            prompt = Tokenizer.from_file(str(b.file("tokenizer.json"))).encode(prompt_text).ids
+            with torch.no_grad():
+                ref = model.generate(torch.tensor([prompt]), max_new_tokens=24, do_sample=False,
+                                     attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+                                     pad_token_id=0)[0, len(prompt):].tolist()
+            got = onnx_greedy(b.file("model.onnx"), prompt, len(ref), cfg["num_layers"],
+                              cfg["num_kv_heads"], cfg["head_dim"])
+            assert got == ref, prompt_text
+            assert len(set(ref)) > 3, "a trained model, not a degenerate repeat"
+
+
+@pytest.fixture(scope="module")
+def matmul_lm(tmp_path_factory):
+    # MatMul/Gemm-dominated: wide FFN, small vocabulary (embeddings are Gathers).
+    return save_tiny_lm(tmp_path_factory.mktemp("mm") / "mm-llama", hidden=128, ffn=512, steps=80)
+
+
+def test_int8_and_int4_lm_artifacts_shrink_and_pass_the_gate(matmul_lm, tmp_path):
+    profiles = [load_profile(recipe_profile(tmp_path, r)) for r in ("fp32", "int8-dynamic", "int4")]
+    results = {r.recipe: r for r in convert(str(matmul_lm), profiles, tmp_path / "out")}
+    fp32 = results["fp32"].model_bytes
+    assert fp32 / results["int8-dynamic"].model_bytes >= 2.5
+    assert fp32 / results["int4"].model_bytes >= 3.0
+    for recipe in ("int8-dynamic", "int4"):
+        fid = results[recipe].manifest.fidelity
+        assert fid["passed"] and fid["metrics"]["top1_agreement"] >= fid["thresholds"]["top1_agreement"]
+        assert fid["fp32_bytes"] == fp32
+
+
+def test_impossible_threshold_fails_with_the_measured_values(tmp_path):
+    out = tmp_path / "never.eaigc"
+    opts = ConvertOptions(recipe="int8-dynamic", thresholds={"psnr_db": 500})
+    with pytest.raises(FidelityError, match=r"psnr_db = [\d.]+, needs ≥ 500.*--allow-degraded"):
+        convert("tiny_models:tiny_dcgan", [get_profile("x86-avx2")], out, opts)
+    assert not out.exists()
+
+
+def test_allow_degraded_packages_and_records_it(tmp_path):
+    out = tmp_path / "degraded.eaigc"
+    opts = ConvertOptions(recipe="int8-dynamic", thresholds={"psnr_db": 500}, allow_degraded=True)
+    convert("tiny_models:tiny_dcgan", [get_profile("x86-avx2")], out, opts)
+    with load_bundle(out) as b:
+        assert b.manifest.fidelity["degraded"] is True and not b.manifest.fidelity["passed"]
+
+
+def test_threshold_for_another_task_is_refused(tmp_path):
+    with pytest.raises(ConversionError, match="'top1_agreement' does not apply to image-generation"):
+        convert("tiny_models:tiny_dcgan", [get_profile("x86-avx2")], tmp_path / "x.eaigc",
+                ConvertOptions(thresholds={"top1_agreement": 0.5}))
+
+
+@pytest.mark.parametrize("ref,message", [
+    ("no_such_module_xyz:factory", "cannot import 'no_such_module_xyz'"),
+    ("tiny_models:does_not_exist", "has no callable 'does_not_exist'"),
+    ("tiny_models:LATENT", "has no callable 'LATENT'"),
+    ("bad_sources:returns_a_list", "returned list; expected converters.TorchGenerator"),
+    ("bad_sources:returns_not_a_module", "not a torch.nn.Module"),
+    ("bad_sources:returns_unknown_task", "task 'video-generation' is not one of"),
+    ("bad_sources:raises", "raised RuntimeError: weights file missing"),
+    ("nonexistent.onnx", "no such ONNX file"),
+])
+def test_bad_source_fails_with_a_clear_message(ref, message):
+    with pytest.raises(SourceError, match=message):
+        load_source(ref)
+
+
+def test_onnx_file_source_needs_a_sidecar_and_converts_with_one(tmp_path):
+    gen = tiny_dcgan()
+    onnx_path = tmp_path / "gen.onnx"
+    z = torch.randn(2, 16)
+    label = torch.tensor([0, 1])
+    torch.onnx.export(gen.module, (z, label), str(onnx_path), input_names=["z", "label"],
+                      output_names=["image"], dynamo=True, external_data=False,
+                      dynamic_shapes=({0: torch.export.Dim("batch")}, {0: torch.export.Dim("batch")}))
+    with pytest.raises(SourceError, match="no sidecar"):
+        load_source(onnx_path)
+    (tmp_path / "gen.onnx.json").write_text(json.dumps(
+        {"task": "image-generation", "task_config": {"num_classes": 4, "output_range": [-1, 1]}}))
+    out = tmp_path / "gen.eaigc"
+    [result] = convert(str(onnx_path), [get_profile("rpi5")], out)
+    assert result.recipe == "int8-dynamic" and result.manifest.source["kind"] == "onnx"
+
+
+def test_convert_cli_signs_for_all_profiles_and_prints_a_summary(tmp_path):
+    key, pub = signing.generate_keypair(tmp_path / "k")
+    out = subprocess.run([sys.executable, "-m", "edge_aigc", "convert", "tiny_models:tiny_dcgan",
+                          "--profile", "all", "--sign", key, "-o", tmp_path / "bundles"],
+                         capture_output=True, text=True, timeout=600, cwd=TESTS)
+    assert out.returncode == 0, out.stderr
+    assert "export ONNX" in out.stderr and "validate" in out.stderr
+    bundles = sorted((tmp_path / "bundles").glob("*.eaigc"))
+    assert len(bundles) >= 6 and "PROFILE" in out.stdout
+    assert "prefers tflite" in out.stderr  # rpi4 / rpi-zero-2w until the TFLite path lands
+    jetson = next(b for b in bundles if "jetson" in b.name)
+    with load_bundle(jetson, public_key=signing.load_public_key(pub)) as b:
+        assert b.manifest.recipe == "fp16" and b.signer
+
+
+def test_convert_cli_without_a_profile_value_is_a_usage_error():
+    out = subprocess.run([sys.executable, "-m", "edge_aigc", "convert", "x:y"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "--profile" in out.stderr

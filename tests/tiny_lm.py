@@ -1,0 +1,64 @@
+"""Tiny Hugging Face causal LMs saved to local directories, for converter tests.
+
+A BPE tokenizer is trained on the converters' built-in texts and the model is trained
+for a few dozen steps on them: random weights have top-1/top-2 logit gaps of ~1e-4, so
+quantization fidelity on them measures noise, not the quantizer.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from converters.calibration import BUILTIN_TEXTS
+
+VOCAB = 384
+
+
+def train_tokenizer() -> Tokenizer:
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=VOCAB, special_tokens=["<|endoftext|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(BUILTIN_TEXTS, trainer)
+    return tok
+
+
+def _config(arch: str, vocab: int, hidden: int, layers: int, ffn: int):
+    from transformers import GPT2Config, LlamaConfig
+
+    if arch == "gpt2":
+        return GPT2Config(n_layer=layers, n_head=4, n_embd=hidden, n_inner=ffn, vocab_size=vocab,
+                          n_positions=256, bos_token_id=0, eos_token_id=0)
+    return LlamaConfig(num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                       hidden_size=hidden, intermediate_size=ffn, vocab_size=vocab,
+                       max_position_embeddings=256, bos_token_id=0, eos_token_id=0,
+                       tie_word_embeddings=False)
+
+
+def save_tiny_lm(directory: Path, arch: str = "llama", hidden: int = 64, layers: int = 2,
+                 ffn: int = 128, steps: int = 150, seed: int = 0) -> Path:
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    tok = train_tokenizer()
+    model = AutoModelForCausalLM.from_config(_config(arch, tok.get_vocab_size(), hidden, layers, ffn))
+    ids = np.array([i for t in BUILTIN_TEXTS for i in tok.encode(t + "<|endoftext|>").ids])
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    rng = np.random.default_rng(seed)
+    for _ in range(steps):
+        starts = rng.integers(0, len(ids) - 33, 8)
+        batch = torch.tensor(np.stack([ids[s:s + 33] for s in starts]))
+        loss = model(input_ids=batch, labels=batch).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(directory)
+    tok.save(str(directory / "tokenizer.json"))
+    return directory
