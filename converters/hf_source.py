@@ -6,7 +6,7 @@ from pathlib import Path
 
 from edge_aigc.errors import SourceError
 
-from .sources import LmSpec, Source
+from .sources import LmSpec, Source, model_name
 
 __all__ = ["load_hf_dir", "lm_spec"]
 
@@ -69,6 +69,6 @@ def load_hf_dir(path: Path) -> Source:
         "architecture": spec.architecture, "kv_inputs": "past_key_values.{layer}.{kind}",
         "kv_outputs": "present.{layer}.{kind}", "sampling": sampling,
     }
-    name = path.resolve().name.lower().replace("_", "-")
+    name = model_name(path.resolve().name)
     return Source("hf", str(path), name, "text-generation", task_config, lm=spec,
                   lm_model=model, tokenizer=tokenizer)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ from typing import Any
 from edge_aigc.errors import SourceError
 from edge_aigc.manifest import TASKS
 
-__all__ = ["SourceError", "TorchGenerator", "LmSpec", "Source", "load_source"]
+__all__ = ["SourceError", "TorchGenerator", "LmSpec", "Source", "load_source", "model_name"]
 
 
 @dataclass
@@ -74,6 +75,12 @@ class Source:
         return self.generator.quantize if self.generator else self.task_config.get("quantize", {})
 
 
+def model_name(text: str) -> str:
+    """A default model name that satisfies the manifest's name rule."""
+    name = re.sub(r"[^a-z0-9._-]+", "-", text.lower()).strip("-._")
+    return name[:64] or "model"
+
+
 def _check_task(task: Any, where: str) -> str:
     if task not in TASKS:
         raise SourceError(f"{where}: task {task!r} is not one of {', '.join(TASKS)}")
@@ -95,7 +102,7 @@ def _load_factory(ref: str) -> Source:
     except Exception as exc:
         raise SourceError(f"source factory {ref!r} raised {type(exc).__name__}: {exc}") from None
     gen = _as_generator(result, ref)
-    return Source("torch", ref, func_name.replace("_", "-").lower(), gen.task,
+    return Source("torch", ref, model_name(module_name.rsplit(".", 1)[-1]), gen.task,
                   dict(gen.task_config), generator=gen)
 
 
@@ -135,7 +142,7 @@ def _load_onnx(path: Path) -> Source:
         raise SourceError(f"{path}: no sidecar with task metadata; write {path.name}.json with "
                           '{"task": "image-generation", "task_config": {...}}')
     task = _check_task(meta.get("task"), f"{path} sidecar")
-    return Source("onnx", str(path), meta.get("name", path.stem.lower()), task,
+    return Source("onnx", str(path), meta.get("name") or model_name(path.stem), task,
                   dict(meta.get("task_config", {})), onnx_path=path)
 
 

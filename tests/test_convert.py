@@ -206,3 +206,12 @@ def test_convert_cli_without_a_profile_value_is_a_usage_error():
     out = subprocess.run([sys.executable, "-m", "edge_aigc", "convert", "x:y"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "--profile" in out.stderr
+
+
+def test_convert_without_the_host_extra_says_what_to_install():
+    # A device install has no torch: simulate it by making the import fail.
+    code = ("import sys; sys.modules['torch'] = None; from edge_aigc.cli import main; "
+            "sys.exit(main(['convert', 'x:y', '--profile', 'rpi5', '-o', 'x.eaigc']))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 8, out.stderr
+    assert "needs the host extra (torch is missing)" in out.stderr and "Traceback" not in out.stderr
