@@ -9,12 +9,15 @@ from .errors import (BackendUnavailable, BadRequest, BundleError, Busy, Cancelle
                      UnsupportedSchema)
 from .manifest import Manifest
 from .profiles import Profile, get_profile, list_profiles
+from .runtime import Runtime
 from .store import ModelStore
+from .tasks.base import CancelToken, Output, Progress, Result, Token
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "__version__", "load_bundle", "pack_bundle", "Bundle", "Manifest", "ModelStore",
+    "__version__", "load_bundle", "pack_bundle", "Bundle", "Manifest", "ModelStore", "Runtime",
+    "CancelToken", "Token", "Progress", "Result", "Output",
     "Profile", "get_profile", "list_profiles",
     "EdgeAigcError", "BundleError", "CorruptBundle", "UnsafeBundle", "IntegrityError",
     "UnsupportedSchema", "SignatureError", "ProfileError", "StoreError", "ConfigError",

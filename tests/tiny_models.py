@@ -43,3 +43,39 @@ def tiny_dcgan() -> TorchGenerator:
         output_names=["image"],
         task_config={"latent_dim": LATENT, "num_classes": CLASSES, "class_labels": list("abcd"),
                      "image_size": [16, 16], "channels": 1, "output_range": [-1.0, 1.0]})
+
+
+class TinySynth(nn.Module):
+    """Source-filter audio: a sine at the requested pitch, shaped by a small conv net.
+
+    Phase is accumulated as fractional cycles per frame and wrapped with x - floor(x),
+    as the zoo model does (a float32 running sum over samples drifts).
+    """
+
+    def __init__(self, hop: int = 80, sample_rate: int = 8000):
+        super().__init__()
+        self.hop, self.sample_rate = hop, sample_rate
+        self.conv = nn.Conv1d(2, 8, 3, padding=1)
+        self.out = nn.Conv1d(8, 1, 1)
+
+    def forward(self, f0, loudness):
+        x = torch.stack([f0 / 500.0, loudness], 1)
+        amp = torch.sigmoid(self.out(torch.tanh(self.conv(x))))[:, 0] * loudness
+        cycles = f0 * self.hop / self.sample_rate                    # cycles per frame
+        start = torch.cumsum(cycles, 1) - cycles
+        start = start - torch.floor(start)                           # wrapped frame phase
+        ramp = torch.arange(self.hop, dtype=f0.dtype) / self.hop     # within-frame position
+        phase = start[..., None] + cycles[..., None] * ramp          # [B, T, hop]
+        wave = torch.sin(2 * torch.pi * (phase - torch.floor(phase)))
+        return (0.5 * amp[..., None] * wave).flatten(1)
+
+
+def tiny_synth() -> TorchGenerator:
+    torch.manual_seed(0)
+    frames = 50
+    return TorchGenerator(
+        module=TinySynth().eval(), task="audio-generation",
+        example_inputs={"f0": torch.full((1, frames), 440.0), "loudness": torch.ones(1, frames)},
+        output_names=["audio"],
+        dynamic_axes={"f0": {0: "batch", 1: "frames"}, "loudness": {0: "batch", 1: "frames"}},
+        task_config={"sample_rate": 8000, "hop_length": 80, "conditioning": "notes", "max_seconds": 10})

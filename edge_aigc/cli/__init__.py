@@ -13,12 +13,12 @@ import sys
 
 from .. import __version__
 from ..errors import EdgeAigcError
-from . import bundles, convert, models, pending, profiles
+from . import bundles, convert, models, pending, profiles, run
 
 __all__ = ["main", "build_parser"]
 
 # Order shown in --help: what a user meets first, then device-side, then tooling.
-_GROUPS = (profiles, convert, bundles, models, pending)
+_GROUPS = (profiles, convert, bundles, models, run, pending)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,8 +6,6 @@ import sys
 
 # command -> (help line, the work that brings it)
 PENDING = {
-    "run": ("generate text, an image or a WAV offline from a bundle or installed model",
-            "the on-device runtime"),
     "serve": ("run the MQTT device service", "the MQTT device service"),
     "send": ("send a request to a device over MQTT and stream the reply", "the MQTT device service"),
     "flash": ("lay out a device root (bundles, config, systemd unit) e.g. on an SD card",

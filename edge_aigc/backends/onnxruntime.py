@@ -1,0 +1,89 @@
+"""ONNX Runtime backend: the profile's provider list with fallback, threads, graph optimization.
+
+A provider the device lacks is skipped with a warning, never a crash. TensorRT gets
+fp16 and an engine cache under the state directory: engines are not portable across
+GPUs or TensorRT versions, so the device builds one on first load and reuses it.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import BackendUnavailable
+from ..profiles import Profile
+from .base import TensorInfo
+
+__all__ = ["OnnxSession", "resolve_providers"]
+
+log = logging.getLogger(__name__)
+_GRAPH_OPT = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
+              "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
+
+
+def resolve_providers(wanted: tuple[str, ...], available: list[str], model: str) -> list[str]:
+    """Wanted providers that exist here, in order; CPU is always the last resort."""
+    chosen = [p for p in wanted if p in available]
+    for p in wanted:
+        if p not in available:
+            log.warning("%s: %s is not available in this onnxruntime build; falling back to %s",
+                        model, p, (chosen or ["CPUExecutionProvider"])[0])
+    if "CPUExecutionProvider" not in chosen:
+        chosen.append("CPUExecutionProvider")
+    return chosen
+
+
+def _provider_options(provider: str, cache_dir: Path | None) -> dict[str, Any]:
+    if provider == "TensorrtExecutionProvider":
+        opts: dict[str, Any] = {"trt_fp16_enable": True}
+        if cache_dir is not None:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            opts.update(trt_engine_cache_enable=True, trt_engine_cache_path=str(cache_dir))
+        return opts
+    return {}
+
+
+class OnnxSession:
+    backend = "onnxruntime"
+
+    def __init__(self, model_path: Path, profile: Profile | None, name: str = "model",
+                 cache_dir: Path | None = None, threads: int | None = None):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise BackendUnavailable("onnxruntime is not installed: pip install onnxruntime") from None
+        cfg = profile.onnx if profile is not None else None
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads or (cfg.threads if cfg else 0)
+        so.inter_op_num_threads = 1
+        so.graph_optimization_level = getattr(ort.GraphOptimizationLevel,
+                                              _GRAPH_OPT[cfg.graph_optimization if cfg else "all"])
+        so.log_severity_level = 3  # errors only; our own logging says what matters
+        wanted = cfg.providers if cfg else ("CPUExecutionProvider",)
+        providers = resolve_providers(wanted, ort.get_available_providers(), name)
+        options = [_provider_options(p, cache_dir) for p in providers]
+        self._sess = ort.InferenceSession(str(model_path), so, providers=providers,
+                                          provider_options=options)
+        self.providers = tuple(self._sess.get_providers())
+
+    @staticmethod
+    def _info(args) -> list[TensorInfo]:
+        return [TensorInfo(a.name, a.type.removeprefix("tensor(").removesuffix(")"), tuple(a.shape))
+                for a in args]
+
+    @property
+    def inputs(self) -> list[TensorInfo]:
+        return self._info(self._sess.get_inputs())
+
+    @property
+    def outputs(self) -> list[TensorInfo]:
+        return self._info(self._sess.get_outputs())
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        names = [o.name for o in self._sess.get_outputs()]
+        return dict(zip(names, self._sess.run(names, feeds)))
+
+    def native(self) -> Any:
+        return self._sess

@@ -1,0 +1,128 @@
+"""``edge-aigc run``: offline generation from a bundle or an installed model.
+
+Options come from the parameter specs in ``tasks/params.py`` (one declaration serves the
+CLI, the API and the MQTT service). Text streams to stdout; images and audio go to files.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .. import signing
+from ..errors import BackendUnavailable, BadRequest
+from ..runtime import Runtime
+from ..store import ModelStore, default_state_dir
+from ..tasks.base import Progress, Result, Token
+from ..tasks.params import TASK_PARAMS
+
+
+def _option(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _add_param_options(p: argparse.ArgumentParser) -> None:
+    seen: set[str] = set()
+    group = p.add_argument_group("generation parameters (each applies to the tasks noted)")
+    for task, params in TASK_PARAMS.items():
+        for spec in params:
+            if spec.name in seen:
+                continue
+            seen.add(spec.name)
+            tasks = [t.split("-")[0] for t, ps in TASK_PARAMS.items() if any(x.name == spec.name for x in ps)]
+            bounds = f" [{spec.lo:g}..{spec.hi:g}]" if spec.lo is not None else ""
+            help_text = f"{spec.help}{bounds} ({'/'.join(tasks)})"
+            if spec.kind is bool:
+                group.add_argument(_option(spec.name), dest=spec.name, default=None,
+                                   action=argparse.BooleanOptionalAction, help=help_text)
+            elif spec.kind is list:
+                group.add_argument(_option(spec.name), dest=spec.name, action="append", help=help_text)
+            else:
+                group.add_argument(_option(spec.name), dest=spec.name, type=spec.kind, help=help_text)
+
+
+def _play(data: bytes) -> None:
+    try:
+        import sounddevice
+    except (ImportError, OSError) as exc:
+        raise BackendUnavailable("--play needs the audio extra and PortAudio: "
+                                 f"pip install 'edge-aigc[audio]' and apt-get install libportaudio2 ({exc})") from None
+    import io
+    import wave
+
+    import numpy as np
+
+    with wave.open(io.BytesIO(data)) as w:
+        pcm = np.frombuffer(w.readframes(w.getnframes()), "<i2")
+        rate = w.getframerate()
+    try:
+        sounddevice.play(pcm, rate, blocking=True)
+    except Exception as exc:  # PortAudio raises its own error types for missing devices
+        raise BackendUnavailable(f"--play: no usable audio output device ({exc}); the WAV file was written") from None
+
+
+def _write(result: Result, out: str | None) -> list[Path]:
+    paths = []
+    for i, item in enumerate(result.outputs):
+        path = Path(out) if out else Path(f"{result.model}{Path(item.name).suffix}")
+        if len(result.outputs) > 1:
+            path = path.with_name(f"{path.stem}-{i}{path.suffix}")
+        path.write_bytes(item.data)
+        paths.append(path)
+    return paths
+
+
+def _run(args: argparse.Namespace) -> int:
+    key = signing.load_public_key(args.pubkey) if args.pubkey else None
+    looks_like_path = args.model.endswith(".eaigc") or Path(args.model).is_dir() or "/" in args.model
+    store = None if looks_like_path else ModelStore(args.state_dir or default_state_dir(), public_key=key)
+    with Runtime(store, args.profile, state_dir=args.state_dir, threads=args.threads,
+                 public_key=key) as rt:
+        name = rt.load(args.model)
+        task = rt.model(name).bundle.manifest.task
+        names = {p.name for p in TASK_PARAMS[task]}
+        given = {n: getattr(args, n) for ps in TASK_PARAMS.values() for n in (p.name for p in ps)
+                 if getattr(args, n, None) is not None}
+        for n in given:
+            if n not in names:
+                raise BadRequest(f"{_option(n)} does not apply to {task} models")
+        for event in rt.stream(name, **given):
+            if isinstance(event, Token):
+                sys.stdout.write(event.text)
+                sys.stdout.flush()
+            elif isinstance(event, Progress) and sys.stderr.isatty():
+                print(f"\r{event.message} {event.step}/{event.total}", end="", file=sys.stderr, flush=True)
+            elif isinstance(event, Result):
+                _finish(event, args)
+    return 0
+
+
+def _finish(result: Result, args: argparse.Namespace) -> None:
+    if sys.stderr.isatty():
+        print("\r", end="", file=sys.stderr)
+    meta = {k: v for k, v in result.meta.items() if k != "token_ids"}
+    if result.text is not None:
+        print()
+    for path in _write(result, args.output):
+        print(f"wrote {path} ({path.stat().st_size:,} bytes)", file=sys.stderr)
+    print(" ".join(f"{k}={v}" for k, v in meta.items()), file=sys.stderr)
+    if args.play:
+        wavs = [o for o in result.outputs if o.content_type == "audio/wav"]
+        if not wavs:
+            raise BadRequest("--play applies to audio models")
+        _play(wavs[0].data)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="generate text, an image or a WAV offline from a bundle or installed model",
+                       description="Offline generation. Text streams to stdout; images and audio are "
+                                   "written to -o (default: ./<model>.png or .wav).")
+    p.add_argument("model", help="path to a .eaigc bundle, or the name of an installed model")
+    p.add_argument("-o", "--output", help="output file for images/audio")
+    p.add_argument("--profile", help="device profile (default: detected)")
+    p.add_argument("--threads", type=int, help="override the profile's thread count")
+    p.add_argument("--state-dir", help="model store location (see edge-aigc models --help)")
+    p.add_argument("--pubkey", help="Ed25519 public key the bundle must be signed with")
+    p.add_argument("--play", action="store_true", help="play generated audio (needs the audio extra)")
+    _add_param_options(p)
+    p.set_defaults(func=_run)

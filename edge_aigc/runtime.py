@@ -1,0 +1,151 @@
+"""Runtime: loaded models and one way to run them.
+
+``Runtime(models, profile)`` takes a :class:`ModelStore` (every installed model) and/or
+bundle paths, opens one backend session per model (created once, reused), and serves
+``stream(model, **params)`` (events) and ``generate(model, **params)`` (the result).
+The CLI's ``run``, the Python API and the MQTT service all go through ``stream``.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from .backends import Session, open_session
+from .bundle import Bundle, load_bundle
+from .detect import detect_profile
+from .errors import BadRequest, UnknownModel
+from .profiles import Profile, get_profile
+from .store import ModelStore
+from .tasks.audio import AudioTask
+from .tasks.base import CancelToken, Event, Result
+from .tasks.image import ImageTask
+from .tasks.params import validate_params
+from .tasks.text import TextTask
+
+__all__ = ["Runtime", "LoadedModel"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadedModel:
+    bundle: Bundle
+    session: Session
+    task: Any  # TextTask | ImageTask | AudioTask
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        return self.bundle.manifest.task_config.get("sampling", {})
+
+
+def _make_task(name: str, bundle: Bundle, session: Session):
+    cfg = bundle.manifest.task_config
+    if bundle.manifest.task == "text-generation":
+        return TextTask(name, bundle.root, cfg, session)
+    if bundle.manifest.task == "image-generation":
+        return ImageTask(name, cfg, session)
+    return AudioTask(name, cfg, session)
+
+
+class Runtime:
+    def __init__(self, models: ModelStore | Iterable[str | os.PathLike] | None = None,
+                 profile: Profile | str | None = None, *, state_dir: str | os.PathLike | None = None,
+                 threads: int | None = None, public_key=None, require_signature: bool = False):
+        self.profile = get_profile(profile) if isinstance(profile, str) else profile
+        if self.profile is None:
+            found = detect_profile()
+            self.profile = found.profile if found else None
+        self.state_dir = Path(state_dir) if state_dir else None
+        self.threads = threads
+        self.public_key, self.require_signature = public_key, require_signature
+        self.store: ModelStore | None = models if isinstance(models, ModelStore) else None
+        self._paths: dict[str, Path] = {}
+        self._loaded: dict[str, LoadedModel] = {}
+        if models is not None and self.store is None:
+            for path in models:
+                self.load(path)
+
+    # -- models -------------------------------------------------------------------
+    def available(self) -> list[str]:
+        names = set(self._loaded) | set(self._paths)
+        if self.store is not None:
+            names |= set(self.store.names())
+        return sorted(names)
+
+    def loaded(self) -> list[str]:
+        return sorted(self._loaded)
+
+    def load(self, model: str | os.PathLike) -> str:
+        """Load an installed model by name or a bundle by path; returns the model name."""
+        path = Path(model)
+        if path.suffix == ".eaigc" or path.is_dir() or os.sep in str(model):
+            bundle = load_bundle(path, self.public_key, self.require_signature or None)
+        elif str(model) in self._loaded:
+            return str(model)
+        elif str(model) in self._paths:
+            bundle = load_bundle(self._paths[str(model)], self.public_key, self.require_signature or None)
+        elif self.store is not None:
+            bundle = self.store.open(str(model))
+        else:
+            raise UnknownModel(f"model {str(model)!r} is not loaded (loaded: {', '.join(self.loaded()) or 'none'})")
+        name = bundle.manifest.name
+        if name in self._loaded:
+            bundle.close()
+            return name
+        cache = self.state_dir / "trt-cache" / f"{name}-{bundle.manifest.version}" if self.state_dir else None
+        session = open_session(bundle.manifest.format, bundle.file(bundle.manifest.task_config.get(
+            "model", "model.onnx")), self.profile, name, cache, self.threads)
+        self._loaded[name] = LoadedModel(bundle, session, _make_task(name, bundle, session))
+        if path.suffix == ".eaigc" or path.is_dir():
+            self._paths[name] = path
+        log.info("loaded %s (%s, %s) on %s", name, bundle.manifest.task, bundle.manifest.recipe,
+                 ", ".join(session.providers))
+        return name
+
+    def unload(self, name: str) -> None:
+        model = self._loaded.pop(name, None)
+        if model is None:
+            raise UnknownModel(f"model {name!r} is not loaded")
+        model.bundle.close()
+
+    def model(self, name: str) -> LoadedModel:
+        if name not in self._loaded:
+            if name not in self.available():
+                raise UnknownModel(f"unknown model {name!r} (available: {', '.join(self.available()) or 'none'})")
+            self.load(name)
+        return self._loaded[name]
+
+    def info(self, name: str) -> dict[str, Any]:
+        m = self.model(name)
+        man = m.bundle.manifest
+        return {"name": man.name, "version": man.version, "task": man.task, "format": man.format,
+                "recipe": man.recipe, "profile": man.profile, "providers": list(m.session.providers)}
+
+    # -- generation ---------------------------------------------------------------
+    def stream(self, model: str, cancel: CancelToken | None = None, **params: Any) -> Iterator[Event]:
+        """Validate, then run; yields Token/Progress events and one Result."""
+        m = self.model(model)
+        checked = validate_params(m.bundle.manifest.task, params, m.defaults)
+        return m.task.stream(checked, cancel or CancelToken())
+
+    def generate(self, model: str, cancel: CancelToken | None = None, **params: Any) -> Result:
+        result = None
+        for event in self.stream(model, cancel, **params):
+            if isinstance(event, Result):
+                result = event
+        if result is None:  # every task ends with a Result; guard the contract anyway
+            raise BadRequest(f"{model}: generation produced no result")
+        return result
+
+    def close(self) -> None:
+        for name in list(self._loaded):
+            self.unload(name)
+
+    def __enter__(self) -> "Runtime":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,54 @@
+"""Audio generation: a note sequence → f0/loudness frames → the model → 16-bit PCM WAV."""
+from __future__ import annotations
+
+import io
+import time
+import wave
+from typing import Any, Iterator
+
+import numpy as np
+
+from ..errors import BundleError
+from .base import CancelToken, Event, Output, Result
+from .notes import note_frames, parse_notes
+
+__all__ = ["AudioTask", "to_wav"]
+
+
+def to_wav(audio: np.ndarray, sample_rate: int, gain: float = 1.0) -> bytes:
+    pcm = np.rint(np.clip(audio.reshape(-1) * gain, -1.0, 1.0) * 32767).astype("<i2")
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(sample_rate)
+        w.writeframes(pcm.tobytes())
+    return buf.getvalue()
+
+
+class AudioTask:
+    task = "audio-generation"
+
+    def __init__(self, name: str, task_config: dict[str, Any], session):
+        self.name, self.session = name, session
+        names = {i.name for i in session.inputs}
+        if not {"f0", "loudness"} <= names:
+            raise BundleError(f"{name}: an audio generator takes 'f0' and 'loudness' frame inputs "
+                              f"(this one takes {', '.join(sorted(names))})")
+        self.sample_rate = int(task_config["sample_rate"])
+        self.hop = int(task_config["hop_length"])
+        self.max_seconds = float(task_config.get("max_seconds", 30.0))
+
+    def stream(self, params: dict[str, Any], cancel: CancelToken) -> Iterator[Event]:
+        start = time.perf_counter()
+        notes = parse_notes(params["notes"], self.max_seconds)
+        f0, loudness = note_frames(notes, self.sample_rate / self.hop)
+        cancel.check()
+        audio = next(iter(self.session.run({"f0": f0[None], "loudness": loudness[None]}).values()))
+        seconds = time.perf_counter() - start
+        duration = audio.size / self.sample_rate
+        data = to_wav(audio, self.sample_rate, params["gain"])
+        meta = {"sample_rate": self.sample_rate, "duration_seconds": round(duration, 4),
+                "notes": len(notes), "seconds": round(seconds, 4),
+                "real_time_factor": round(seconds / max(duration, 1e-9), 5)}
+        yield Result(self.name, self.task, outputs=(Output("audio/wav", data, "audio.wav"),), meta=meta)

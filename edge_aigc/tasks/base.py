@@ -1,0 +1,79 @@
+"""What every task yields, and how a request is cancelled.
+
+A task's ``stream(params, cancel)`` is a generator of events — ``Token`` (streamed
+text), ``Progress`` and finally one ``Result``. The CLI, the Python API and the MQTT
+service all consume this one code path.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Protocol
+
+from ..errors import Cancelled, Timeout
+
+__all__ = ["Token", "Progress", "Output", "Result", "Event", "CancelToken", "Task"]
+
+
+@dataclass(frozen=True)
+class Token:
+    text: str          # new text since the previous token event (never a split UTF-8 character)
+    token_id: int
+    index: int         # 0-based position among generated tokens
+    kind: str = "token"
+
+
+@dataclass(frozen=True)
+class Progress:
+    step: int
+    total: int
+    message: str = ""
+    kind: str = "progress"
+
+
+@dataclass(frozen=True)
+class Output:
+    content_type: str  # "image/png", "audio/wav"
+    data: bytes
+    name: str          # suggested file name
+
+
+@dataclass(frozen=True)
+class Result:
+    model: str
+    task: str
+    text: str | None = None
+    outputs: tuple[Output, ...] = ()
+    meta: dict[str, Any] = field(default_factory=dict)
+    kind: str = "result"
+
+
+Event = Token | Progress | Result
+
+
+class CancelToken:
+    """Set from any thread; tasks call ``check()`` between steps. Optionally carries a deadline."""
+
+    def __init__(self, timeout: float | None = None):
+        self._event = threading.Event()
+        self.deadline = time.monotonic() + timeout if timeout else None
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def check(self) -> None:
+        if self._event.is_set():
+            raise Cancelled("request cancelled")
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise Timeout("request deadline passed")
+
+
+class Task(Protocol):
+    task: str
+
+    def stream(self, params: dict[str, Any], cancel: CancelToken) -> Iterator[Event]: ...

@@ -1,0 +1,97 @@
+"""Request parameters: each declared once with its type, default and range.
+
+The CLI builds its options from these specs, the API and the MQTT service validate with
+them, and a bad value raises ``BadRequest`` naming the parameter. Every numeric
+parameter is capped, so no request can ask for unbounded work.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import BadRequest
+
+__all__ = ["Param", "TASK_PARAMS", "validate_params"]
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    kind: type                 # str, int, float, bool, list (of str)
+    default: Any = None
+    lo: float | None = None
+    hi: float | None = None
+    help: str = ""
+    required: bool = False
+    max_len: int | None = None  # str: characters; list: items (each str ≤ 64 chars)
+
+
+def _text_params() -> list[Param]:
+    return [
+        Param("prompt", str, required=True, max_len=8192, help="text to continue"),
+        Param("max_new_tokens", int, 64, 1, 2048, "tokens to generate (capped by the context)"),
+        Param("temperature", float, 0.8, 0.0, 5.0, "0 = greedy; higher = more random"),
+        Param("top_k", int, 40, 0, 100_000, "sample from the k most likely tokens (0 = all)"),
+        Param("top_p", float, 0.95, 0.01, 1.0, "nucleus sampling mass"),
+        Param("repetition_penalty", float, 1.0, 0.5, 3.0, "> 1 discourages repeats"),
+        Param("seed", int, None, 0, 2**32 - 1, "seed for reproducible sampling"),
+        Param("num_beams", int, 1, 1, 8, "beam search width (1 = no beam search)"),
+        Param("stop", list, [], help="stop strings (up to 4, each up to 64 characters)", max_len=4),
+    ]
+
+
+TASK_PARAMS: dict[str, list[Param]] = {
+    "text-generation": _text_params(),
+    "image-generation": [
+        Param("label", str, None, help="class label name or index (conditional models)", max_len=64),
+        Param("seed", int, None, 0, 2**32 - 1, "latent seed"),
+        Param("count", int, 1, 1, 64, "images to generate"),
+        Param("grid", bool, True, help="one PNG grid of all images (else one PNG each)"),
+        Param("scale", int, 1, 1, 16, "upscale factor (nearest neighbour) for small images"),
+    ],
+    "audio-generation": [
+        Param("notes", str, required=True, max_len=4096,
+              help="note sequence, e.g. 'C4:0.5 E4:0.5 G4:1.0' (R:0.5 is a rest)"),
+        Param("gain", float, 1.0, 0.0, 4.0, "output gain before 16-bit conversion"),
+    ],
+}
+
+
+def _coerce(p: Param, value: Any) -> Any:
+    if p.kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if p.kind is str and p.name == "label" and isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)  # a class index given as a number
+    if not isinstance(value, p.kind) or (p.kind is not bool and isinstance(value, bool)):
+        raise BadRequest(f"parameter {p.name!r}: expected {p.kind.__name__}, got {type(value).__name__}")
+    if p.kind in (int, float):
+        if value != value or (p.lo is not None and value < p.lo) or (p.hi is not None and value > p.hi):
+            raise BadRequest(f"parameter {p.name!r}: {value!r} is out of range [{p.lo:g}, {p.hi:g}]")
+    if p.kind is str and p.max_len is not None and len(value) > p.max_len:
+        raise BadRequest(f"parameter {p.name!r}: longer than {p.max_len} characters")
+    if p.kind is list:
+        if len(value) > (p.max_len or 0) or not all(isinstance(v, str) and 0 < len(v) <= 64 for v in value):
+            raise BadRequest(f"parameter {p.name!r}: expected up to {p.max_len} non-empty strings "
+                             "of at most 64 characters")
+    return value
+
+
+def validate_params(task: str, params: dict[str, Any], defaults: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Checked parameters with defaults filled in (bundle defaults override the spec's)."""
+    if not isinstance(params, dict):
+        raise BadRequest("params must be an object")
+    specs = {p.name: p for p in TASK_PARAMS[task]}
+    unknown = sorted(set(params) - set(specs))
+    if unknown:
+        raise BadRequest(f"unknown parameter {unknown[0]!r} for {task} "
+                         f"(known: {', '.join(specs)})")
+    out: dict[str, Any] = {}
+    for name, p in specs.items():
+        if name in params and params[name] is not None:
+            out[name] = _coerce(p, params[name])
+        elif p.required:
+            raise BadRequest(f"parameter {name!r} is required for {task}")
+        else:
+            default = (defaults or {}).get(name, p.default)
+            out[name] = list(default) if isinstance(default, list) else default
+    return out

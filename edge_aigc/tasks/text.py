@@ -1,0 +1,161 @@
+"""Text generation: tokenizer from the bundle, prefill, then a KV-cache decode loop.
+
+Sampling (greedy at temperature 0, else temperature / top-k / top-p / repetition
+penalty with a seeded generator) streams ``Token`` events as text becomes safe to show.
+Beam search (``num_beams`` > 1) keeps the beams as one batch through the same cache
+and emits ``Progress`` per step, then the best sequence.
+"""
+from __future__ import annotations
+
+import secrets
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from ..errors import BadRequest, BundleError
+from .base import CancelToken, Event, Progress, Result, Token
+from .detok import TextStreamer
+from .kv_loop import KvCacheLoop
+from .sampling import SamplingConfig, apply_repetition_penalty, choose_next, log_softmax
+
+__all__ = ["TextTask"]
+
+
+class TextTask:
+    task = "text-generation"
+
+    def __init__(self, name: str, root: Path, task_config: dict[str, Any], session):
+        from tokenizers import Tokenizer
+
+        self.name, self.cfg = name, task_config
+        tok_path = root / task_config.get("tokenizer", "tokenizer.json")
+        if not tok_path.is_file():
+            raise BundleError(f"{name}: text bundle has no {tok_path.name}")
+        self.tokenizer = Tokenizer.from_file(str(tok_path))
+        self.loop = KvCacheLoop(session, task_config)
+        self.max_context = int(task_config["max_context"])
+        self.eos = task_config.get("eos_token_id")
+        self.defaults = dict(task_config.get("sampling", {}))
+
+    def encode(self, prompt: str) -> list[int]:
+        ids = self.tokenizer.encode(prompt).ids
+        if not ids:
+            raise BadRequest("parameter 'prompt': encodes to no tokens")
+        if len(ids) >= self.max_context:
+            raise BadRequest(f"parameter 'prompt': {len(ids)} tokens; the model's context is "
+                             f"{self.max_context}")
+        return ids
+
+    def stream(self, params: dict[str, Any], cancel: CancelToken) -> Iterator[Event]:
+        ids = self.encode(params["prompt"])
+        budget = min(params["max_new_tokens"], self.max_context - len(ids))
+        if params["num_beams"] > 1:
+            yield from self._beam_events(ids, budget, params, cancel)
+        else:
+            yield from self._sample(ids, budget, params, cancel)
+
+    def _sample(self, ids: list[int], budget: int, params: dict[str, Any],
+                cancel: CancelToken) -> Iterator[Event]:
+        cfg = SamplingConfig(params["temperature"], params["top_k"], params["top_p"],
+                             params["repetition_penalty"])
+        seed = params["seed"] if params["seed"] is not None else secrets.randbits(32)
+        rng = np.random.default_rng(seed)
+        streamer = TextStreamer(self.tokenizer, params["stop"])
+        start = time.perf_counter()
+        state = self.loop.start(1)
+        logits = self.loop.step(state, np.array([ids]))[0, -1]
+        prefill_s = time.perf_counter() - start
+        seen, generated, finish = list(ids), [], "length"
+        for index in range(budget):
+            cancel.check()
+            token = choose_next(logits, cfg, np.unique(seen), rng)
+            if token == self.eos:
+                finish = "eos"
+                break
+            generated.append(token)
+            seen.append(token)
+            if delta := streamer.push(token):
+                yield Token(delta, token, index)
+            if streamer.stopped:
+                finish = "stop"
+                break
+            if index + 1 < budget:
+                logits = self.loop.step(state, np.array([[token]]))[0, -1]
+        if tail := streamer.flush():
+            yield Token(tail, generated[-1] if generated else -1, len(generated))
+        yield self._result(streamer.text, ids, generated, finish, start, prefill_s, seed=seed)
+
+    def _result(self, text: str, ids: list[int], generated: list[int], finish: str, start: float,
+                prefill_s: float, **extra: Any) -> Result:
+        seconds = time.perf_counter() - start
+        decode_s = max(seconds - prefill_s, 1e-9)
+        meta = {"prompt_tokens": len(ids), "generated_tokens": len(generated), "finish_reason": finish,
+                "token_ids": generated, "seconds": round(seconds, 4), "prefill_seconds": round(prefill_s, 4),
+                "tokens_per_second": round(max(len(generated) - 1, 0) / decode_s, 2), **extra}
+        return Result(self.name, self.task, text=text, meta=meta)
+
+    def beam_search(self, ids: list[int], num_beams: int, budget: int, repetition_penalty: float = 1.0,
+                    cancel: CancelToken | None = None) -> Iterator[Progress | list[int]]:
+        """Yields Progress per step, then the best token list (EOS excluded).
+
+        Scores are summed log-probabilities; finished hypotheses are ranked by score divided
+        by their generated length (length penalty 1.0). Stops when ``num_beams`` hypotheses
+        have finished (the best finished one wins) or the budget is spent.
+        """
+        state = self.loop.start(1)
+        logits = self.loop.step(state, np.array([ids]))[:, -1]
+        beams: list[list[int]] = [[]]
+        scores = np.zeros(1)
+        finished: list[tuple[float, list[int]]] = []
+        for step in range(budget):
+            if cancel is not None:
+                cancel.check()
+            rows = [apply_repetition_penalty(logits[b], np.unique(ids + beams[b]), repetition_penalty)
+                    for b in range(len(beams))]
+            candidates = (scores[:, None] + log_softmax(np.stack(rows))).ravel()
+            vocab = logits.shape[-1]
+            parents, tokens, new_scores = [], [], []
+            for flat in np.argsort(-candidates, kind="stable")[: 2 * num_beams]:
+                parent, token = divmod(int(flat), vocab)
+                if token == self.eos:
+                    finished.append((candidates[flat] / max(len(beams[parent]), 1), beams[parent]))
+                else:
+                    parents.append(parent)
+                    tokens.append(token)
+                    new_scores.append(candidates[flat])
+                if len(parents) == num_beams:
+                    break
+            beams = [beams[p] + [t] for p, t in zip(parents, tokens)]
+            scores = np.array(new_scores)
+            yield Progress(step + 1, budget, "beam search")
+            if len(finished) >= num_beams or step + 1 == budget:
+                break
+            self.loop.reorder(state, np.array(parents))
+            logits = self.loop.step(state, np.array(tokens)[:, None])[:, -1]
+        # Once num_beams hypotheses have finished they win (early stopping), which makes
+        # num_beams=1 exactly greedy decoding.
+        alive = [(s / len(b), b) for s, b in zip(scores, beams)]
+        pool = finished if len(finished) >= num_beams else finished + alive
+        yield max(pool, key=lambda x: x[0])[1]
+
+    def _beam_events(self, ids: list[int], budget: int, params: dict[str, Any],
+                     cancel: CancelToken) -> Iterator[Event]:
+        start = time.perf_counter()
+        best: list[int] = []
+        for item in self.beam_search(ids, params["num_beams"], budget, params["repetition_penalty"], cancel):
+            if isinstance(item, Progress):
+                yield item
+            else:
+                best = item
+        streamer = TextStreamer(self.tokenizer, params["stop"])
+        for token in best:
+            streamer.push(token)
+            if streamer.stopped:
+                break
+        text = streamer.text
+        if text:
+            yield Token(text, best[-1], 0)
+        finish = "stop" if streamer.stopped else ("length" if len(best) >= budget else "eos")
+        yield self._result(text, ids, best, finish, start, 0.0, num_beams=params["num_beams"])
