@@ -214,3 +214,18 @@ def test_run_cli_play_says_clearly_when_audio_output_is_unavailable(bundles, tmp
         pytest.skip("this machine has sounddevice and an output device")
     assert out.returncode == 8 and ("audio extra" in out.stderr or "no usable audio output" in out.stderr)
     assert (tmp_path / "tiny-synth.wav").is_file(), "the file is written before playback"
+
+
+def test_missing_gpu_providers_fall_back_to_cpu_with_a_warning(bundles, tmp_path, caplog):
+    # The Jetson profile asks for TensorRT, then CUDA; this machine has neither.
+    with caplog.at_level("WARNING"):
+        with Runtime([bundles["image"]], "jetson-orin-nano", state_dir=tmp_path) as rt:
+            assert rt.info("tiny-dcgan")["providers"] == ["CPUExecutionProvider"]
+            assert rt.generate("tiny-dcgan", seed=1).outputs[0].data.startswith(b"\x89PNG")
+    warned = " ".join(r.getMessage() for r in caplog.records)
+    missing = [p for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+               if p not in ort.get_available_providers()]
+    if not missing:
+        pytest.skip("this onnxruntime has GPU providers; nothing falls back")
+    for provider in missing:
+        assert f"{provider} is not available" in warned
