@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ProfileError
+from .tomltable import TomlTable
 
 __all__ = ["Profile", "OnnxConfig", "TfliteConfig", "Budget", "RECIPES", "FORMATS",
            "load_profile", "list_profiles", "get_profile", "profile_dirs"]
@@ -82,65 +83,8 @@ class Profile:
         return self.formats[0]
 
 
-class _Table:
-    """Reads typed values out of one TOML table, remembering which keys were used."""
-
-    def __init__(self, data: dict[str, Any], file: str, prefix: str = ""):
-        self.data, self.file, self.prefix = data, file, prefix
-        self.used: set[str] = set()
-
-    def fail(self, key: str, why: str) -> ProfileError:
-        return ProfileError(f"{self.file}: key '{self.prefix}{key}': {why}")
-
-    def get(self, key: str, kind: type, default: Any = ..., choices=None, lo=None, hi=None):
-        self.used.add(key)
-        if key not in self.data:
-            if default is ...:
-                raise self.fail(key, "missing (required)")
-            return default
-        value = self.data[key]
-        # bool is an int subclass in Python; a profile saying threads = true is a mistake.
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise self.fail(key, f"expected {kind.__name__}, got {type(value).__name__} {value!r}")
-        if choices is not None and value not in choices:
-            raise self.fail(key, f"{value!r} is not one of {', '.join(choices)}")
-        if (lo is not None and value < lo) or (hi is not None and value > hi):
-            bounds = f"at least {lo}" if hi is None else f"between {lo} and {hi}"
-            raise self.fail(key, f"{value!r} is out of range (must be {bounds})")
-        return value
-
-    def strings(self, key: str, choices=None, default: Any = ...) -> tuple[str, ...]:
-        values = self.get(key, list, default=default)
-        if values is default and default is not ...:
-            return tuple(values)
-        if not values:
-            raise self.fail(key, "must not be empty")
-        for v in values:
-            if not isinstance(v, str):
-                raise self.fail(key, f"expected a list of strings, found {v!r}")
-            if choices is not None and v not in choices:
-                raise self.fail(key, f"{v!r} is not one of {', '.join(choices)}")
-        if len(set(values)) != len(values):
-            raise self.fail(key, "has duplicates")
-        return tuple(values)
-
-    def table(self, key: str, required: bool) -> "_Table | None":
-        if key not in self.data:
-            if required:
-                raise self.fail(key, "missing (required table)")
-            self.used.add(key)
-            return None
-        sub = self.get(key, dict)
-        return _Table(sub, self.file, f"{self.prefix}{key}.")
-
-    def finish(self) -> None:
-        unknown = sorted(set(self.data) - self.used)
-        if unknown:
-            raise self.fail(unknown[0], "unknown key (typo? see docs/profiles.md)")
-
-
 def _parse(data: dict[str, Any], file: str) -> Profile:
-    top = _Table(data, file)
+    top = TomlTable(data, file)
     cores = top.get("cores", int, lo=1, hi=1024)
     memory_mb = top.get("memory_mb", int, lo=64)
     formats = top.strings("formats", choices=FORMATS)

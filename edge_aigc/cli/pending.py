@@ -6,7 +6,6 @@ import sys
 
 # command -> (help line, the work that brings it)
 PENDING = {
-    "serve": ("run the MQTT device service", "the MQTT device service"),
     "send": ("send a request to a device over MQTT and stream the reply", "the MQTT device service"),
     "flash": ("lay out a device root (bundles, config, systemd unit) e.g. on an SD card",
               "the prebuilt model zoo and flashing"),

@@ -1,0 +1,55 @@
+"""``edge-aigc serve --config device.toml``: the device service (systemd runs this)."""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+
+from .. import signing
+from ..runtime import Runtime
+from ..service.config import load_config
+from ..service.server import DeviceService
+from ..service.systemd import Watchdog, watchdog_interval
+from ..store import ModelStore, default_state_dir
+
+log = logging.getLogger("edge_aigc.serve")
+
+
+def _serve(args: argparse.Namespace) -> int:
+    if not args.verbose:
+        logging.getLogger("edge_aigc").setLevel(logging.INFO)
+    cfg = load_config(args.config)
+    key = signing.load_public_key(cfg.pubkey) if cfg.pubkey else None
+    state = cfg.state_dir or str(default_state_dir())
+    store = ModelStore(state, public_key=key, require_signature=cfg.require_signature)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    with Runtime(store, cfg.profile or None, state_dir=state, public_key=key,
+                 require_signature=cfg.require_signature) as rt:
+        for model in cfg.models:
+            rt.load(model)
+        service = DeviceService(cfg, rt)
+        service.start()
+        log.info("%s: %d model(s) loaded (%s); connecting to %s:%d", cfg.device_id, len(rt.loaded()),
+                 ", ".join(rt.loaded()), cfg.mqtt.host, cfg.mqtt.port)
+        interval = watchdog_interval()
+        watchdog = Watchdog(interval, lambda: service.healthy) if interval else None
+        if watchdog:
+            watchdog.start()
+        stop.wait()
+        log.info("stopping: draining the running request")
+        if watchdog:
+            watchdog.stop()
+        service.stop()
+    log.info("stopped")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="run the MQTT device service",
+                       description="Load the configured models, connect to the broker, serve requests. "
+                                   "SIGTERM drains and publishes 'offline'. See docs/deploy.md.")
+    p.add_argument("--config", required=True, help="device config (TOML), e.g. /etc/edge-aigc/device.toml")
+    p.set_defaults(func=_serve)

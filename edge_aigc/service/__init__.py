@@ -1,0 +1,1 @@
+"""The MQTT device service: protocol, transport, request handling, systemd integration."""

@@ -1,0 +1,152 @@
+"""Device service configuration (``/etc/edge-aigc/device.toml``), validated with named keys.
+
+Secrets never come from the command line: the MQTT password is read from
+``mqtt.password_file`` or, under systemd, from ``$CREDENTIALS_DIRECTORY/mqtt-password``
+(``LoadCredential=``). Reference with every key: docs/deploy.md.
+"""
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from ..errors import ConfigError
+from ..tomltable import TomlTable
+
+__all__ = ["ServiceConfig", "MqttConfig", "Limits", "load_config", "read_password"]
+
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+CREDENTIAL_NAME = "mqtt-password"
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    host: str
+    port: int
+    tls: bool
+    protocol: int = 5                 # 5 or 311
+    client_id: str = ""
+    username: str = ""
+    password_file: str = ""
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    topic_root: str = "edge-aigc"
+    keepalive: int = 30
+    pool: str = ""
+
+
+@dataclass(frozen=True)
+class Limits:
+    queue_size: int = 8
+    max_payload_bytes: int = 65536
+    request_timeout_s: float = 300.0
+    metrics_interval_s: float = 30.0
+    outbox_messages: int = 1000
+    outbox_bytes: int = 32 << 20
+    dedup_ids: int = 1024
+    drain_timeout_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    device_id: str
+    models: tuple[str, ...]
+    mqtt: MqttConfig
+    limits: Limits
+    profile: str = ""
+    state_dir: str = ""
+    pubkey: str = ""
+    require_signature: bool = False
+    path: str = ""
+
+    @property
+    def root(self) -> str:
+        return f"{self.mqtt.topic_root}/{self.device_id}"
+
+
+def _mqtt(t: TomlTable) -> MqttConfig:
+    url = t.get("url", str, "mqtt://127.0.0.1:1883")
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+        raise t.fail("url", f"{url!r} must look like mqtt://host:port or mqtts://host:port")
+    if parts.username or parts.password:
+        raise t.fail("url", "put credentials in username / password_file, not in the URL")
+    tls = parts.scheme == "mqtts"
+    cfg = MqttConfig(
+        host=parts.hostname, port=parts.port or (8883 if tls else 1883), tls=tls,
+        protocol=t.get("protocol", int, 5, choices=(5, 311)),
+        client_id=t.get("client_id", str, ""), username=t.get("username", str, ""),
+        password_file=t.get("password_file", str, ""), ca_file=t.get("ca_file", str, ""),
+        cert_file=t.get("cert_file", str, ""), key_file=t.get("key_file", str, ""),
+        topic_root=t.get("topic_root", str, "edge-aigc"), keepalive=t.get("keepalive", int, 30, lo=5, hi=3600),
+        pool=t.get("pool", str, ""))
+    for key in ("topic_root", "pool"):
+        value = getattr(cfg, key)
+        if value and (any(c in value for c in "+#$") or value.startswith("/") or value.endswith("/")):
+            raise t.fail(key, f"{value!r} must be a plain topic level (no + # $ or leading/trailing /)")
+    if bool(cfg.cert_file) != bool(cfg.key_file):
+        raise t.fail("cert_file" if not cfg.cert_file else "key_file", "cert_file and key_file go together")
+    t.finish()
+    return cfg
+
+
+def _limits(t: TomlTable | None) -> Limits:
+    if t is None:
+        return Limits()
+    d = Limits()
+    out = Limits(
+        queue_size=t.get("queue_size", int, d.queue_size, lo=1, hi=1024),
+        max_payload_bytes=t.get("max_payload_bytes", int, d.max_payload_bytes, lo=256, hi=16 << 20),
+        request_timeout_s=t.get("request_timeout_s", float, d.request_timeout_s, lo=0.1, hi=86400),
+        metrics_interval_s=t.get("metrics_interval_s", float, d.metrics_interval_s, lo=0.1, hi=86400),
+        outbox_messages=t.get("outbox_messages", int, d.outbox_messages, lo=1, hi=1_000_000),
+        outbox_bytes=t.get("outbox_bytes", int, d.outbox_bytes, lo=1024, hi=1 << 32),
+        dedup_ids=t.get("dedup_ids", int, d.dedup_ids, lo=1, hi=1_000_000),
+        drain_timeout_s=t.get("drain_timeout_s", float, d.drain_timeout_s, lo=0, hi=3600))
+    t.finish()
+    return out
+
+
+def load_config(path: str | os.PathLike) -> ServiceConfig:
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    top = TomlTable(data, str(path), error_class=ConfigError)
+    device_id = top.get("device_id", str)
+    if not _ID_RE.match(device_id):
+        raise top.fail("device_id", f"{device_id!r} must match {_ID_RE.pattern} (it is a topic level)")
+    mqtt = _mqtt(top.table("mqtt", required=False) or TomlTable({}, str(path), "mqtt.", ConfigError))
+    cfg = ServiceConfig(
+        device_id=device_id, models=top.strings("models"), mqtt=mqtt,
+        limits=_limits(top.table("limits", required=False)),
+        profile=top.get("profile", str, ""), state_dir=top.get("state_dir", str, ""),
+        pubkey=top.get("pubkey", str, ""), require_signature=top.get("require_signature", bool, False),
+        path=str(path))
+    top.finish()
+    if cfg.require_signature and not cfg.pubkey:
+        raise ConfigError(f"{path}: key 'pubkey': required when require_signature = true")
+    return cfg
+
+
+def read_password(cfg: MqttConfig) -> str | None:
+    """From password_file, else $CREDENTIALS_DIRECTORY/mqtt-password (systemd LoadCredential)."""
+    candidates = [Path(cfg.password_file)] if cfg.password_file else []
+    if os.environ.get("CREDENTIALS_DIRECTORY"):
+        candidates.append(Path(os.environ["CREDENTIALS_DIRECTORY"]) / CREDENTIAL_NAME)
+    for path in candidates:
+        try:
+            return path.read_text(encoding="utf-8").rstrip("\r\n")
+        except FileNotFoundError:
+            if path == Path(cfg.password_file):
+                raise ConfigError(f"mqtt.password_file {path} does not exist") from None
+        except OSError as exc:
+            raise ConfigError(f"cannot read MQTT password from {path}: {exc.strerror}") from None
+    return None

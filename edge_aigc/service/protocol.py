@@ -1,0 +1,142 @@
+"""The MQTT contract, without MQTT: topics, request parsing, event payloads.
+
+Full reference with examples: docs/protocol.md. Parsing never raises anything but
+``RequestError`` subclasses, and tries to recover ``id`` and ``reply_to`` from a bad
+request so its error can go where the client listens.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import BadRequest, RequestError, TooLarge
+
+__all__ = ["ACTIONS", "Request", "Topics", "parse_request", "event", "error_event", "result_event"]
+
+ACTIONS = ("generate", "cancel", "status", "models", "load", "unload")
+_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_FIELDS = {"id", "action", "model", "params", "reply_to", "target", "timeout_s"}
+
+
+@dataclass(frozen=True)
+class Topics:
+    root: str          # edge-aigc/<device_id>
+    topic_root: str    # edge-aigc
+    pool: str = ""
+
+    @property
+    def cmd(self) -> str:
+        return f"{self.root}/cmd"
+
+    @property
+    def status(self) -> str:
+        return f"{self.root}/status"
+
+    @property
+    def metrics(self) -> str:
+        return f"{self.root}/metrics"
+
+    @property
+    def errors(self) -> str:
+        return f"{self.root}/errors"
+
+    @property
+    def pool_cmd(self) -> str | None:
+        """MQTT 5 shared subscription: the broker hands each request to one pool member."""
+        return f"$share/{self.pool}/{self.topic_root}/pool/{self.pool}/cmd" if self.pool else None
+
+    def reply(self, request_id: str) -> str:
+        return f"{self.root}/res/{request_id}"
+
+    def data(self, request_id: str, index: int = 0) -> str:
+        return f"{self.root}/data/{request_id}" + (f"/{index}" if index else "")
+
+
+@dataclass
+class Request:
+    id: str
+    action: str
+    reply_to: str
+    model: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    target: str | None = None          # cancel: the request id to stop
+    timeout_s: float | None = None
+    correlation: bytes | None = None   # MQTT 5 CorrelationData, echoed on every reply
+    received: float = field(default_factory=time.monotonic)
+
+
+def _valid_topic(topic: Any) -> bool:
+    return (isinstance(topic, str) and 0 < len(topic) <= 256 and not topic.startswith("$")
+            and "+" not in topic and "#" not in topic and "\x00" not in topic)
+
+
+def parse_request(payload: bytes, topics: Topics, max_bytes: int, response_topic: str | None = None,
+                  correlation: bytes | None = None) -> Request:
+    """A checked request. On failure raises RequestError with ``.request_id`` / ``.reply_to`` set
+    to whatever could be recovered (the reply topic falls back to the errors topic)."""
+    fallback = response_topic if _valid_topic(response_topic) else topics.errors
+    err = lambda exc, rid=None, reply=fallback: _annotate(exc, rid, reply)  # noqa: E731
+    if len(payload) > max_bytes:
+        raise err(TooLarge(f"payload of {len(payload)} bytes exceeds the {max_bytes}-byte limit"))
+    try:
+        data = json.loads(payload.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise err(BadRequest("payload is not valid UTF-8")) from None
+    except json.JSONDecodeError as exc:
+        raise err(BadRequest(f"payload is not JSON: {exc.msg} at position {exc.pos}")) from None
+    if not isinstance(data, dict):
+        raise err(BadRequest(f"request must be a JSON object, got {type(data).__name__}"))
+    rid = data.get("id")
+    rid = rid if isinstance(rid, str) and _ID_RE.match(rid) else None
+    reply = data.get("reply_to")
+    if reply is not None and not _valid_topic(reply):
+        raise err(BadRequest("'reply_to' must be a topic without wildcards or a leading $"), rid)
+    named = reply or response_topic  # JSON reply_to wins over MQTT 5 ResponseTopic
+    reply = named if _valid_topic(named) else (topics.reply(rid) if rid else topics.errors)
+    if rid is None:
+        raise err(BadRequest("'id' is required: 1-128 characters of A-Z a-z 0-9 . _ : -"), None, reply)
+    unknown = sorted(set(data) - _FIELDS)
+    if unknown:
+        raise err(BadRequest(f"unknown field {unknown[0]!r}"), rid, reply)
+    action = data.get("action")
+    if action not in ACTIONS:
+        raise err(BadRequest(f"'action' must be one of {', '.join(ACTIONS)}, got {action!r}"), rid, reply)
+    model, params, target = data.get("model"), data.get("params", {}), data.get("target")
+    if model is not None and not (isinstance(model, str) and 0 < len(model) <= 256):
+        raise err(BadRequest("'model' must be a non-empty string"), rid, reply)
+    if action in ("generate", "load", "unload") and model is None:
+        raise err(BadRequest(f"'model' is required for {action}"), rid, reply)
+    if not isinstance(params, dict):
+        raise err(BadRequest("'params' must be an object"), rid, reply)
+    if action == "cancel" and not (isinstance(target, str) and _ID_RE.match(target)):
+        raise err(BadRequest("cancel needs 'target': the id of the request to stop"), rid, reply)
+    timeout = data.get("timeout_s")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                or not 0 < timeout <= 86400):
+        raise err(BadRequest("'timeout_s' must be a number of seconds in (0, 86400]"), rid, reply)
+    return Request(rid, action, reply, model, params, target, timeout, correlation)
+
+
+def _annotate(exc: RequestError, request_id: str | None, reply_to: str) -> RequestError:
+    exc.request_id, exc.reply_to = request_id, reply_to  # type: ignore[attr-defined]
+    return exc
+
+
+def event(kind: str, request_id: str | None, **fields: Any) -> bytes:
+    return json.dumps({"event": kind, "id": request_id, **fields, "ts": round(time.time(), 3)},
+                      ensure_ascii=False).encode()
+
+
+def error_event(request_id: str | None, exc: RequestError) -> bytes:
+    return event("error", request_id, code=exc.code, message=str(exc))
+
+
+def result_event(request_id: str, data_topics: list[tuple[str, str, bytes, str]], **fields: Any) -> bytes:
+    """``data_topics``: (topic, content_type, payload, name) already published for this result."""
+    data = [{"topic": t, "content_type": ct, "bytes": len(p), "sha256": hashlib.sha256(p).hexdigest(),
+             "name": n} for t, ct, p, n in data_topics]
+    return event("result", request_id, data=data, **fields)

@@ -1,0 +1,261 @@
+"""DeviceService: MQTT requests in, runtime events out.
+
+The paho network thread only parses and enqueues; one worker thread runs generation
+(models share the CPU, so requests run one at a time from a bounded queue). Every
+reply goes to the request's reply topic with its MQTT 5 CorrelationData. Nothing a
+client sends can stop the service: every failure becomes an ``error`` event.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+from .. import __version__
+from ..errors import Busy, Cancelled, EdgeAigcError, RequestError
+from ..runtime import Runtime
+from ..tasks.base import CancelToken, Progress, Result, Token
+from .config import ServiceConfig
+from .ledger import Reply, RequestLedger, Stats, cpu_temperature_c, rss_mb
+from .protocol import Request, Topics, error_event, event, parse_request, result_event
+from .systemd import notify
+from .transport import MqttTransport
+
+__all__ = ["DeviceService"]
+
+log = logging.getLogger(__name__)
+
+
+class DeviceService:
+    def __init__(self, cfg: ServiceConfig, runtime: Runtime):
+        self.cfg, self.rt = cfg, runtime
+        self.topics = Topics(cfg.root, cfg.mqtt.topic_root, cfg.mqtt.pool)
+        self.queue: queue.Queue[Request | None] = queue.Queue(maxsize=cfg.limits.queue_size)
+        self.ledger = RequestLedger(cfg.limits.dedup_ids, cfg.limits.outbox_bytes)
+        self.stats = Stats()
+        self._cancelled: set[str] = set()
+        self._running: tuple[Request, CancelToken] | None = None
+        self._stopping = threading.Event()
+        self._ready = threading.Event()
+        subs = [self.topics.cmd] + ([self.topics.pool_cmd] if cfg.mqtt.pool else [])
+        self.transport = MqttTransport(
+            cfg.mqtt, cfg.mqtt.client_id or f"edge-aigc-{cfg.device_id}", subs, self._on_message,
+            will=(self.topics.status, self._status("offline")), outbox_messages=cfg.limits.outbox_messages,
+            outbox_bytes=cfg.limits.outbox_bytes, on_connected=self._on_connected)
+        self._worker = threading.Thread(target=self._work, name="worker", daemon=True)
+        self._metrics = threading.Thread(target=self._publish_metrics, name="metrics", daemon=True)
+
+    # -- lifecycle ------------------------------------------------------------------
+    def start(self) -> None:
+        self._worker.start()
+        self.transport.start()
+        self._metrics.start()
+
+    def wait_ready(self, timeout: float) -> bool:
+        return self._ready.wait(timeout)
+
+    @property
+    def healthy(self) -> bool:
+        return self._worker.is_alive() and not self._stopping.is_set()
+
+    def _on_connected(self) -> None:
+        self.publish_status()
+        if not self._ready.is_set():
+            self._ready.set()
+            notify(f"READY=1\nSTATUS=serving {', '.join(self.rt.loaded())} as {self.cfg.device_id}")
+
+    def stop(self) -> None:
+        """Drain: refuse queued work, let the running request finish (or cancel it), go offline."""
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        notify("STOPPING=1")
+        while True:
+            try:
+                req = self.queue.get_nowait()
+            except queue.Empty:
+                break
+            if req is not None:
+                self._fail(req, Cancelled("service is stopping; request not run"), time.monotonic())
+        self.queue.put(None)
+        self._worker.join(self.cfg.limits.drain_timeout_s)
+        if self._worker.is_alive() and self._running is not None:
+            self._running[1].cancel()
+            self._worker.join(5)
+        self.transport.stop(last=(self.topics.status, self._status("offline")))
+
+    # -- status and metrics -----------------------------------------------------------
+    def _status(self, state: str) -> bytes:
+        profile = self.rt.profile.name if self.rt.profile else ""
+        return json.dumps({"state": state, "device": self.cfg.device_id, "profile": profile,
+                           "version": __version__, "models": self.rt.loaded(),
+                           "busy": self._running is not None if state == "online" else False,
+                           "pool": self.cfg.mqtt.pool or None, "ts": round(time.time(), 3)}).encode()
+
+    def publish_status(self) -> None:
+        self.transport.publish(self.topics.status, self._status("online"), retain=True)
+
+    def metrics(self) -> dict[str, Any]:
+        return {"device": self.cfg.device_id, "queue_depth": self.queue.qsize(),
+                "busy": self._running is not None, "done": self.stats.done, "failed": self.stats.failed,
+                "rejected": self.stats.rejected, "latency_ms": self.stats.latency_ms(),
+                "rss_mb": rss_mb(), "cpu_temp_c": cpu_temperature_c(),
+                "outbox": self.transport.outbox_size, "outbox_dropped": self.transport.dropped,
+                "uptime_s": round(time.monotonic() - self.stats.started, 1), "ts": round(time.time(), 3)}
+
+    def _publish_metrics(self) -> None:
+        while not self._stopping.wait(self.cfg.limits.metrics_interval_s):
+            if self.transport.connected:
+                self.transport.publish(self.topics.metrics, json.dumps(self.metrics()).encode(), qos=0)
+
+    # -- requests in ------------------------------------------------------------------
+    def _on_message(self, msg: mqtt.MQTTMessage) -> None:
+        props = getattr(msg, "properties", None)
+        response_topic = getattr(props, "ResponseTopic", None) if props else None
+        correlation = getattr(props, "CorrelationData", None) if props else None
+        try:
+            req = parse_request(msg.payload, self.topics, self.cfg.limits.max_payload_bytes,
+                                response_topic, correlation)
+            self._dispatch(req)
+        except RequestError as exc:
+            self.stats.rejected += 1
+            self._send(Reply(getattr(exc, "reply_to", self.topics.errors),
+                             error_event(getattr(exc, "request_id", None), exc), None, correlation))
+        except Exception:  # a bug must not take the network thread down
+            log.exception("unexpected error handling a message on %s", msg.topic)
+
+    def _dispatch(self, req: Request) -> None:
+        existing = self.ledger.claim(req.id)
+        if existing is not None:
+            log.info("request %s seen before (%s): not running it again", req.id, existing.state)
+            for reply in existing.replies:
+                self._send(Reply(reply.topic, reply.payload, reply.content_type, req.correlation))
+            return
+        if self._stopping.is_set():
+            self._fail(req, Cancelled("service is stopping"), req.received)
+            return
+        if req.action in ("status", "models", "cancel"):
+            self._answer_now(req)
+            return
+        try:
+            self.queue.put_nowait(req)
+        except queue.Full:
+            self.ledger.forget(req.id)  # the client may retry with the same id later
+            self.stats.rejected += 1
+            self._send(Reply(req.reply_to, error_event(req.id, _busy(self.cfg.limits.queue_size)), None,
+                             req.correlation))
+            return
+        self._reply(req, event("accepted", req.id, action=req.action, queue_position=self.queue.qsize()))
+
+    def _answer_now(self, req: Request) -> None:
+        if req.action == "status":
+            fields = {"status": json.loads(self._status("online")), "metrics": self.metrics()}
+        elif req.action == "models":
+            fields = {"models": [self.rt.info(name) for name in self.rt.loaded()],
+                      "installed": self.rt.available()}
+        else:
+            fields = {"target": req.target, "cancelled": self._cancel(req.target)}
+        self._finish(req, [Reply(req.reply_to, result_event(req.id, [], **fields), None, req.correlation)],
+                     req.received, True)
+
+    def _cancel(self, target: str) -> bool:
+        running = self._running
+        if running is not None and running[0].id == target:
+            running[1].cancel()
+            return True
+        if any(r is not None and r.id == target for r in list(self.queue.queue)):
+            self._cancelled.add(target)
+            return True
+        return False
+
+    # -- the worker -------------------------------------------------------------------
+    def _work(self) -> None:
+        while True:
+            req = self.queue.get()
+            if req is None:
+                return
+            if req.id in self._cancelled:
+                self._cancelled.discard(req.id)
+                self._fail(req, Cancelled("cancelled before it started"), req.received)
+                continue
+            limit = min(req.timeout_s or self.cfg.limits.request_timeout_s, self.cfg.limits.request_timeout_s)
+            cancel = CancelToken(timeout=max(limit - (time.monotonic() - req.received), 1e-6))
+            self._running = (req, cancel)
+            self.ledger.set_state(req.id, "running")
+            self.publish_status()
+            try:
+                self._run(req, cancel)
+            except RequestError as exc:
+                self._fail(req, exc, req.received)
+            except EdgeAigcError as exc:
+                self._fail(req, _internal(str(exc)), req.received)
+            except Exception as exc:  # one failing request never takes the service down
+                log.exception("request %s failed", req.id)
+                self._fail(req, _internal(f"{type(exc).__name__}: {exc}"), req.received)
+            finally:
+                self._running = None
+                self.publish_status()
+
+    def _run(self, req: Request, cancel: CancelToken) -> None:
+        if req.action == "load":
+            name = self.rt.load(req.model)
+            fields = {"model": name, "loaded": self.rt.loaded()}
+        elif req.action == "unload":
+            self.rt.unload(req.model)
+            fields = {"model": req.model, "loaded": self.rt.loaded()}
+        else:
+            for ev in self.rt.stream(req.model, cancel, **req.params):
+                if isinstance(ev, Token):
+                    self._reply(req, event("token", req.id, text=ev.text, index=ev.index))
+                elif isinstance(ev, Progress):
+                    self._reply(req, event("progress", req.id, step=ev.step, total=ev.total, message=ev.message))
+                elif isinstance(ev, Result):
+                    self._deliver(req, ev)
+            return
+        self._finish(req, [Reply(req.reply_to, result_event(req.id, [], **fields), None, req.correlation)],
+                     req.received, True)
+        self.publish_status()
+
+    def _deliver(self, req: Request, result: Result) -> None:
+        """Binary outputs on the data topic first, then the result event that names them."""
+        replies, data = [], []
+        for i, out in enumerate(result.outputs):
+            topic = self.topics.data(req.id, i)
+            replies.append(Reply(topic, out.data, out.content_type, req.correlation))
+            data.append((topic, out.content_type, out.data, out.name))
+        meta = {k: v for k, v in result.meta.items() if k != "token_ids"}
+        fields: dict[str, Any] = {"model": result.model, "task": result.task, "meta": meta}
+        if result.text is not None:
+            fields["text"] = result.text
+        replies.append(Reply(req.reply_to, result_event(req.id, data, **fields), None, req.correlation))
+        self._finish(req, replies, req.received, True)
+
+    # -- replies out --------------------------------------------------------------------
+    def _send(self, reply: Reply) -> None:
+        self.transport.publish(reply.topic, reply.payload, qos=1, content_type=reply.content_type,
+                               correlation=reply.correlation)
+
+    def _reply(self, req: Request, payload: bytes) -> None:
+        self._send(Reply(req.reply_to, payload, None, req.correlation))
+
+    def _finish(self, req: Request, replies: list[Reply], started: float, ok: bool) -> None:
+        for reply in replies:
+            self._send(reply)
+        self.ledger.finish(req.id, replies)
+        self.stats.record(time.monotonic() - started, ok)
+
+    def _fail(self, req: Request, exc: RequestError, started: float) -> None:
+        self._finish(req, [Reply(req.reply_to, error_event(req.id, exc), None, req.correlation)], started, False)
+
+
+def _busy(size: int) -> Busy:
+    return Busy(f"the request queue is full ({size} waiting); try again later")
+
+
+def _internal(message: str) -> RequestError:
+    return RequestError(message)  # code "internal"
