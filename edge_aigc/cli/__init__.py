@@ -13,12 +13,12 @@ import sys
 
 from .. import __version__
 from ..errors import EdgeAigcError
-from . import bundles, convert, models, pending, profiles, run, serve
+from . import bundles, convert, models, pending, profiles, run, send, serve
 
 __all__ = ["main", "build_parser"]
 
 # Order shown in --help: what a user meets first, then device-side, then tooling.
-_GROUPS = (profiles, convert, bundles, models, run, serve, pending)
+_GROUPS = (profiles, convert, bundles, models, run, serve, send, pending)
 
 
 def build_parser() -> argparse.ArgumentParser:

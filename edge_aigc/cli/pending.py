@@ -6,7 +6,6 @@ import sys
 
 # command -> (help line, the work that brings it)
 PENDING = {
-    "send": ("send a request to a device over MQTT and stream the reply", "the MQTT device service"),
     "flash": ("lay out a device root (bundles, config, systemd unit) e.g. on an SD card",
               "the prebuilt model zoo and flashing"),
     "bench": ("benchmark against PyTorch eager and onnxruntime-genai", "the benchmarks"),

@@ -15,30 +15,7 @@ from ..runtime import Runtime
 from ..store import ModelStore, default_state_dir
 from ..tasks.base import Progress, Result, Token
 from ..tasks.params import TASK_PARAMS
-
-
-def _option(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def _add_param_options(p: argparse.ArgumentParser) -> None:
-    seen: set[str] = set()
-    group = p.add_argument_group("generation parameters (each applies to the tasks noted)")
-    for task, params in TASK_PARAMS.items():
-        for spec in params:
-            if spec.name in seen:
-                continue
-            seen.add(spec.name)
-            tasks = [t.split("-")[0] for t, ps in TASK_PARAMS.items() if any(x.name == spec.name for x in ps)]
-            bounds = f" [{spec.lo:g}..{spec.hi:g}]" if spec.lo is not None else ""
-            help_text = f"{spec.help}{bounds} ({'/'.join(tasks)})"
-            if spec.kind is bool:
-                group.add_argument(_option(spec.name), dest=spec.name, default=None,
-                                   action=argparse.BooleanOptionalAction, help=help_text)
-            elif spec.kind is list:
-                group.add_argument(_option(spec.name), dest=spec.name, action="append", help=help_text)
-            else:
-                group.add_argument(_option(spec.name), dest=spec.name, type=spec.kind, help=help_text)
+from .params import add_param_options, given_params, option_name
 
 
 def _play(data: bytes) -> None:
@@ -80,12 +57,11 @@ def _run(args: argparse.Namespace) -> int:
                  public_key=key) as rt:
         name = rt.load(args.model)
         task = rt.model(name).bundle.manifest.task
+        given = given_params(args)
         names = {p.name for p in TASK_PARAMS[task]}
-        given = {n: getattr(args, n) for ps in TASK_PARAMS.values() for n in (p.name for p in ps)
-                 if getattr(args, n, None) is not None}
         for n in given:
             if n not in names:
-                raise BadRequest(f"{_option(n)} does not apply to {task} models")
+                raise BadRequest(f"{option_name(n)} does not apply to {task} models")
         for event in rt.stream(name, **given):
             if isinstance(event, Token):
                 sys.stdout.write(event.text)
@@ -124,5 +100,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--state-dir", help="model store location (see edge-aigc models --help)")
     p.add_argument("--pubkey", help="Ed25519 public key the bundle must be signed with")
     p.add_argument("--play", action="store_true", help="play generated audio (needs the audio extra)")
-    _add_param_options(p)
+    add_param_options(p)
     p.set_defaults(func=_run)

@@ -136,6 +136,7 @@ def error_event(request_id: str | None, exc: RequestError) -> bytes:
 
 
 def result_event(request_id: str, data_topics: list[tuple[str, str, bytes, str]], **fields: Any) -> bytes:
+    # (``device`` among ``fields`` says which pool member answered.)
     """``data_topics``: (topic, content_type, payload, name) already published for this result."""
     data = [{"topic": t, "content_type": ct, "bytes": len(p), "sha256": hashlib.sha256(p).hexdigest(),
              "name": n} for t, ct, p, n in data_topics]

@@ -217,8 +217,8 @@ class DeviceService:
                 elif isinstance(ev, Result):
                     self._deliver(req, ev)
             return
-        self._finish(req, [Reply(req.reply_to, result_event(req.id, [], **fields), None, req.correlation)],
-                     req.received, True)
+        self._finish(req, [Reply(req.reply_to, result_event(req.id, [], device=self.cfg.device_id, **fields),
+                                 None, req.correlation)], req.received, True)
         self.publish_status()
 
     def _deliver(self, req: Request, result: Result) -> None:
@@ -229,7 +229,8 @@ class DeviceService:
             replies.append(Reply(topic, out.data, out.content_type, req.correlation))
             data.append((topic, out.content_type, out.data, out.name))
         meta = {k: v for k, v in result.meta.items() if k != "token_ids"}
-        fields: dict[str, Any] = {"model": result.model, "task": result.task, "meta": meta}
+        fields: dict[str, Any] = {"device": self.cfg.device_id, "model": result.model, "task": result.task,
+                                  "meta": meta}
         if result.text is not None:
             fields["text"] = result.text
         replies.append(Reply(req.reply_to, result_event(req.id, data, **fields), None, req.correlation))

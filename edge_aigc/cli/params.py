@@ -1,0 +1,39 @@
+"""CLI options generated from the task parameter specs (shared by ``run`` and ``send``)."""
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ..tasks.params import TASK_PARAMS
+
+__all__ = ["option_name", "add_param_options", "given_params"]
+
+
+def option_name(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_param_options(p: argparse.ArgumentParser) -> None:
+    seen: set[str] = set()
+    group = p.add_argument_group("generation parameters (each applies to the tasks noted)")
+    for task, params in TASK_PARAMS.items():
+        for spec in params:
+            if spec.name in seen:
+                continue
+            seen.add(spec.name)
+            tasks = [t.split("-")[0] for t, ps in TASK_PARAMS.items() if any(x.name == spec.name for x in ps)]
+            bounds = f" [{spec.lo:g}..{spec.hi:g}]" if spec.lo is not None else ""
+            help_text = f"{spec.help}{bounds} ({'/'.join(tasks)})"
+            if spec.kind is bool:
+                group.add_argument(option_name(spec.name), dest=spec.name, default=None,
+                                   action=argparse.BooleanOptionalAction, help=help_text)
+            elif spec.kind is list:
+                group.add_argument(option_name(spec.name), dest=spec.name, action="append", help=help_text)
+            else:
+                group.add_argument(option_name(spec.name), dest=spec.name, type=spec.kind, help=help_text)
+
+
+def given_params(args: argparse.Namespace) -> dict[str, Any]:
+    """The generation parameters the user set on the command line."""
+    names = {p.name for ps in TASK_PARAMS.values() for p in ps}
+    return {n: getattr(args, n) for n in sorted(names) if getattr(args, n, None) is not None}
