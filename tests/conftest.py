@@ -55,3 +55,22 @@ def make_bundle(tmp_path):
                     key=signing.load_private_key(key) if key else None, compress=compress)
         return out
     return make
+
+
+@pytest.fixture(scope="session")
+def bundles(tmp_path_factory):
+    """Real bundles of tiny models, converted once per session: text, image, audio, and a
+    'slow' LM without EOS and with a long context, for requests that must run a while."""
+    from converters import ConvertOptions, convert
+    from edge_aigc.profiles import get_profile
+    from tiny_lm import save_tiny_lm
+
+    tmp = tmp_path_factory.mktemp("bundles")
+    x86 = [get_profile("x86-avx2")]
+    convert(str(save_tiny_lm(tmp / "tiny-lm", arch="llama")), x86, tmp / "text.eaigc",
+            ConvertOptions(recipe="fp32"))
+    convert(str(save_tiny_lm(tmp / "slow-lm", steps=0, context=4096, eos=None)), x86, tmp / "slow.eaigc",
+            ConvertOptions(recipe="fp32", allow_degraded=True))
+    convert("tiny_models:tiny_dcgan", x86, tmp / "image.eaigc", ConvertOptions(name="tiny-dcgan"))
+    convert("tiny_models:tiny_synth", x86, tmp / "audio.eaigc", ConvertOptions(recipe="fp32", name="tiny-synth"))
+    return {k: tmp / f"{k}.eaigc" for k in ("text", "slow", "image", "audio")}

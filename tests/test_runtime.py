@@ -13,25 +13,12 @@ import onnxruntime as ort
 import pytest
 from PIL import Image
 
-from converters import ConvertOptions, convert
 from edge_aigc import CancelToken, Result, Runtime, Token
 from edge_aigc.errors import BadRequest, Cancelled, Timeout, UnknownModel
-from edge_aigc.profiles import get_profile
 from edge_aigc.tasks.detok import TextStreamer
-from tiny_lm import save_tiny_lm, train_tokenizer
+from tiny_lm import train_tokenizer
 
 TESTS = Path(__file__).parent
-
-
-@pytest.fixture(scope="module")
-def bundles(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("runtime")
-    x86 = [get_profile("x86-avx2")]
-    lm = save_tiny_lm(tmp / "tiny-lm", arch="llama")
-    convert(str(lm), x86, tmp / "text.eaigc", ConvertOptions(recipe="fp32"))
-    convert("tiny_models:tiny_dcgan", x86, tmp / "image.eaigc", ConvertOptions(name="tiny-dcgan"))
-    convert("tiny_models:tiny_synth", x86, tmp / "audio.eaigc", ConvertOptions(recipe="fp32", name="tiny-synth"))
-    return {k: tmp / f"{k}.eaigc" for k in ("text", "image", "audio")}
 
 
 @pytest.fixture(scope="module")

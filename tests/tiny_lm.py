@@ -27,25 +27,27 @@ def train_tokenizer() -> Tokenizer:
     return tok
 
 
-def _config(arch: str, vocab: int, hidden: int, layers: int, ffn: int):
+def _config(arch: str, vocab: int, hidden: int, layers: int, ffn: int, context: int, eos: int | None):
     from transformers import GPT2Config, LlamaConfig
 
     if arch == "gpt2":
         return GPT2Config(n_layer=layers, n_head=4, n_embd=hidden, n_inner=ffn, vocab_size=vocab,
-                          n_positions=256, bos_token_id=0, eos_token_id=0)
+                          n_positions=context, bos_token_id=eos, eos_token_id=eos)
     return LlamaConfig(num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
                        hidden_size=hidden, intermediate_size=ffn, vocab_size=vocab,
-                       max_position_embeddings=256, bos_token_id=0, eos_token_id=0,
+                       max_position_embeddings=context, bos_token_id=eos, eos_token_id=eos,
                        tie_word_embeddings=False)
 
 
 def save_tiny_lm(directory: Path, arch: str = "llama", hidden: int = 64, layers: int = 2,
-                 ffn: int = 128, steps: int = 150, seed: int = 0) -> Path:
+                 ffn: int = 128, steps: int = 150, seed: int = 0, context: int = 256,
+                 eos: int | None = 0) -> Path:
+    """``eos=None`` makes a model that never stops early (for requests that must run long)."""
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
     tok = train_tokenizer()
-    model = AutoModelForCausalLM.from_config(_config(arch, tok.get_vocab_size(), hidden, layers, ffn))
+    model = AutoModelForCausalLM.from_config(_config(arch, tok.get_vocab_size(), hidden, layers, ffn, context, eos))
     ids = np.array([i for t in BUILTIN_TEXTS for i in tok.encode(t + "<|endoftext|>").ids])
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     model.train()

@@ -6,12 +6,9 @@ import logging
 import signal
 import threading
 
-from .. import signing
-from ..runtime import Runtime
+from ..service.app import build_service
 from ..service.config import load_config
-from ..service.server import DeviceService
 from ..service.systemd import Watchdog, watchdog_interval
-from ..store import ModelStore, default_state_dir
 
 log = logging.getLogger("edge_aigc.serve")
 
@@ -20,17 +17,11 @@ def _serve(args: argparse.Namespace) -> int:
     if not args.verbose:
         logging.getLogger("edge_aigc").setLevel(logging.INFO)
     cfg = load_config(args.config)
-    key = signing.load_public_key(cfg.pubkey) if cfg.pubkey else None
-    state = cfg.state_dir or str(default_state_dir())
-    store = ModelStore(state, public_key=key, require_signature=cfg.require_signature)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    with Runtime(store, cfg.profile or None, state_dir=state, public_key=key,
-                 require_signature=cfg.require_signature) as rt:
-        for model in cfg.models:
-            rt.load(model)
-        service = DeviceService(cfg, rt)
+    rt, service = build_service(cfg)
+    with rt:
         service.start()
         log.info("%s: %d model(s) loaded (%s); connecting to %s:%d", cfg.device_id, len(rt.loaded()),
                  ", ".join(rt.loaded()), cfg.mqtt.host, cfg.mqtt.port)

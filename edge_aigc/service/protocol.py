@@ -93,8 +93,9 @@ def parse_request(payload: bytes, topics: Topics, max_bytes: int, response_topic
     rid = data.get("id")
     rid = rid if isinstance(rid, str) and _ID_RE.match(rid) else None
     reply = data.get("reply_to")
-    if reply is not None and not _valid_topic(reply):
-        raise err(BadRequest("'reply_to' must be a topic without wildcards or a leading $"), rid)
+    if reply is not None and not _valid_topic(reply):  # unusable: answer on the id's default topic
+        raise err(BadRequest("'reply_to' must be a topic without wildcards or a leading $"), rid,
+                  topics.reply(rid) if rid else fallback)
     named = reply or response_topic  # JSON reply_to wins over MQTT 5 ResponseTopic
     reply = named if _valid_topic(named) else (topics.reply(rid) if rid else topics.errors)
     if rid is None:
@@ -136,7 +137,6 @@ def error_event(request_id: str | None, exc: RequestError) -> bytes:
 
 
 def result_event(request_id: str, data_topics: list[tuple[str, str, bytes, str]], **fields: Any) -> bytes:
-    # (``device`` among ``fields`` says which pool member answered.)
     """``data_topics``: (topic, content_type, payload, name) already published for this result."""
     data = [{"topic": t, "content_type": ct, "bytes": len(p), "sha256": hashlib.sha256(p).hexdigest(),
              "name": n} for t, ct, p, n in data_topics]

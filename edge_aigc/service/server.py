@@ -160,8 +160,7 @@ class DeviceService:
                       "installed": self.rt.available()}
         else:
             fields = {"target": req.target, "cancelled": self._cancel(req.target)}
-        self._finish(req, [Reply(req.reply_to, result_event(req.id, [], **fields), None, req.correlation)],
-                     req.received, True)
+        self._finish(req, [self._result(req, [], **fields)], req.received, True)
 
     def _cancel(self, target: str) -> bool:
         running = self._running
@@ -217,8 +216,7 @@ class DeviceService:
                 elif isinstance(ev, Result):
                     self._deliver(req, ev)
             return
-        self._finish(req, [Reply(req.reply_to, result_event(req.id, [], device=self.cfg.device_id, **fields),
-                                 None, req.correlation)], req.received, True)
+        self._finish(req, [self._result(req, [], **fields)], req.received, True)
         self.publish_status()
 
     def _deliver(self, req: Request, result: Result) -> None:
@@ -229,17 +227,21 @@ class DeviceService:
             replies.append(Reply(topic, out.data, out.content_type, req.correlation))
             data.append((topic, out.content_type, out.data, out.name))
         meta = {k: v for k, v in result.meta.items() if k != "token_ids"}
-        fields: dict[str, Any] = {"device": self.cfg.device_id, "model": result.model, "task": result.task,
-                                  "meta": meta}
+        fields: dict[str, Any] = {"model": result.model, "task": result.task, "meta": meta}
         if result.text is not None:
             fields["text"] = result.text
-        replies.append(Reply(req.reply_to, result_event(req.id, data, **fields), None, req.correlation))
+        replies.append(self._result(req, data, **fields))
         self._finish(req, replies, req.received, True)
 
     # -- replies out --------------------------------------------------------------------
     def _send(self, reply: Reply) -> None:
         self.transport.publish(reply.topic, reply.payload, qos=1, content_type=reply.content_type,
                                correlation=reply.correlation)
+
+    def _result(self, req: Request, data: list, **fields: Any) -> Reply:
+        """The result event; ``device`` says which device (of a pool) answered."""
+        payload = result_event(req.id, data, device=self.cfg.device_id, **fields)
+        return Reply(req.reply_to, payload, None, req.correlation)
 
     def _reply(self, req: Request, payload: bytes) -> None:
         self._send(Reply(req.reply_to, payload, None, req.correlation))

@@ -1,0 +1,227 @@
+"""The MQTT device service against a real Mosquitto on loopback."""
+from __future__ import annotations
+
+import io
+import json
+import wave
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from PIL import Image
+
+from edge_aigc.errors import ConfigError
+from edge_aigc.service.client import DeviceClient
+from edge_aigc.service.config import load_config, read_password
+from service_helpers import Listener, running_service, write_config
+
+
+@pytest.fixture(scope="module")
+def service(broker, bundles, tmp_path_factory):
+    cfg = write_config(tmp_path_factory.mktemp("svc") / "device.toml", broker.port,
+                       [bundles["text"], bundles["image"], bundles["audio"], bundles["slow"]],
+                       limits="max_payload_bytes = 4096\nqueue_size = 4")
+    with running_service(cfg) as svc:
+        yield svc
+
+
+@pytest.fixture
+def client(broker, service):
+    with DeviceClient(f"mqtt://127.0.0.1:{broker.port}") as c:
+        yield c
+
+
+@pytest.mark.parametrize("protocol", [5, 311], ids=["mqtt5", "mqtt3.1.1"])
+def test_text_round_trip_streams_tokens(broker, service, protocol):
+    with DeviceClient(f"mqtt://127.0.0.1:{broker.port}", protocol=protocol) as c:
+        streamed = []
+        r = c.request("dev", "generate", "tiny-lm", {"prompt": "The quick brown", "max_new_tokens": 16,
+                                                     "temperature": 0.0}, on_event=streamed.append)
+    kinds = [e["event"] for e in streamed]
+    assert kinds[0] == "accepted" and kinds[-1] == "result" and "token" in kinds
+    assert "".join(e["text"] for e in streamed if e["event"] == "token") == r.final["text"]
+    assert r.final["device"] == "dev" and r.final["meta"]["generated_tokens"] >= 1
+
+
+@pytest.mark.parametrize("protocol", [5, 311], ids=["mqtt5", "mqtt3.1.1"])
+def test_image_and_audio_round_trips_deliver_verified_bytes(broker, service, protocol):
+    with DeviceClient(f"mqtt://127.0.0.1:{broker.port}", protocol=protocol) as c:
+        img = c.request("dev", "generate", "tiny-dcgan", {"count": 4, "seed": 1, "label": "b"})
+        wav = c.request("dev", "generate", "tiny-synth", {"notes": "A4:0.25 C5:0.25"})
+    [d] = img.final["data"]
+    assert d["topic"] == f"edge-aigc/dev/data/{img.id}" and d["content_type"] == "image/png"
+    assert Image.open(io.BytesIO(img.data[d["topic"]])).size == (38, 38)
+    [d] = wav.final["data"]
+    with wave.open(io.BytesIO(wav.data[d["topic"]])) as w:
+        assert w.getframerate() == 8000 and w.getnframes() == 4000
+
+
+def test_mqtt5_response_topic_and_correlation_data_are_honoured(broker, service):
+    listener = Listener(broker, ["apps/my-app/inbox"])
+    props = Properties(PacketTypes.PUBLISH)
+    props.ResponseTopic, props.CorrelationData = "apps/my-app/inbox", b"\x01corr"
+    listener.publish("edge-aigc/dev/cmd", json.dumps({"id": "c5", "action": "status"}).encode(),
+                     properties=props)
+    msg = listener.next(topic="apps/my-app/inbox")
+    assert json.loads(msg.payload)["event"] == "result" and msg.properties.CorrelationData == b"\x01corr"
+    listener.close()
+
+
+BAD_INPUTS = [
+    ("not json", b"hello", "errors", "bad_request"),
+    ("json array", b"[1, 2]", "errors", "bad_request"),
+    ("invalid utf-8", b'{"id": "u1", "action": "status"\xff}', "errors", "bad_request"),
+    ("missing id", b'{"action": "status"}', "errors", "bad_request"),
+    ("id with a wildcard", b'{"id": "a/+", "action": "status"}', "errors", "bad_request"),
+    ("oversize payload", b'{"id": "big", "pad": "' + b"x" * 5000 + b'"}', "errors", "too_large"),
+    ("unknown action", b'{"id": "b1", "action": "dance"}', "b1", "bad_request"),
+    ("unknown field", b'{"id": "b2", "action": "status", "colour": 1}', "b2", "bad_request"),
+    ("unknown model", b'{"id": "b3", "action": "generate", "model": "nope", "params": {"prompt": "x"}}',
+     "b3", "unknown_model"),
+    ("params not an object", b'{"id": "b4", "action": "generate", "model": "tiny-lm", "params": [1]}',
+     "b4", "bad_request"),
+    ("wrong param type", b'{"id": "b5", "action": "generate", "model": "tiny-lm", "params": {"prompt": 5}}',
+     "b5", "bad_request"),
+    ("negative max_new_tokens", b'{"id": "b6", "action": "generate", "model": "tiny-lm", '
+     b'"params": {"prompt": "x", "max_new_tokens": -1}}', "b6", "bad_request"),
+    ("huge max_new_tokens", b'{"id": "b7", "action": "generate", "model": "tiny-lm", '
+     b'"params": {"prompt": "x", "max_new_tokens": 99999999}}', "b7", "bad_request"),
+    ("unknown param", b'{"id": "b8", "action": "generate", "model": "tiny-lm", '
+     b'"params": {"prompt": "x", "turbo": true}}', "b8", "bad_request"),
+    ("missing model", b'{"id": "b9", "action": "generate", "params": {"prompt": "x"}}', "b9", "bad_request"),
+    ("reply_to with a wildcard", b'{"id": "b10", "action": "status", "reply_to": "x/#"}', "b10", "bad_request"),
+    ("cancel without target", b'{"id": "b11", "action": "cancel"}', "b11", "bad_request"),
+    ("bad label", b'{"id": "b12", "action": "generate", "model": "tiny-dcgan", "params": {"label": "zebra"}}',
+     "b12", "bad_request"),
+    ("bad notes", b'{"id": "b13", "action": "generate", "model": "tiny-synth", "params": {"notes": "Q9"}}',
+     "b13", "bad_request"),
+]
+
+
+@pytest.mark.parametrize("payload,where,code", [b[1:] for b in BAD_INPUTS], ids=[b[0] for b in BAD_INPUTS])
+def test_bad_input_gets_an_error_and_the_next_request_succeeds(broker, service, client, payload, where, code):
+    topic = "edge-aigc/dev/errors" if where == "errors" else f"edge-aigc/dev/res/{where}"
+    listener = Listener(broker, [topic])
+    listener.publish("edge-aigc/dev/cmd", payload)
+    error = json.loads(listener.next(topic=topic, event="error").payload)
+    listener.close()
+    assert error["code"] == code, error
+    assert error["message"]
+    ok = client.request("dev", "generate", "tiny-lm", {"prompt": "Hello", "max_new_tokens": 3})
+    assert ok.ok and service.healthy
+
+
+def test_redelivered_request_id_is_not_run_twice(client, service):
+    first = client.request("dev", "generate", "tiny-lm", {"prompt": "Once", "max_new_tokens": 8, "seed": 1},
+                           request_id="dup-1")
+    done = service.stats.done
+    again = client.request("dev", "generate", "tiny-lm", {"prompt": "Once", "max_new_tokens": 8, "seed": 1},
+                           request_id="dup-1")
+    assert again.final["text"] == first.final["text"]
+    assert [e["event"] for e in again.events] == ["result"], "re-sent result, no accepted/tokens"
+    assert service.stats.done == done
+
+
+def test_redelivered_image_request_resends_its_data(client):
+    a = client.request("dev", "generate", "tiny-dcgan", {"seed": 3}, request_id="dup-img")
+    b = client.request("dev", "generate", "tiny-dcgan", {"seed": 3}, request_id="dup-img")
+    assert a.data == b.data and len(b.data) == 1
+
+
+def slow(prompt="The", tokens=2000):
+    return {"prompt": prompt, "max_new_tokens": tokens, "temperature": 0.0}
+
+
+def test_cancel_stops_a_running_generation(broker, client):
+    listener = Listener(broker, ["edge-aigc/dev/res/long-1"])
+    listener.publish("edge-aigc/dev/cmd", json.dumps({"id": "long-1", "action": "generate",
+                                                      "model": "slow-lm", "params": slow()}).encode())
+    listener.next(event="token")
+    reply = client.request("dev", "cancel", target="long-1")
+    assert reply.final["cancelled"] is True
+    error = json.loads(listener.next(event="error").payload)
+    assert error["code"] == "cancelled"
+    listener.close()
+
+
+def test_request_past_its_deadline_times_out(client):
+    r = client.request("dev", "generate", "slow-lm", slow(), timeout_s=0.3)
+    assert r.final["event"] == "error" and r.final["code"] == "timeout"
+
+
+def test_full_queue_answers_busy(broker, client, service):
+    listener = Listener(broker, ["edge-aigc/dev/res/#"])
+    ids = [f"q{i}" for i in range(service.cfg.limits.queue_size + 2)]
+    for rid in ids:  # one runs, queue_size wait, the rest are refused
+        listener.publish("edge-aigc/dev/cmd", json.dumps({"id": rid, "action": "generate", "model": "slow-lm",
+                                                          "params": slow(tokens=400)}).encode())
+    busy = json.loads(listener.next(event="error", timeout=20).payload)
+    assert busy["code"] == "busy" and busy["id"] == ids[-1]
+    for rid in ids[:-1]:
+        client.request("dev", "cancel", target=rid)
+    listener.close()
+
+
+def test_status_and_models_describe_the_device(client):
+    status = client.request("dev", "status").final
+    assert status["status"]["state"] == "online" and "tiny-lm" in status["status"]["models"]
+    assert status["metrics"]["done"] >= 0
+    models = {m["name"]: m for m in client.request("dev", "models").final["models"]}
+    assert models["tiny-dcgan"]["task"] == "image-generation"
+
+
+def test_unload_then_load_a_model(client, bundles):
+    assert "tiny-synth" not in client.request("dev", "unload", "tiny-synth").final["loaded"]
+    r = client.request("dev", "generate", "tiny-synth", {"notes": "C4:0.1"})
+    assert r.ok, "an installed/known model loads on demand"
+    assert client.request("dev", "load", str(bundles["audio"])).final["model"] == "tiny-synth"
+
+
+def test_status_is_retained_and_metrics_are_published(broker, service):
+    listener = Listener(broker, ["edge-aigc/dev/status", "edge-aigc/dev/metrics"])
+    status = listener.next(topic="edge-aigc/dev/status")
+    assert status.retain and json.loads(status.payload)["state"] == "online"
+    metrics = json.loads(listener.next(topic="edge-aigc/dev/metrics").payload)
+    assert {"queue_depth", "done", "failed", "latency_ms", "rss_mb"} <= set(metrics)
+    listener.close()
+
+
+def test_config_errors_name_the_key(tmp_path):
+    bad = tmp_path / "device.toml"
+    bad.write_text('device_id = "d"\nmodels = ["m"]\n[mqtt]\nurl = "http://x"\n')
+    with pytest.raises(ConfigError, match="key 'mqtt.url'"):
+        load_config(bad)
+    bad.write_text('device_id = "d"\nmodels = ["m"]\n[limits]\nqueue_size = 0\n')
+    with pytest.raises(ConfigError, match="key 'limits.queue_size'"):
+        load_config(bad)
+    bad.write_text('device_id = "d/x"\nmodels = ["m"]\n')
+    with pytest.raises(ConfigError, match="key 'device_id'"):
+        load_config(bad)
+    bad.write_text('device_id = "d"\nmodels = ["m"]\npasword = "x"\n')
+    with pytest.raises(ConfigError, match="key 'pasword': unknown key"):
+        load_config(bad)
+
+
+def test_password_comes_from_a_file_or_the_systemd_credential(tmp_path, monkeypatch):
+    cfg_path = write_config(tmp_path / "device.toml", 1883, [], mqtt_extra='username = "dev"')
+    cfg_path.write_text(cfg_path.read_text().replace("models = []", 'models = ["x"]'))
+    cfg = load_config(cfg_path).mqtt
+    assert read_password(cfg) is None
+    (tmp_path / "creds").mkdir()
+    (tmp_path / "creds" / "mqtt-password").write_text("s3cret\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path / "creds"))
+    assert read_password(cfg) == "s3cret"
+
+
+def test_client_gets_a_clear_error_for_an_unreachable_broker():
+    from mosquitto import free_port
+
+    with pytest.raises(ConfigError, match="cannot reach MQTT broker"):
+        DeviceClient(f"mqtt://127.0.0.1:{free_port()}").connect(timeout=2)
+
+
+def test_mqtt311_listener_is_a_plain_client(broker, service):
+    listener = Listener(broker, ["edge-aigc/dev/status"], protocol=mqtt.MQTTv311)
+    assert json.loads(listener.next().payload)["device"] == "dev"
+    listener.close()
