@@ -25,8 +25,10 @@ def free_port() -> int:
 class Mosquitto:
     """``with Mosquitto(tmpdir) as broker: broker.port`` — a broker listening on 127.0.0.1 only."""
 
-    def __init__(self, workdir: Path, extra_config: str = "", port: int | None = None):
+    def __init__(self, workdir: Path, extra_config: str = "", port: int | None = None,
+                 anonymous: bool = True):
         self.workdir = Path(workdir)
+        self.anonymous = anonymous
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.extra_config = extra_config
         self.host, self.port = "127.0.0.1", port or free_port()
@@ -44,8 +46,12 @@ class Mosquitto:
             raise RuntimeError("mosquitto not found on PATH or in /usr/sbin; "
                                "install it with `apt-get install -y mosquitto` (.ci/run does)")
         conf = self.workdir / "mosquitto.conf"
-        conf.write_text(f"listener {self.port} {self.host}\nallow_anonymous true\n"
-                        f"persistence false\nlog_dest stdout\n{self.extra_config}\n")
+        # Listener options (TLS files) follow the listener line; as root, stay root so the
+        # broker can read the test's 0600 key and password files.
+        user = "user root\n" if os.geteuid() == 0 else ""
+        conf.write_text(f"{user}persistence false\nlog_dest stdout\n"
+                        f"allow_anonymous {'true' if self.anonymous else 'false'}\n"
+                        f"listener {self.port} {self.host}\n{self.extra_config}\n")
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([binary, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import time
 import json
 import wave
 
@@ -137,7 +138,8 @@ def test_cancel_stops_a_running_generation(broker, client):
     listener = Listener(broker, ["edge-aigc/dev/res/long-1"])
     listener.publish("edge-aigc/dev/cmd", json.dumps({"id": "long-1", "action": "generate",
                                                       "model": "slow-lm", "params": slow()}).encode())
-    listener.next(event="token")
+    listener.next(event="accepted")
+    time.sleep(0.2)
     reply = client.request("dev", "cancel", target="long-1")
     assert reply.final["cancelled"] is True
     error = json.loads(listener.next(event="error").payload)

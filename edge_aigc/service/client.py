@@ -64,7 +64,9 @@ class DeviceClient:
         self._connack: queue.Queue = queue.Queue()
         self.client.on_message = lambda c, u, m: self._inbox.put(m)
         self.client.on_subscribe = lambda c, u, mid, rc, p: self._acks.put(mid)
-        self.client.on_connect = lambda c, u, f, rc, p: self._connack.put(rc)
+        self.client.on_connect = lambda c, u, f, rc, p: self._connack.put(("connect", rc))
+        # A broker that rejects a TLS client certificate closes the connection before CONNACK.
+        self.client.on_disconnect = lambda c, u, f, rc, p: self._connack.put(("disconnect", rc))
 
     def connect(self, timeout: float = 10.0) -> "DeviceClient":
         try:
@@ -73,13 +75,15 @@ class DeviceClient:
             raise ConfigError(f"cannot reach MQTT broker {self.host}:{self.port}: {exc}") from None
         self.client.loop_start()
         try:
-            rc = self._connack.get(timeout=timeout)
+            kind, rc = self._connack.get(timeout=timeout)
         except queue.Empty:
             self.close()
             raise Timeout(f"no answer from MQTT broker {self.host}:{self.port} within {timeout} s") from None
-        if rc.is_failure:
+        if kind == "disconnect" or rc.is_failure:
             self.close()
-            raise ConfigError(f"MQTT broker {self.host}:{self.port} refused the connection: {rc}")
+            how = "refused the connection" if kind == "connect" else \
+                "closed the connection before accepting it (TLS client certificate not trusted?)"
+            raise ConfigError(f"MQTT broker {self.host}:{self.port} {how}: {rc}")
         return self
 
     def close(self) -> None:
