@@ -159,7 +159,8 @@ def test_full_queue_answers_busy(broker, client, service):
         listener.publish("edge-aigc/dev/cmd", json.dumps({"id": rid, "action": "generate", "model": "slow-lm",
                                                           "params": slow(tokens=400)}).encode())
     busy = json.loads(listener.next(event="error", timeout=20).payload)
-    assert busy["code"] == "busy" and busy["id"] == ids[-1]
+    # The last is refused, or the one before it if the worker had not yet taken the first.
+    assert busy["code"] == "busy" and busy["id"] in ids[-2:], busy
     for rid in ids[:-1]:
         client.request("dev", "cancel", target=rid)
     listener.close()

@@ -149,3 +149,14 @@ def test_mqtt5_correlation_data_is_echoed_on_every_event(broker, bundles, tmp_pa
             events.append(listener.next())
         assert all(e.properties.CorrelationData == b"abc" for e in events)
         listener.close()
+
+
+def test_systemd_unit_declares_what_the_service_relies_on():
+    from pathlib import Path
+
+    unit = (Path(__file__).parent.parent / "systemd" / "edge-aigc.service").read_text()
+    for line in ("Type=notify", "WatchdogSec=", "Restart=on-failure", "DynamicUser=yes",
+                 "StateDirectory=edge-aigc", "LoadCredential=mqtt-password:", "MemoryMax=",
+                 "ProtectSystem=strict", "NoNewPrivileges=yes",
+                 "ExecStart=/usr/local/bin/edge-aigc serve --config /etc/edge-aigc/device.toml"):
+        assert line in unit, line
