@@ -25,7 +25,7 @@ from .errors import BundleError, CorruptBundle, IntegrityError, SignatureError
 from .manifest import SCHEMA_VERSION, Manifest
 
 __all__ = ["Bundle", "BundleInfo", "pack_bundle", "load_bundle", "verify_tree", "inspect_bundle",
-           "sha256_file"]
+           "sha256_file", "resign_bundle"]
 
 MANIFEST, SIGNATURE = "manifest.json", "manifest.sig"
 
@@ -177,3 +177,12 @@ def inspect_bundle(path: str | os.PathLike) -> BundleInfo:
     if raw is None:
         raise CorruptBundle(f"{path}: no {MANIFEST}; not a bundle")
     return BundleInfo(Manifest.from_json(raw), signed, size)
+
+
+def resign_bundle(bundle: Bundle, out: str | os.PathLike, key: Ed25519PrivateKey,
+                  compress: bool = True) -> None:
+    """Write a verified bundle again with a new signature (the manifest bytes stay the same)."""
+    raw = (bundle.root / MANIFEST).read_bytes()
+    members: list[tuple[str, bytes | Path]] = [(MANIFEST, raw), (SIGNATURE, signing.sign(raw, key))]
+    members += [(name, bundle.root / name) for name in sorted(bundle.manifest.files)]
+    write_archive(out, members, compress=compress)

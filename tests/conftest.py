@@ -8,7 +8,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from mosquitto import Mosquitto  # noqa: E402
+from edge_aigc.service.brokers import Mosquitto  # noqa: E402
 
 from edge_aigc import pack_bundle, signing  # noqa: E402
 

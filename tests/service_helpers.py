@@ -40,9 +40,9 @@ def running_service(config: Path, timeout: float = 20.0):
         runtime.close()
 
 
-def serve_process(config: Path, env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "edge_aigc", "serve", "--config", str(config)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+def serve_process(config: Path, env: dict | None = None, extra: list[str] = ()) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "edge_aigc", "serve", "--config", str(config), *extra],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
 
 
 class Listener:

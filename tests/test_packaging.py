@@ -16,7 +16,7 @@ def test_every_python_package_is_listed_in_setup_cfg():
     listed = set(cfg["options"]["packages"].split())
     found = {".".join(p.parent.relative_to(ROOT).parts) for p in ROOT.glob("edge_aigc/**/__init__.py")}
     found |= {".".join(p.parent.relative_to(ROOT).parts) for p in ROOT.glob("converters/**/__init__.py")}
-    found.add("edge_aigc.device_profiles")  # mapped from the top-level device_profiles/
+    found |= {"edge_aigc.device_profiles", "edge_aigc.systemd"}  # mapped from top-level folders
     assert found <= listed, f"missing from setup.cfg [options] packages: {sorted(found - listed)}"
 
 

@@ -218,7 +218,7 @@ def test_password_comes_from_a_file_or_the_systemd_credential(tmp_path, monkeypa
 
 
 def test_client_gets_a_clear_error_for_an_unreachable_broker():
-    from mosquitto import free_port
+    from edge_aigc.service.brokers import free_port
 
     with pytest.raises(ConfigError, match="cannot reach MQTT broker"):
         DeviceClient(f"mqtt://127.0.0.1:{free_port()}").connect(timeout=2)

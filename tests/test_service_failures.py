@@ -13,7 +13,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edge_aigc.service.client import DeviceClient
-from mosquitto import Mosquitto
+from edge_aigc.service.brokers import Mosquitto
 from service_helpers import Listener, running_service, serve_process, write_config
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from edge_aigc.errors import ConfigError
 from edge_aigc.service.client import DeviceClient
-from mosquitto import Mosquitto
+from edge_aigc.service.brokers import Mosquitto
 from service_helpers import running_service, write_config
 from tls_certs import make_pki
 

@@ -13,12 +13,12 @@ import sys
 
 from .. import __version__
 from ..errors import EdgeAigcError
-from . import bundles, convert, models, pending, profiles, run, send, serve
+from . import bundles, convert, demo, flash, models, pending, profiles, run, send, serve
 
 __all__ = ["main", "build_parser"]
 
 # Order shown in --help: what a user meets first, then device-side, then tooling.
-_GROUPS = (profiles, convert, bundles, models, run, serve, send, pending)
+_GROUPS = (demo, profiles, convert, bundles, models, run, serve, send, flash, pending)
 
 
 def build_parser() -> argparse.ArgumentParser:

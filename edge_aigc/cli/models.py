@@ -3,7 +3,12 @@ from __future__ import annotations
 
 import argparse
 
-from .. import signing
+import sys
+from pathlib import Path
+
+from .. import signing, zoo
+from ..detect import detect_profile
+from ..errors import ProfileError
 from ..store import ModelStore, default_state_dir
 from .output import human_bytes, table
 
@@ -27,9 +32,30 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _install(args: argparse.Namespace) -> int:
-    m = _store(args).install(args.bundle, activate=not args.no_activate)
+    bundle = Path(args.bundle)
+    if not bundle.exists() and args.bundle in zoo.MODELS:  # a prebuilt model, for this device's profile
+        profile = args.profile or _detected_profile()
+        bundle = zoo.zoo_bundle(args.bundle, profile).path
+        if not args.pubkey:  # prebuilt bundles must carry the zoo's signature
+            args.pubkey, args.require_signature = str(zoo.zoo_public_key_path()), True
+        print(f"installing prebuilt {args.bundle} for profile {profile}", file=sys.stderr)
+    m = _store(args).install(bundle, activate=not args.no_activate)
     state = "active" if m.active else "installed, not active"
     print(f"{m.name} {m.version} {state} ({m.path})")
+    return 0
+
+
+def _detected_profile() -> str:
+    found = detect_profile()
+    if found is None:
+        raise ProfileError("no profile fits this machine; pass --profile NAME")
+    return found.profile.name
+
+
+def _available(args: argparse.Namespace) -> int:
+    rows = [(b.model, b.profile, zoo.MODELS[b.model].split(":")[0], human_bytes(b.path.stat().st_size))
+            for b in zoo.zoo_bundles()]
+    print(table(("MODEL", "PROFILE", "TASK", "SIZE"), rows))
     return 0
 
 
@@ -59,12 +85,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     actions = p.add_subparsers(dest="action", metavar="ACTION")
     a = actions.add_parser("list", help="installed models and versions (default)")
     a.set_defaults(func=_list)
-    a = actions.add_parser("install", help="verify a .eaigc bundle and install it atomically")
-    a.add_argument("bundle")
+    a = actions.add_parser("install", help="verify a .eaigc bundle (or a prebuilt model) and install it atomically")
+    a.add_argument("bundle", help="path to a .eaigc bundle, or a prebuilt model name (see: models available)")
+    a.add_argument("--profile", help="prebuilt models: which profile's bundle (default: detected)")
     a.add_argument("--no-activate", action="store_true", help="install without making it active")
     a.add_argument("--pubkey", help="Ed25519 public key the bundle must be signed with")
     a.add_argument("--require-signature", action="store_true", help="refuse unsigned bundles")
     a.set_defaults(func=_install)
+    a = actions.add_parser("available", help="prebuilt models shipped with edge-aigc, per profile")
+    a.set_defaults(func=_available)
     a = actions.add_parser("activate", help="make an installed version active")
     a.add_argument("name")
     a.add_argument("version")

@@ -6,11 +6,7 @@ import sys
 
 # command -> (help line, the work that brings it)
 PENDING = {
-    "flash": ("lay out a device root (bundles, config, systemd unit) e.g. on an SD card",
-              "the prebuilt model zoo and flashing"),
     "bench": ("benchmark against PyTorch eager and onnxruntime-genai", "the benchmarks"),
-    "demo": ("end-to-end demo: prebuilt models over MQTT, writes text, PNG and WAV",
-             "the prebuilt model zoo and demo"),
 }
 
 

@@ -7,7 +7,7 @@ import signal
 import threading
 
 from ..service.app import build_service
-from ..service.config import load_config
+from ..service.config import load_config, rooted
 from ..service.systemd import Watchdog, watchdog_interval
 
 log = logging.getLogger("edge_aigc.serve")
@@ -17,6 +17,8 @@ def _serve(args: argparse.Namespace) -> int:
     if not args.verbose:
         logging.getLogger("edge_aigc").setLevel(logging.INFO)
     cfg = load_config(args.config)
+    if args.root:
+        cfg = rooted(cfg, args.root)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -43,4 +45,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Load the configured models, connect to the broker, serve requests. "
                                    "SIGTERM drains and publishes 'offline'. See docs/deploy.md.")
     p.add_argument("--config", required=True, help="device config (TOML), e.g. /etc/edge-aigc/device.toml")
+    p.add_argument("--root", help="resolve the config's absolute paths inside this directory "
+                                  "(serve a flashed device root from the host)")
     p.set_defaults(func=_serve)

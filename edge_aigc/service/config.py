@@ -9,14 +9,14 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from ..errors import ConfigError
 from ..tomltable import TomlTable
 
-__all__ = ["ServiceConfig", "MqttConfig", "Limits", "load_config", "read_password"]
+__all__ = ["ServiceConfig", "MqttConfig", "Limits", "load_config", "read_password", "rooted"]
 
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 CREDENTIAL_NAME = "mqtt-password"
@@ -109,6 +109,20 @@ def _limits(t: TomlTable | None) -> Limits:
         drain_timeout_s=t.get("drain_timeout_s", float, d.drain_timeout_s, lo=0, hi=3600))
     t.finish()
     return out
+
+
+def _under(root: Path, value: str) -> str:
+    return str(root / value.lstrip("/")) if value.startswith("/") else value
+
+
+def rooted(cfg: ServiceConfig, root: str | os.PathLike) -> ServiceConfig:
+    """The config with its absolute paths resolved inside ``root`` (a mounted device image)."""
+    root = Path(root)
+    mqtt = replace(cfg.mqtt, **{k: _under(root, getattr(cfg.mqtt, k)) for k in
+                                ("password_file", "ca_file", "cert_file", "key_file") if getattr(cfg.mqtt, k)})
+    return replace(cfg, mqtt=mqtt, state_dir=_under(root, cfg.state_dir) if cfg.state_dir else "",
+                   pubkey=_under(root, cfg.pubkey) if cfg.pubkey else "",
+                   models=tuple(_under(root, m) for m in cfg.models))
 
 
 def load_config(path: str | os.PathLike) -> ServiceConfig:

@@ -1,4 +1,9 @@
-"""A real Mosquitto broker for tests: own config, free loopback port, stopped by PID."""
+"""Local MQTT brokers for single-box use (the demo) and tests, on loopback only.
+
+``Mosquitto`` runs the real broker as a child process with its own config on a free
+127.0.0.1 port and stops it by PID; ``EmbeddedBroker`` runs amqtt (the ``broker`` extra)
+in a thread when no Mosquitto is installed — it speaks MQTT 3.1.1 only.
+"""
 from __future__ import annotations
 
 import os
@@ -24,6 +29,8 @@ def free_port() -> int:
 
 class Mosquitto:
     """``with Mosquitto(tmpdir) as broker: broker.port`` — a broker listening on 127.0.0.1 only."""
+
+    protocol = 5
 
     def __init__(self, workdir: Path, extra_config: str = "", port: int | None = None,
                  anonymous: bool = True):
@@ -82,6 +89,61 @@ class Mosquitto:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def __enter__(self) -> "Mosquitto":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class EmbeddedBroker:
+    """amqtt in a background thread on 127.0.0.1 (MQTT 3.1.1 only)."""
+
+    protocol = 311
+
+    def __init__(self, port: int | None = None):
+        self.host, self.port = "127.0.0.1", port or free_port()
+        self._loop = None
+        self._thread = None
+        self._broker = None
+
+    def start(self, timeout: float = 10.0) -> "EmbeddedBroker":
+        import asyncio
+        import threading
+
+        try:
+            from amqtt.broker import Broker
+        except ImportError:
+            raise RuntimeError("no MQTT broker available: install mosquitto, "
+                               "or the embedded one with pip install 'edge-aigc[broker]'") from None
+        config = {"listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}"}},
+                  "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}}}
+        self._loop = asyncio.new_event_loop()
+        started = threading.Event()
+
+        def run() -> None:
+            asyncio.set_event_loop(self._loop)
+            self._broker = Broker(config, loop=self._loop)
+            self._loop.run_until_complete(self._broker.start())
+            started.set()
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=run, name="amqtt", daemon=True)
+        self._thread.start()
+        if not started.wait(timeout):
+            raise RuntimeError("the embedded amqtt broker did not start")
+        return self
+
+    def stop(self) -> None:
+        import asyncio
+
+        if self._broker is None:
+            return
+        asyncio.run_coroutine_threadsafe(self._broker.shutdown(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._broker = None
+
+    def __enter__(self) -> "EmbeddedBroker":
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -1,0 +1,149 @@
+"""``edge-aigc demo``: the prebuilt models, served over MQTT, asked for text, an image and a WAV.
+
+Broker: ``--broker`` / ``$EDGE_AIGC_BROKER`` if given; else a private Mosquitto on a free
+loopback port when one is installed; else the embedded amqtt broker (``broker`` extra).
+The service runs with the prebuilt bundles for this machine's profile (signatures
+checked against the zoo key), a client sends one request per model exactly as an
+application would, and everything is shut down at the end.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterator
+
+from .. import zoo
+from ..detect import detect_profile
+from ..errors import ConfigError, ProfileError
+from ..service.app import build_service
+from ..service.brokers import EmbeddedBroker, Mosquitto, find_mosquitto
+from ..service.client import DeviceClient
+from ..service.config import Limits, MqttConfig, ServiceConfig
+from ..store import ModelStore
+from .output import human_bytes, table
+
+DEVICE = "demo"
+REQUESTS = [  # (what, model, params, file)
+    ("text", "fortune-gpt", {"prompt": "You will", "max_new_tokens": 48, "temperature": 0.7, "seed": 7},
+     "fortune.txt"),
+    ("image", "digits", {"count": 16, "seed": 7, "scale": 3}, "digits.png"),
+    ("audio", "tones", {"notes": "C4:0.25 E4:0.25 G4:0.25 C5:0.5 G4:0.25 E4:0.25 C4:0.75"}, "tones.wav"),
+]
+
+
+@contextlib.contextmanager
+def _broker(url: str | None, workdir: Path, embedded: bool = False) -> Iterator[tuple[str, int, str]]:
+    """(url, MQTT protocol, description) of the broker to use, started here if needed."""
+    if url:
+        yield url, 5, f"configured broker {url}"
+    elif find_mosquitto() and not embedded:
+        with Mosquitto(workdir / "mosquitto") as b:
+            yield f"mqtt://{b.host}:{b.port}", 5, f"mosquitto on 127.0.0.1:{b.port} (pid {b.pid})"
+    else:
+        try:
+            broker = EmbeddedBroker().start()
+        except RuntimeError as exc:
+            raise ConfigError(str(exc)) from None
+        try:
+            yield f"mqtt://{broker.host}:{broker.port}", 311, f"embedded amqtt on 127.0.0.1:{broker.port}"
+        finally:
+            broker.stop()
+
+
+def _profile(name: str | None) -> str:
+    if name:
+        return name
+    found = detect_profile()
+    if found is None:
+        raise ProfileError("no profile fits this machine; pass --profile NAME")
+    return found.profile.name
+
+
+def _demo(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    profile = _profile(args.profile)
+    say = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+    with tempfile.TemporaryDirectory(prefix="edge-aigc-demo-") as tmp, \
+            _broker(args.broker or os.environ.get("EDGE_AIGC_BROKER"), Path(tmp), args.embedded_broker) \
+            as (url, protocol, what):
+        say(f"broker: {what}")
+        store = ModelStore(tmp, public_key=_zoo_key(), require_signature=True)
+        for model in zoo.MODELS:
+            store.install(zoo.zoo_bundle(model, profile).path)
+        say(f"installed {', '.join(zoo.MODELS)} for profile {profile} (signatures verified)")
+        started = time.perf_counter()
+        host, port = url.split("://", 1)[1].rsplit(":", 1)
+        cfg = ServiceConfig(device_id=DEVICE, models=tuple(zoo.MODELS), profile=profile, state_dir=tmp,
+                            pubkey=str(zoo.zoo_public_key_path()), require_signature=True,
+                            mqtt=MqttConfig(host=host, port=int(port), tls=False, protocol=protocol),
+                            limits=Limits(metrics_interval_s=5))
+        runtime, service = build_service(cfg)
+        service.start()
+        try:
+            if not service.wait_ready(30):
+                raise ConfigError(f"the service could not connect to {url}: {service.transport.last_refusal}")
+            say(f"service '{DEVICE}' online in {time.perf_counter() - started:.2f} s "
+                f"(models loaded on {', '.join(runtime.info('digits')['providers'])})\n")
+            rows = _requests(url, protocol, out, say)
+        finally:
+            service.stop()
+            runtime.close()
+    print(table(("REQUEST", "MODEL", "FIRST EVENT", "TOTAL", "ON DEVICE", "OUTPUT"), rows))
+    say("\nall done; the service, the broker and the temporary store are shut down")
+    return 0
+
+
+def _zoo_key():
+    from ..signing import load_public_key
+
+    return load_public_key(zoo.zoo_public_key_path())
+
+
+def _requests(url: str, protocol: int, out: Path, say) -> list[tuple]:
+    rows = []
+    with DeviceClient(url, protocol=protocol) as client:
+        for what, model, params, filename in REQUESTS:
+            first: list[float] = []
+            start = time.perf_counter()
+
+            def on_event(ev: dict) -> None:
+                if not first:
+                    first.append(time.perf_counter() - start)
+                if ev["event"] == "token":
+                    sys.stdout.write(ev["text"])
+                    sys.stdout.flush()
+
+            if what == "text":
+                say(f"> {model}: {params['prompt']!r}")
+                sys.stdout.write(params["prompt"])
+            response = client.request(DEVICE, "generate", model, params, on_event=on_event)
+            total = time.perf_counter() - start
+            final = response.final
+            if final["event"] == "error":
+                raise ConfigError(f"{model}: {final['code']}: {final['message']}")
+            path = out / filename
+            if what == "text":
+                print("\n")
+                path.write_text(params["prompt"] + final["text"] + "\n")
+            else:
+                path.write_bytes(response.data[final["data"][0]["topic"]])
+            rows.append((what, model, f"{first[0] * 1000:.0f} ms", f"{total * 1000:.0f} ms",
+                         f"{final['meta']['seconds'] * 1000:.0f} ms", f"{path} ({human_bytes(path.stat().st_size)})"))
+    return rows
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="end-to-end demo: prebuilt models over MQTT, writes text, PNG and WAV",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--broker", help="use this broker (mqtt://host:port) instead of starting one")
+    p.add_argument("--profile", help="device profile whose prebuilt bundles to use (default: detected)")
+    p.add_argument("--out", default="demo-out", help="where to write the outputs (default: ./demo-out)")
+    p.add_argument("--embedded-broker", action="store_true",
+                   help="use the embedded amqtt broker even when Mosquitto is installed")
+    p.set_defaults(func=_demo)

@@ -1,0 +1,57 @@
+"""The prebuilt models shipped with edge-aigc (package data), one bundle per model and profile.
+
+Bundles are named ``<model>-<profile>.eaigc`` and signed with the key in ``zoo.pub``. They
+were trained and converted by ``converters/zoo`` (see its README for how each was made).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from ..errors import UnknownModel
+
+__all__ = ["ZooBundle", "zoo_dir", "zoo_bundles", "zoo_bundle", "zoo_public_key_path", "MODELS"]
+
+# name -> what it is, for listings
+MODELS = {
+    "fortune-gpt": "text: a 3.7M-parameter GPT-2-style decoder trained on Debian's fortunes",
+    "digits": "image: a class-conditional DCGAN generator of 28x28 handwritten digits",
+    "tones": "audio: a source-filter MelGAN-style generator of instrument tones from notes",
+}
+
+
+@dataclass(frozen=True)
+class ZooBundle:
+    model: str
+    profile: str
+    path: Path
+
+
+def zoo_dir() -> Path:
+    return Path(str(resources.files("edge_aigc.zoo")))
+
+
+def zoo_public_key_path() -> Path:
+    return zoo_dir() / "zoo.pub"
+
+
+def zoo_bundles() -> list[ZooBundle]:
+    found = []
+    for path in sorted(zoo_dir().glob("*.eaigc")):
+        for model in MODELS:
+            if path.stem.startswith(model + "-"):
+                found.append(ZooBundle(model, path.stem[len(model) + 1:], path))
+    return found
+
+
+def zoo_bundle(model: str, profile: str) -> ZooBundle:
+    for b in zoo_bundles():
+        if b.model == model and b.profile == profile:
+            return b
+    have = sorted({b.profile for b in zoo_bundles() if b.model == model})
+    if model not in MODELS:
+        raise UnknownModel(f"no prebuilt model {model!r} (prebuilt: {', '.join(MODELS)})")
+    if not have:
+        raise UnknownModel(f"prebuilt model {model!r} has no bundles in this installation ({zoo_dir()})")
+    raise UnknownModel(f"prebuilt {model!r} has no bundle for profile {profile!r} (has: {', '.join(have)})")

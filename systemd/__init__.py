@@ -1,0 +1,1 @@
+"""systemd units; installed as package data ``edge_aigc.systemd`` so ``edge-aigc flash`` finds them."""

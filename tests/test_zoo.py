@@ -1,0 +1,193 @@
+"""The prebuilt models: their quality bars on the shipped bundles, the demo, and flash."""
+from __future__ import annotations
+
+import io
+import re
+import subprocess
+import sys
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from edge_aigc import Runtime, signing, zoo
+from edge_aigc.errors import SignatureError, StoreError
+from edge_aigc.flash import FlashPlan, flash
+from edge_aigc.profiles import get_profile, load_profile
+from edge_aigc.service.client import DeviceClient
+from service_helpers import Listener, serve_process
+
+PROFILE = "x86-avx2"  # what this machine runs; its bundles are int8 (reduce_range)
+
+
+@pytest.fixture(scope="module")
+def rt():
+    with Runtime([zoo.zoo_bundle(m, PROFILE).path for m in zoo.MODELS], PROFILE,
+                 public_key=signing.load_public_key(zoo.zoo_public_key_path()),
+                 require_signature=True) as runtime:
+        yield runtime
+
+
+def test_every_model_ships_for_every_profile_signed_within_30_mb():
+    from edge_aigc.profiles import list_profiles
+
+    bundles = zoo.zoo_bundles()
+    assert {(b.model, b.profile) for b in bundles} == {(m, p.name) for m in zoo.MODELS for p in list_profiles()}
+    assert sum(b.path.stat().st_size for b in bundles) <= 30 * 2**20
+    key = signing.load_public_key(zoo.zoo_public_key_path())
+    from edge_aigc import load_bundle
+
+    for b in bundles:
+        with load_bundle(b.path, public_key=key) as loaded:
+            assert loaded.manifest.fidelity["passed"], (b.path.name, loaded.manifest.fidelity)
+
+
+# -- text: held-out cross-entropy vs a unigram model, and real words -----------------------
+@pytest.fixture(scope="module")
+def fortunes():
+    from converters.zoo.text import load_fortunes
+
+    return load_fortunes()
+
+
+def test_text_model_beats_the_unigram_bar_on_held_out_fortunes(rt, fortunes):
+    from converters.zoo.text import CONTEXT, token_stream, unigram_ce
+
+    train, held = fortunes
+    task = rt.model("fortune-gpt").task
+    train_ids, held_ids = token_stream(task.tokenizer, train), token_stream(task.tokenizer, held)
+    session, cfg = rt.model("fortune-gpt").session, rt.model("fortune-gpt").bundle.manifest.task_config
+    empty = {f"past_key_values.{i}.{k}": np.zeros((1, cfg["num_kv_heads"], 0, cfg["head_dim"]), np.float32)
+             for i in range(cfg["num_layers"]) for k in ("key", "value")}
+    losses = []
+    for w in range(min(150, (len(held_ids) - 1) // CONTEXT)):
+        x = held_ids[w * CONTEXT:(w + 1) * CONTEXT + 1]
+        logits = session.run({"input_ids": x[None, :-1], "attention_mask": np.ones((1, CONTEXT), np.int64),
+                              "position_ids": np.arange(CONTEXT)[None], **empty})["logits"][0].astype(np.float64)
+        logp = logits - logits.max(-1, keepdims=True)
+        logp -= np.log(np.exp(logp).sum(-1, keepdims=True))
+        losses.append(-logp[np.arange(CONTEXT), x[1:]].mean())
+    ratio = float(np.mean(losses)) / unigram_ce(train_ids, held_ids, cfg["vocab_size"])
+    assert ratio <= 0.65, f"held-out CE is {ratio:.3f}x the unigram model's"
+
+
+def test_sampled_text_is_mostly_real_words(rt, fortunes):
+    vocabulary = {w.lower() for text in fortunes[0] for w in re.findall(r"[A-Za-z]+", text)}
+    words = []
+    for seed in range(5):
+        text = rt.generate("fortune-gpt", prompt="The", max_new_tokens=60, temperature=0.8, seed=seed).text
+        words += [w.lower() for w in re.findall(r"[A-Za-z]+", text)]
+    assert len(words) >= 50
+    real = sum(w in vocabulary for w in words) / len(words)
+    assert real >= 0.85, f"only {real:.0%} of sampled words are words of the corpus"
+
+
+# -- image: recognisable and diverse ---------------------------------------------------------
+def test_digits_are_recognised_and_diverse(rt):
+    from converters.zoo.image import bars
+
+    session = rt.model("digits").session
+    report = bars(lambda z, y: session.run({"z": z, "label": y})["image"])
+    assert report["class_accuracy"] >= 0.90, report
+    assert 0.7 <= report["diversity_ratio"] <= 1.3, report
+
+
+# -- audio: pitch and timbre ----------------------------------------------------------------
+def test_tones_hit_the_pitch_and_sound_like_the_instrument(rt):
+    from converters.zoo.audio import bars
+
+    session = rt.model("tones").session
+    report = bars(lambda f0, loud: session.run({"f0": f0[None], "loudness": loud[None]})["audio"][0])
+    assert report["pitch_accuracy"] >= 0.97, report
+    assert report["timbre_ratio"] <= 0.2, report
+
+
+def test_long_clip_keeps_its_pitch(rt):
+    """A float32 running phase sum drifts on long clips; per-frame wrapped phase must not."""
+    from converters.zoo.audio import estimate_pitch
+
+    result = rt.generate("tones", notes="A4:29.5")
+    with wave.open(io.BytesIO(result.outputs[0].data)) as w:
+        pcm = np.frombuffer(w.readframes(w.getnframes()), "<i2").astype(np.float32) / 32767
+    tail = estimate_pitch(pcm[-16000 * 2:])
+    tail = tail[tail > 0]
+    cents = 1200 * np.log2(np.median(tail) / 440.0)
+    assert abs(cents) < 10, f"{cents:.1f} cents off after 29 s"
+
+
+# -- installing, the demo, flashing ------------------------------------------------------------
+def cli(*args, cwd=None, timeout=300):
+    return subprocess.run([sys.executable, "-m", "edge_aigc", *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout, cwd=cwd)
+
+
+def test_models_install_a_prebuilt_model_by_name(tmp_path):
+    out = cli("models", "--state-dir", tmp_path, "install", "digits", "--profile", "rpi5")
+    assert out.returncode == 0, out.stderr
+    listing = cli("models", "--state-dir", tmp_path, "list").stdout
+    assert "digits" in listing and "rpi5" in listing
+
+
+@pytest.mark.parametrize("broker_flag", [[], ["--embedded-broker"]], ids=["mosquitto", "amqtt"])
+def test_demo_produces_text_png_and_wav_over_mqtt(tmp_path, broker_flag):
+    out = cli("demo", "--out", tmp_path / "demo-out", *broker_flag, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr + out.stdout
+    assert ("embedded amqtt" if broker_flag else "mosquitto on 127.0.0.1") in out.stderr
+    d = tmp_path / "demo-out"
+    assert len((d / "fortune.txt").read_text().split()) > 5
+    assert Image.open(d / "digits.png").size == (4 * (84 + 2) + 2,) * 2
+    with wave.open(str(d / "tones.wav")) as w:
+        assert w.getframerate() == 16000 and w.getnframes() == int(2.5 * 16000)
+    assert "REQUEST" in out.stdout and "shut down" in out.stderr
+
+
+def test_flash_lays_out_a_root_that_serves_exactly_as_written(broker, tmp_path):
+    root = tmp_path / "sdcard"
+    plan = FlashPlan(root=root, profile=get_profile("rpi5"), models=list(zoo.MODELS), device_id="pi-1",
+                     broker=f"mqtt://127.0.0.1:{broker.port}")
+    written = flash(plan)
+    for path in ("etc/edge-aigc/device.toml", "etc/edge-aigc/trusted.pub",
+                 "etc/systemd/system/edge-aigc.service", "README-edge-aigc.txt",
+                 "etc/systemd/system/multi-user.target.wants/edge-aigc.service"):
+        assert path in written and (root / path).exists() or (root / path).is_symlink()
+    unit = (root / "etc/systemd/system/edge-aigc.service").read_text()
+    assert "MemoryMax=1536M" in unit  # rpi5's max_rss_mb
+    assert flash(plan) == [], "a second run changes nothing"
+    # The unit's ExecStart, plus --root to resolve the card's absolute paths on this host.
+    proc = serve_process(root / "etc/edge-aigc/device.toml", extra=["--root", str(root)])
+    try:
+        listener = Listener(broker, ["edge-aigc/pi-1/status"])
+        listener.next(timeout=60)
+        with DeviceClient(f"mqtt://127.0.0.1:{broker.port}") as c:
+            r = c.request("pi-1", "generate", "digits", {"label": "3"})
+        assert r.ok and r.final["device"] == "pi-1"
+        listener.close()
+    finally:
+        proc.terminate()
+        assert proc.wait(30) == 0
+
+
+def test_flash_refuses_models_over_the_profile_memory_budget(tmp_path):
+    text = (Path(__file__).parent.parent / "device_profiles" / "rpi-zero-2w.toml").read_text()
+    tight = tmp_path / "rpi-zero-2w.toml"
+    tight.write_text(text.replace("max_rss_mb = 256", "max_rss_mb = 121"))
+    plan = FlashPlan(root=tmp_path / "root", profile=load_profile(tight), models=list(zoo.MODELS), device_id="z")
+    with pytest.raises(StoreError, match="max_rss_mb = 121"):
+        flash(plan)
+    assert not (tmp_path / "root").exists(), "nothing written when refused"
+
+
+def test_flash_refuses_a_bundle_with_another_signature(tmp_path, make_bundle, other_keypair):
+    bundle = make_bundle(key=other_keypair[0], profile="rpi5")
+    plan = FlashPlan(root=tmp_path / "root", profile=get_profile("rpi5"), models=[str(bundle)], device_id="z")
+    with pytest.raises(SignatureError):
+        flash(plan)
+
+
+def test_flash_can_re_sign_for_the_fleet_key(tmp_path, keypair):
+    plan = FlashPlan(root=tmp_path / "root", profile=get_profile("rpi4"), models=["digits"], device_id="z",
+                     sign_key=keypair[0])
+    flash(plan)
+    assert (tmp_path / "root/etc/edge-aigc/trusted.pub").read_bytes() == Path(keypair[1]).read_bytes()
