@@ -30,19 +30,26 @@ def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
     return fb
 
 
-def _log_mel(audio: np.ndarray, sample_rate: int, n_fft: int = 1024, hop: int = 256,
-             n_mels: int = 64) -> np.ndarray:
+def _mel_power(audio: np.ndarray, sample_rate: int, n_fft: int = 1024, hop: int = 256,
+               n_mels: int = 64) -> np.ndarray:
     audio = np.asarray(audio, np.float64).reshape(-1)
     if len(audio) < n_fft:
         audio = np.pad(audio, (0, n_fft - len(audio)))
     frames = np.lib.stride_tricks.sliding_window_view(audio, n_fft)[::hop] * np.hanning(n_fft)
     power = np.abs(np.fft.rfft(frames, axis=-1)) ** 2
-    return np.log10(power @ mel_filterbank(sample_rate, n_fft, n_mels).T + 1e-6)
+    return power @ mel_filterbank(sample_rate, n_fft, n_mels).T
 
 
-def log_mel_distance(ref: np.ndarray, out: np.ndarray, sample_rate: int) -> float:
-    """Mean absolute difference of log10 mel power (0 = identical spectra)."""
-    return float(np.mean(np.abs(_log_mel(ref, sample_rate) - _log_mel(out, sample_rate))))
+def log_mel_distance(ref: np.ndarray, out: np.ndarray, sample_rate: int, top_db: float = 80.0) -> float:
+    """Mean absolute difference of log10 mel power (0 = identical spectra).
+
+    Both are floored ``top_db`` below the reference's peak (as librosa's power_to_db does):
+    otherwise silence, where the reference is exactly 0, turns inaudible rounding noise into
+    the largest log differences of all.
+    """
+    r, o = _mel_power(ref, sample_rate), _mel_power(out, sample_rate)
+    floor = max(float(r.max()), 1e-20) * 10 ** (-top_db / 10)
+    return float(np.mean(np.abs(np.log10(np.maximum(r, floor)) - np.log10(np.maximum(o, floor)))))
 
 
 def _log_softmax(x: np.ndarray) -> np.ndarray:

@@ -8,14 +8,13 @@ Field-by-field reference: docs/profiles.md.
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from .errors import ProfileError
-from .tomltable import TomlTable
+from .tomltable import TomlTable, read_toml
 
 __all__ = ["Profile", "OnnxConfig", "TfliteConfig", "Budget", "RECIPES", "FORMATS",
            "load_profile", "list_profiles", "get_profile", "profile_dirs"]
@@ -123,13 +122,7 @@ def _parse(data: dict[str, Any], file: str) -> Profile:
 def load_profile(path: str | os.PathLike) -> Profile:
     """Parse and validate one profile file."""
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ProfileError(f"{path}: no such profile file") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ProfileError(f"{path}: not valid TOML: {exc}") from None
-    profile = _parse(data, str(path))
+    profile = _parse(read_toml(path, ProfileError, "profile"), str(path))
     if profile.name != path.stem:
         raise ProfileError(f"{path}: key 'name': {profile.name!r} must match the file name {path.stem!r}")
     return profile

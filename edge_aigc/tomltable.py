@@ -1,11 +1,25 @@
 """Typed, validated reading of TOML tables (device profiles, service configuration)."""
 from __future__ import annotations
 
+import os
+import tomllib
+from pathlib import Path
 from typing import Any
 
 from .errors import EdgeAigcError, ProfileError
 
-__all__ = ["TomlTable"]
+__all__ = ["TomlTable", "read_toml"]
+
+
+def read_toml(path: str | os.PathLike, error_class: type[EdgeAigcError], what: str) -> dict[str, Any]:
+    """Parse a TOML file, turning "missing" and "not TOML" into ``error_class`` naming the file."""
+    path = Path(path)
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise error_class(f"{path}: no such {what} file") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise error_class(f"{path}: not valid TOML: {exc}") from None
 
 
 class TomlTable:

@@ -56,7 +56,7 @@ def test_image_generator_converts_under_each_recipe_within_the_gate(image_bundle
         assert m.fidelity["passed"] and m.fidelity["metrics"]["psnr_db"] >= m.fidelity["thresholds"]["psnr_db"]
         sess = ort.InferenceSession(str(b.file("model.onnx")), providers=["CPUExecutionProvider"])
         got = sess.run(None, {"z": z.numpy(), "label": label.numpy()})[0]
-    assert got.shape == (3, 1, 16, 16), "dynamic batch axis"
+    assert got.shape == (3, 1, 28, 28), "dynamic batch axis"
     psnr = 10 * np.log10(4.0 / np.mean((got - expected) ** 2))
     assert psnr >= m.fidelity["thresholds"]["psnr_db"]
     assert m.io["inputs"]["label"]["dtype"] == "int64"

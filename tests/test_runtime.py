@@ -148,13 +148,13 @@ def test_unknown_model_is_refused(rt):
 def test_image_png_decodes_with_the_declared_size(rt):
     one = rt.generate("tiny-dcgan", label="c", seed=1, scale=2)
     img = Image.open(io.BytesIO(one.outputs[0].data))
-    assert img.format == "PNG" and img.size == (32, 32) and img.mode == "L"
+    assert img.format == "PNG" and img.size == (56, 56) and img.mode == "L"
     assert one.meta["labels"] == ["c"]
     many = rt.generate("tiny-dcgan", count=10, seed=1, grid=False)
     assert len(many.outputs) == 10
-    assert {Image.open(io.BytesIO(o.data)).size for o in many.outputs} == {(16, 16)}
+    assert {Image.open(io.BytesIO(o.data)).size for o in many.outputs} == {(28, 28)}
     sheet = Image.open(io.BytesIO(rt.generate("tiny-dcgan", count=10, seed=1).outputs[0].data))
-    assert sheet.size == (4 * 18 + 2, 3 * 18 + 2)  # 4x3 grid with 2 px padding
+    assert sheet.size == (4 * 30 + 2, 3 * 30 + 2)  # 4x3 grid with 2 px padding
 
 
 def test_image_seed_reproduces_the_image(rt):
@@ -185,7 +185,7 @@ def test_run_cli_streams_text_and_writes_png_and_wav(bundles, tmp_path):
     assert re.search(r"generated_tokens=[1-8] finish_reason=(length|eos)", out.stderr), out.stderr
     assert out.stdout.strip()
     out = cli("run", bundles["image"], "--label", "b", "--count", "4", "-o", tmp_path / "g.png")
-    assert out.returncode == 0 and Image.open(tmp_path / "g.png").size == (38, 38)
+    assert out.returncode == 0 and Image.open(tmp_path / "g.png").size == (62, 62)
     out = cli("run", bundles["audio"], "--notes", "C4:0.25", cwd=tmp_path)
     assert out.returncode == 0 and wave.open(str(tmp_path / "tiny-synth.wav")).getnframes() == 2000
 

@@ -52,7 +52,7 @@ def test_image_and_audio_round_trips_deliver_verified_bytes(broker, service, pro
         wav = c.request("dev", "generate", "tiny-synth", {"notes": "A4:0.25 C5:0.25"})
     [d] = img.final["data"]
     assert d["topic"] == f"edge-aigc/dev/data/{img.id}" and d["content_type"] == "image/png"
-    assert Image.open(io.BytesIO(img.data[d["topic"]])).size == (38, 38)
+    assert Image.open(io.BytesIO(img.data[d["topic"]])).size == (62, 62)
     [d] = wav.final["data"]
     with wave.open(io.BytesIO(wav.data[d["topic"]])) as w:
         assert w.getframerate() == 8000 and w.getnframes() == 4000

@@ -2,7 +2,7 @@
 
 Conditioning: per-frame ``f0`` (Hz) and ``loudness`` from a note sequence (100 frames/s,
 ``edge_aigc.tasks.notes``). The network — dilated residual stacks at frame rate, transposed
-convolutions upsampling to 1.6 kHz, a learned depthwise x10 upsampling to 16 kHz — predicts
+convolutions upsampling to 1.6 kHz, then a fixed linear-interpolation x10 to 16 kHz — predicts
 the amplitudes of 24 harmonics; the model multiplies them with a sine excitation computed
 inside the graph from f0, so pitch is exact by construction. Phase is accumulated as
 fractional cycles per frame, wrapped with ``x - floor(x)`` (a float32 running sum over
@@ -102,8 +102,12 @@ class ToneGenerator(nn.Module):
         self.up2 = nn.ConvTranspose1d(channels // 2, channels // 2, 8, stride=4, padding=2)  # → 1600 Hz
         self.high = ResStack(channels // 2, (1, 3))
         self.out = nn.Conv1d(channels // 2, harmonics, 7, padding=3)
-        # Learned x10 interpolation of each harmonic's amplitude to 16 kHz (depthwise).
-        self.up3 = nn.ConvTranspose1d(harmonics, harmonics, 20, stride=10, padding=5, groups=harmonics)
+        # The last x10 to 16 kHz is linear interpolation, as a fixed transposed convolution with
+        # a triangular kernel: a learned one ripples at 1.6 kHz, which modulates every harmonic
+        # and smears energy between them (and F.interpolate exports as index gathers).
+        r = HOP // 16
+        tri = 1 - (torch.arange(2 * r, dtype=torch.float32) - (r - 0.5)).abs() / r
+        self.register_buffer("interp", tri.repeat(harmonics, 1, 1), persistent=False)
 
     def forward(self, f0, loudness):
         voiced = (f0 > 0).to(f0.dtype)
@@ -111,7 +115,9 @@ class ToneGenerator(nn.Module):
         x = self.pre(torch.stack([pitch, loudness, voiced], 1))
         x = self.high(self.up2(nn.functional.leaky_relu(self.mid(self.up1(
             nn.functional.leaky_relu(self.frames(x), 0.2))), 0.2)))
-        amps = nn.functional.softplus(self.up3(self.out(nn.functional.leaky_relu(x, 0.2))))
+        amps = nn.functional.softplus(self.out(nn.functional.leaky_relu(x, 0.2)))
+        r = HOP // 16
+        amps = nn.functional.conv_transpose1d(amps, self.interp, stride=r, padding=r // 2, groups=amps.shape[1])
         sines, mask = harmonic_bank(f0)
         loud_up = torch.repeat_interleave(loudness, HOP, dim=1)
         return 0.4 * loud_up * (amps * sines * mask).sum(1)
@@ -147,7 +153,7 @@ def train(steps: int, out: Path, batch: int = 8, seconds: float = 0.5) -> dict:
     torch.manual_seed(SEED)
     rng = np.random.default_rng(SEED)
     model = ToneGenerator()
-    opt = torch.optim.Adam(model.parameters(), 2e-3)
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     start = time.time()
     for step in range(steps):

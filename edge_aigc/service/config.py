@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from ..errors import ConfigError
-from ..tomltable import TomlTable
+from ..tomltable import TomlTable, read_toml
 
 __all__ = ["ServiceConfig", "MqttConfig", "Limits", "load_config", "read_password", "rooted"]
 
@@ -127,13 +126,7 @@ def rooted(cfg: ServiceConfig, root: str | os.PathLike) -> ServiceConfig:
 
 def load_config(path: str | os.PathLike) -> ServiceConfig:
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    top = TomlTable(data, str(path), error_class=ConfigError)
+    top = TomlTable(read_toml(path, ConfigError, "config"), str(path), error_class=ConfigError)
     device_id = top.get("device_id", str)
     if not _ID_RE.match(device_id):
         raise top.fail("device_id", f"{device_id!r} must match {_ID_RE.pattern} (it is a topic level)")
