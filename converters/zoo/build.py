@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 
 from edge_aigc import signing
-from edge_aigc.profiles import get_profile, list_profiles
-from edge_aigc.zoo import zoo_dir
+from edge_aigc.profiles import get_profile
+from edge_aigc.zoo import DEFAULT_PROFILES, zoo_dir
 
 from ..pipeline import ConvertOptions, convert
 from .text import ARTIFACTS
@@ -29,7 +29,7 @@ VERSION = "1.0.0"
 
 
 def build(models: list[str], profile_names: list[str], key_path: Path, out: Path) -> list:
-    profiles = [get_profile(p) for p in profile_names] if profile_names else list_profiles()
+    profiles = [get_profile(p) for p in profile_names or DEFAULT_PROFILES]
     results = []
     for model in models:
         print(f"== {model} for {', '.join(p.name for p in profiles)}", file=sys.stderr, flush=True)
@@ -53,7 +53,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sign", type=Path, required=True, help="Ed25519 private key (edge-aigc keygen)")
     parser.add_argument("--models", default=",".join(SOURCES))
-    parser.add_argument("--profiles", default="", help="comma-separated (default: every packaged profile)")
+    parser.add_argument("--profiles", default="", help="comma-separated (default: the shipped set, "
+                                                       f"{','.join(DEFAULT_PROFILES)})")
     parser.add_argument("--out", type=Path, default=zoo_dir())
     args = parser.parse_args()
     results = build([m for m in args.models.split(",") if m], [p for p in args.profiles.split(",") if p],

@@ -12,7 +12,7 @@ Bars (``bars()``; checked by tests on the shipped bundle): a classifier trained 
 digits recognises the requested class in ≥ 90% of 1,000 samples, and within-class
 diversity (mean pairwise distance) is 0.7x-1.3x the real data's.
 
-    OMP_NUM_THREADS=1 python -m converters.zoo.image [--steps 4000] [--out converters/zoo/artifacts/digits-gan.pt]
+    OMP_NUM_THREADS=1 python -m converters.zoo.image [--steps 6000] [--out converters/zoo/artifacts/digits-gan.pt]
 """
 from __future__ import annotations
 
@@ -180,7 +180,7 @@ def factory():
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=4000)
+    parser.add_argument("--steps", type=int, default=6000)
     parser.add_argument("--out", type=Path, default=WEIGHTS)
     args = parser.parse_args()
     train(args.steps, args.out)

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from ..errors import UnknownModel
 
-__all__ = ["ZooBundle", "zoo_dir", "zoo_bundles", "zoo_bundle", "zoo_public_key_path", "MODELS"]
+__all__ = ["ZooBundle", "zoo_dir", "zoo_bundles", "zoo_bundle", "zoo_public_key_path", "MODELS",
+           "DEFAULT_PROFILES", "COMPATIBLE", "accepts"]
 
 # name -> what it is, for listings
 MODELS = {
@@ -19,6 +20,18 @@ MODELS = {
     "digits": "image: a class-conditional DCGAN generator of 28x28 handwritten digits",
     "tones": "audio: a source-filter MelGAN-style generator of instrument tones from notes",
 }
+
+
+# Bundles ship for these profiles (≤ 30 MB in all). The others run the bundle of a shipped
+# profile with the same arch, format and recipe; `python -m converters.zoo.build --profiles`
+# builds exact ones.
+DEFAULT_PROFILES = ("x86-avx2", "rpi5", "rpi4", "jetson-orin-nano")
+COMPATIBLE = {"x86-avx512-vnni": "x86-avx2", "rpi-zero-2w": "rpi4"}
+
+
+def accepts(profile: str) -> set[str]:
+    """Profiles whose bundles a device of ``profile`` may run."""
+    return {profile} | ({COMPATIBLE[profile]} if profile in COMPATIBLE else set())
 
 
 @dataclass(frozen=True)
@@ -46,9 +59,11 @@ def zoo_bundles() -> list[ZooBundle]:
 
 
 def zoo_bundle(model: str, profile: str) -> ZooBundle:
-    for b in zoo_bundles():
-        if b.model == model and b.profile == profile:
-            return b
+    """The bundle of ``model`` for ``profile``, or for its compatible shipped profile."""
+    for wanted in (profile, COMPATIBLE.get(profile)):
+        for b in zoo_bundles():
+            if b.model == model and b.profile == wanted:
+                return b
     have = sorted({b.profile for b in zoo_bundles() if b.model == model})
     if model not in MODELS:
         raise UnknownModel(f"no prebuilt model {model!r} (prebuilt: {', '.join(MODELS)})")
