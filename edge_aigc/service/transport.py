@@ -55,6 +55,7 @@ class MqttTransport:
         self._outbox_bytes, self.outbox_limits = 0, (outbox_messages, outbox_bytes)
         self.dropped = 0
         self.last_refusal: str | None = None
+        self._closing = False
 
     # -- connection -----------------------------------------------------------------
     def start(self) -> None:
@@ -82,7 +83,7 @@ class MqttTransport:
             self._on_connected()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
-        if self._connected.is_set():
+        if self._connected.is_set() and not self._closing:
             log.warning("disconnected from MQTT broker (%s); reconnecting with backoff", reason_code)
         self._connected.clear()
 
@@ -143,6 +144,7 @@ class MqttTransport:
 
     def stop(self, last: tuple[str, bytes] | None = None, timeout: float = 5.0) -> None:
         """Publish ``last`` (retained) if connected, then disconnect cleanly."""
+        self._closing = True
         if last is not None and self.connected:
             info = self.client.publish(last[0], last[1], qos=1, retain=True)
             try:
