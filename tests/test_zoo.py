@@ -90,8 +90,6 @@ def test_sampled_text_is_mostly_real_words(rt, fortunes):
 
 
 # -- image: recognisable and diverse ---------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="bar not met yet: the shipped digits model is recognised in "
-                   "89.2% of samples (bar 90%); diversity 1.21x is within the bar. See issue note.")
 def test_digits_are_recognised_and_diverse(rt):
     from converters.zoo.image import bars
 
