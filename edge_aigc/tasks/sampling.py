@@ -22,17 +22,21 @@ def log_softmax(x: np.ndarray) -> np.ndarray:
     return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
 
 
-def apply_repetition_penalty(logits: np.ndarray, seen: np.ndarray, penalty: float) -> np.ndarray:
-    """CTRL-style, as transformers does it: shrink the logits of tokens already present."""
-    if penalty == 1.0 or seen.size == 0:
+def apply_repetition_penalty(logits: np.ndarray, seen, penalty: float) -> np.ndarray:
+    """CTRL-style, as transformers does it: shrink the logits of tokens already present.
+
+    ``seen`` is any sequence of token ids; it is deduplicated only when a penalty applies,
+    so the default (1.0) costs nothing in the per-token loop."""
+    if penalty == 1.0 or len(seen) == 0:
         return logits
+    seen = np.unique(np.asarray(seen))
     logits = logits.copy()
     picked = logits[seen]
     logits[seen] = np.where(picked > 0, picked / penalty, picked * penalty)
     return logits
 
 
-def choose_next(logits: np.ndarray, cfg: SamplingConfig, seen: np.ndarray,
+def choose_next(logits: np.ndarray, cfg: SamplingConfig, seen,
                 rng: np.random.Generator) -> int:
     """One token id from a [vocab] logits row."""
     logits = apply_repetition_penalty(logits.astype(np.float64), seen, cfg.repetition_penalty)

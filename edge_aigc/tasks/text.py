@@ -70,7 +70,7 @@ class TextTask:
         seen, generated, finish = list(ids), [], "length"
         for index in range(budget):
             cancel.check()
-            token = choose_next(logits, cfg, np.unique(seen), rng)
+            token = choose_next(logits, cfg, seen, rng)
             if token == self.eos:
                 finish = "eos"
                 break
@@ -112,7 +112,7 @@ class TextTask:
         for step in range(budget):
             if cancel is not None:
                 cancel.check()
-            rows = [apply_repetition_penalty(logits[b], np.unique(ids + beams[b]), repetition_penalty)
+            rows = [apply_repetition_penalty(logits[b], ids + beams[b], repetition_penalty)
                     for b in range(len(beams))]
             candidates = (scores[:, None] + log_softmax(np.stack(rows))).ravel()
             vocab = logits.shape[-1]
