@@ -12,28 +12,29 @@ from edge_aigc.manifest import Manifest
 __all__ = ["model_io", "package_bundle"]
 
 
-def model_io(model_path: Path) -> dict[str, Any]:
-    """Input/output names, element types and shapes (symbolic dims as names), as the runtime sees them."""
-    import onnxruntime as ort
+def model_io(model_path: Path, fmt: str = "onnx") -> dict[str, Any]:
+    """Input/output names, element types and shapes as the device's backend reports them
+    (ONNX symbolic dims as names; TFLite axes that differ between signatures as null)."""
+    from edge_aigc.backends import open_session
 
-    sess = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    session = open_session(fmt, model_path, None, model_path.stem)
 
     def describe(args):
-        return {a.name: {"dtype": a.type.removeprefix("tensor(").removesuffix(")"),
-                         "shape": [d if isinstance(d, (int, str)) else None for d in a.shape]}
+        return {a.name: {"dtype": a.dtype, "shape": [d if isinstance(d, (int, str)) else None for d in a.shape]}
                 for a in args}
 
-    return {"inputs": describe(sess.get_inputs()), "outputs": describe(sess.get_outputs())}
+    return {"inputs": describe(session.inputs), "outputs": describe(session.outputs)}
 
 
 def package_bundle(out: Path, *, name: str, version: str, task: str, profile: str, recipe: str,
-                   model_path: Path, assets: dict[str, Path | bytes], task_config: dict[str, Any],
+                   model_path: Path, fmt: str = "onnx", assets: dict[str, Path | bytes], task_config: dict[str, Any],
                    fidelity: dict[str, Any], source: dict[str, Any],
                    key: Ed25519PrivateKey | None = None) -> Manifest:
-    files: dict[str, Path | bytes] = {"model.onnx": model_path, **assets}
-    meta = {"name": name, "version": version, "task": task, "format": "onnx", "profile": profile,
-            "recipe": recipe, "io": model_io(model_path),
-            "task_config": {**task_config, "model": "model.onnx"},
+    model_file = f"model.{fmt}"
+    files: dict[str, Path | bytes] = {model_file: model_path, **assets}
+    meta = {"name": name, "version": version, "task": task, "format": fmt, "profile": profile,
+            "recipe": recipe, "io": model_io(model_path, fmt),
+            "task_config": {**task_config, "model": model_file},
             "fidelity": fidelity, "source": source}
     out.parent.mkdir(parents=True, exist_ok=True)
     return pack_bundle(out, meta, files, key=key)

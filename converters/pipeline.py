@@ -21,6 +21,7 @@ from edge_aigc.profiles import RECIPES, Profile
 
 from .calibration import CALIBRATION_SEED, VALIDATION_SEED, sample_feeds
 from .export_onnx import OPSET, export_onnx
+from .export_tflite import export_tflite
 from .optimize import optimize_onnx
 from .package import package_bundle
 from .quantize import QuantizeOptions, quantize_onnx
@@ -29,7 +30,7 @@ from .validate import FidelityReport, evaluate
 
 __all__ = ["ConvertOptions", "ConversionResult", "convert", "SUPPORTED_FORMATS"]
 
-SUPPORTED_FORMATS = ("onnx",)
+SUPPORTED_FORMATS = ("onnx", "tflite")
 Progress = Callable[[str], None]
 
 
@@ -72,22 +73,29 @@ def _step(progress: Progress, label: str) -> Iterator[dict]:
     progress(f"{label} done in {time.perf_counter() - start:.1f} s{detail}")
 
 
-def _format_for(profile: Profile, requested: str | None, progress: Progress) -> str:
+def _buildable(source: Source) -> tuple[str, ...]:
+    # TFLite is exported from PyTorch; an ONNX file has no way back there.
+    return ("onnx",) if source.kind == "onnx" else SUPPORTED_FORMATS
+
+
+def _format_for(profile: Profile, requested: str | None, source: Source, progress: Progress) -> str:
+    can = _buildable(source)
     if requested:
         if requested not in profile.formats:
             raise ConversionError(f"profile {profile.name} does not run {requested} "
                                   f"(its formats: {', '.join(profile.formats)})")
-        if requested not in SUPPORTED_FORMATS:
-            raise ConversionError(f"the {requested} export path is not available in this version")
+        if requested not in can:
+            raise ConversionError(f"a {source.kind} source cannot be exported to {requested}: TFLite "
+                                  "export needs a PyTorch factory or a Hugging Face directory")
         return requested
     for fmt in profile.formats:
-        if fmt in SUPPORTED_FORMATS:
+        if fmt in can:
             if fmt != profile.preferred_format:
-                progress(f"{profile.name} prefers {profile.preferred_format}, which this version "
-                         f"cannot build yet; using {fmt}")
+                progress(f"{profile.name} prefers {profile.preferred_format}, which a {source.kind} "
+                         f"source cannot be exported to; using {fmt}")
             return fmt
     raise ConversionError(f"profile {profile.name} runs only {', '.join(profile.formats)}, "
-                          "which this version cannot build")
+                          f"which a {source.kind} source cannot be exported to")
 
 
 def _sha256(path: Path) -> str:
@@ -111,6 +119,7 @@ def convert(source_ref: str | Path | Source, profiles: list[Profile], out: Path,
         with _step(progress, "load source") as s:
             source = source_ref if isinstance(source_ref, Source) else load_source(source_ref)
             s["detail"] = f"{source.kind}, {source.task}"
+        formats = {p.name: _format_for(p, opts.format, source, progress) for p in profiles}  # fail fast
         with _step(progress, f"export ONNX (dynamo, opset {OPSET})") as s:
             exported = export_onnx(source, work / "exported.onnx")
             if exported.max_abs_diff is not None:
@@ -122,25 +131,27 @@ def convert(source_ref: str | Path | Source, profiles: list[Profile], out: Path,
         validation = sample_feeds(source, fp32_path, opts.validation_samples, VALIDATION_SEED)
         source_record = {"kind": source.kind, "ref": source.ref, "fp32_sha256": _sha256(fp32_path),
                          "opset": OPSET, "export_max_abs_diff": exported.max_abs_diff}
-        done: dict[tuple, tuple[Path, FidelityReport, float]] = {}
+        done: dict[tuple, tuple[Path, FidelityReport, dict, float]] = {}
         results, failed = [], []
         for profile in profiles:
-            fmt = _format_for(profile, opts.format, progress)
+            fmt = formats[profile.name]
             recipe = opts.recipe or profile.recipe_for(fmt)
-            # reduce_range changes only int8 weights; other recipes share one artifact.
-            reduce_range = recipe.startswith("int8") and bool(profile.onnx and profile.onnx.reduce_range)
-            cache_key = (recipe, reduce_range)
+            # reduce_range changes only ONNX int8 weights; other recipes share one artifact.
+            reduce_range = (fmt == "onnx" and recipe.startswith("int8")
+                            and bool(profile.onnx and profile.onnx.reduce_range))
+            cache_key = (fmt, recipe, reduce_range)
             shared = cache_key in done
             if not shared:
                 start = time.perf_counter()
-                model_path, report = _quantize_and_validate(source, fp32_path, recipe, reduce_range,
-                                                            opts, validation, work, progress)
-                done[cache_key] = (model_path, report, time.perf_counter() - start)
-            model_path, report, spent = done[cache_key]
+                build = _build_onnx if fmt == "onnx" else _build_tflite
+                model_path, facts = build(source, fp32_path, recipe, reduce_range, opts, work, progress)
+                report = _validate(source, fmt, recipe, fp32_path, model_path, validation, opts, progress)
+                done[cache_key] = (model_path, report, facts, time.perf_counter() - start)
+            model_path, report, facts, spent = done[cache_key]
             if not report.passed and not opts.allow_degraded:
                 failed.append((profile.name, report))
                 continue
-            results.append(_package(source, profile, fmt, recipe, model_path, fp32_path, report,
+            results.append(_package(source, profile, fmt, recipe, model_path, fp32_path, report, facts,
                                     source_record, opts, key, out, len(profiles) > 1, progress,
                                     0.0 if shared else spent))
         if failed:
@@ -150,28 +161,45 @@ def convert(source_ref: str | Path | Source, profiles: list[Profile], out: Path,
         return results
 
 
-def _quantize_and_validate(source: Source, fp32_path: Path, recipe: str, reduce_range: bool,
-                           opts: ConvertOptions, validation: list, work: Path,
-                           progress: Progress) -> tuple[Path, FidelityReport]:
+def _calibration(source: Source, fp32_path: Path, opts: ConvertOptions):
+    return lambda: iter(sample_feeds(source, fp32_path, opts.calibration_samples, CALIBRATION_SEED))
+
+
+def _build_onnx(source: Source, fp32_path: Path, recipe: str, reduce_range: bool,
+                opts: ConvertOptions, work: Path, progress: Progress) -> tuple[Path, dict]:
     hints = source.quantize_hints
     qopts = QuantizeOptions(
         per_channel=opts.per_channel, reduce_range=reduce_range, op_types=hints.get("op_types"),
         block_size=opts.block_size, accuracy_level=opts.accuracy_level,
-        calibration=lambda: iter(sample_feeds(source, fp32_path, opts.calibration_samples,
-                                              CALIBRATION_SEED)))
+        calibration=_calibration(source, fp32_path, opts))
     dst = work / f"artifact-{recipe}{'-rr' if reduce_range else ''}.onnx"
     with _step(progress, f"quantize {recipe}{' (reduce_range)' if reduce_range else ''}") as s:
         quantize_onnx(recipe, fp32_path, dst, qopts)
         s["detail"] = f"{fp32_path.stat().st_size:,} → {dst.stat().st_size:,} bytes"
-    with _step(progress, f"validate {recipe} vs fp32 on {len(validation)} seeded inputs") as s:
-        report = evaluate(source, recipe, fp32_path, dst, validation, opts.thresholds,
-                          opts.allow_degraded)
+    return dst, {}
+
+
+def _build_tflite(source: Source, fp32_path: Path, recipe: str, reduce_range: bool,
+                  opts: ConvertOptions, work: Path, progress: Progress) -> tuple[Path, dict]:
+    dst = work / f"artifact-{recipe}.tflite"
+    with _step(progress, f"export TFLite {recipe} (litert-torch)") as s:
+        facts = export_tflite(source, recipe, dst, _calibration(source, fp32_path, opts))
+        s["detail"] = (f"{len(facts['signatures'])} signatures, fp32 ONNX {fp32_path.stat().st_size:,} → "
+                       f"{dst.stat().st_size:,} bytes")
+    return dst, facts
+
+
+def _validate(source: Source, fmt: str, recipe: str, fp32_path: Path, model_path: Path,
+              validation: list, opts: ConvertOptions, progress: Progress) -> FidelityReport:
+    with _step(progress, f"validate {fmt} {recipe} vs fp32 on {len(validation)} seeded inputs") as s:
+        report = evaluate(source, recipe, fp32_path, model_path, validation, opts.thresholds,
+                          opts.allow_degraded, fmt)
         s["detail"] = report.summary() + ("" if report.passed else " — BELOW THRESHOLD")
-    return dst, report
+    return report
 
 
 def _package(source: Source, profile: Profile, fmt: str, recipe: str, model_path: Path,
-             fp32_path: Path, report: FidelityReport, source_record: dict, opts: ConvertOptions,
+             fp32_path: Path, report: FidelityReport, facts: dict, source_record: dict, opts: ConvertOptions,
              key, out: Path, many: bool, progress: Progress, spent: float) -> ConversionResult:
     name = opts.name or source.name
     bundle = out / f"{name}-{profile.name}.eaigc" if many else out
@@ -183,9 +211,14 @@ def _package(source: Source, profile: Profile, fmt: str, recipe: str, model_path
                 "model_bytes": model_bytes, "size_ratio": round(model_bytes / fp32_bytes, 4)}
     start = time.perf_counter()
     with _step(progress, f"package {bundle.name} for {profile.name}") as s:
+        task_config = dict(source.task_config)
+        if "kv_cache_length" in facts:  # a fixed TFLite cache bounds the context
+            task_config["max_context"] = min(int(task_config["max_context"]), facts["kv_cache_length"])
+        if "signatures" in facts:
+            task_config["signatures"] = facts["signatures"]
         manifest = package_bundle(bundle, name=name, version=opts.version, task=source.task,
-                                  profile=profile.name, recipe=recipe, model_path=model_path,
-                                  assets=assets, task_config=source.task_config, fidelity=fidelity,
+                                  profile=profile.name, recipe=recipe, fmt=fmt, model_path=model_path,
+                                  assets=assets, task_config=task_config, fidelity=fidelity,
                                   source=source_record, key=key)
         s["detail"] = "signed" if key else "unsigned"
     return ConversionResult(profile.name, fmt, recipe, bundle, manifest, fp32_bytes, model_bytes,

@@ -40,6 +40,9 @@ class TorchGenerator:
     # hints for quantization, e.g. {"op_types": ["Conv", "ConvTranspose"]} to keep
     # a float excitation path (see the audio zoo model)
     quantize: dict[str, Any] = field(default_factory=dict)
+    # TFLite has fixed shapes: the sizes to export for each dynamic dim name, one signature
+    # per combination (the runtime pads a request up to the nearest). Default: batch 1 and 8.
+    tflite_sizes: dict[str, list[int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

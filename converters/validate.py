@@ -80,11 +80,20 @@ class FidelityReport:
         return ", ".join(parts)
 
 
-def _run(path: Path, feeds: list[dict[str, np.ndarray]]) -> list[np.ndarray]:
-    import onnxruntime as ort
+def _run(source: Source, path: Path, fmt: str, feeds: list[dict[str, np.ndarray]]) -> list[np.ndarray]:
+    """First output per feed, through the device's own backend for ``fmt``.
 
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return [sess.run(None, feed)[0] for feed in feeds]
+    Text feeds are prefills with an empty cache in the ONNX export's names; a TFLite LM
+    runs the same tokens through its fixed-cache loop, as the device would.
+    """
+    from edge_aigc.backends import open_session
+    from edge_aigc.tasks.text import make_kv_loop
+
+    session = open_session(fmt, path, None, source.name)
+    if fmt == "tflite" and source.task == "text-generation":
+        loop = make_kv_loop(session, source.task_config)
+        return [loop.step(loop.start(1), feed["input_ids"]) for feed in feeds]
+    return [next(iter(session.run(feed).values())) for feed in feeds]
 
 
 def _measure(source: Source, ref: list[np.ndarray], out: list[np.ndarray]) -> dict[str, float]:
@@ -105,8 +114,9 @@ def _measure(source: Source, ref: list[np.ndarray], out: list[np.ndarray]) -> di
 
 def evaluate(source: Source, recipe: str, reference: Path, candidate: Path,
              feeds: list[dict[str, np.ndarray]], overrides: dict[str, float] | None = None,
-             allow_degraded: bool = False) -> FidelityReport:
-    """Measure ``candidate`` against ``reference``; failures are listed, not raised."""
+             allow_degraded: bool = False, fmt: str = "onnx") -> FidelityReport:
+    """Measure ``candidate`` (an ``fmt`` artifact) against the fp32 ONNX ``reference``;
+    failures are listed, not raised."""
     thresholds = dict(THRESHOLDS[source.task].get(recipe, {}))
     for key, value in (overrides or {}).items():
         known = {m for r in THRESHOLDS[source.task].values() for m in r}
@@ -114,7 +124,7 @@ def evaluate(source: Source, recipe: str, reference: Path, candidate: Path,
             raise ConversionError(f"threshold {key!r} does not apply to {source.task} "
                                   f"(known: {', '.join(sorted(known))})")
         thresholds[key] = float(value)
-    measured = _measure(source, _run(reference, feeds), _run(candidate, feeds))
+    measured = _measure(source, _run(source, reference, "onnx", feeds), _run(source, candidate, fmt, feeds))
     failures = []
     for key, limit in thresholds.items():
         value = measured[key]

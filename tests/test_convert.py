@@ -196,7 +196,9 @@ def test_convert_cli_signs_for_all_profiles_and_prints_a_summary(tmp_path):
     assert "export ONNX" in out.stderr and "validate" in out.stderr
     bundles = sorted((tmp_path / "bundles").glob("*.eaigc"))
     assert len(bundles) >= 6 and "PROFILE" in out.stdout
-    assert "prefers tflite" in out.stderr  # rpi4 / rpi-zero-2w until the TFLite path lands
+    assert "export TFLite" in out.stderr  # rpi4 and rpi-zero-2w prefer it
+    rpi4 = next(b for b in bundles if "rpi4" in b.name)
+    assert load_bundle(rpi4).manifest.format == "tflite"
     jetson = next(b for b in bundles if "jetson" in b.name)
     with load_bundle(jetson, public_key=signing.load_public_key(pub)) as b:
         assert b.manifest.recipe == "fp16" and b.signer

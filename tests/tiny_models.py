@@ -60,4 +60,26 @@ def tiny_synth() -> TorchGenerator:
         example_inputs={"f0": torch.full((1, frames), 440.0), "loudness": torch.ones(1, frames)},
         output_names=["audio"],
         dynamic_axes={"f0": {0: "batch", 1: "frames"}, "loudness": {0: "batch", 1: "frames"}},
+        tflite_sizes={"batch": [1], "frames": [100, 400, 1050]},  # 1, 4 and 10.5 s at 100 frames/s
         task_config={"sample_rate": 8000, "hop_length": 80, "conditioning": "notes", "max_seconds": 10})
+
+
+class MlpGenerator(nn.Module):
+    """A weight-dominated image generator (two wide Linear layers): what int8 is for."""
+
+    def __init__(self, latent: int = LATENT, hidden: int = 256):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(latent, hidden), nn.ReLU(), nn.Linear(hidden, hidden),
+                                 nn.ReLU(), nn.Linear(hidden, 28 * 28), nn.Tanh())
+
+    def forward(self, z):
+        return self.net(z).reshape(-1, 1, 28, 28)
+
+
+def tiny_mlp() -> TorchGenerator:
+    torch.manual_seed(0)
+    return TorchGenerator(
+        module=MlpGenerator().eval(), task="image-generation",
+        example_inputs={"z": torch.randn(1, LATENT)}, output_names=["image"],
+        task_config={"latent_dim": LATENT, "image_size": [28, 28], "channels": 1,
+                     "output_range": [-1.0, 1.0]})

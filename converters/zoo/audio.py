@@ -262,6 +262,9 @@ def factory():
         module=model, task="audio-generation", output_names=["audio"],
         example_inputs={"f0": torch.tensor(f0)[None], "loudness": torch.tensor(loud)[None]},
         dynamic_axes={"f0": {0: "batch", 1: "frames"}, "loudness": {0: "batch", 1: "frames"}},
+        # TFLite: 1, 4, 12 and 31 s of frames (the runtime pads a request up to the next one;
+        # 31 s: notes round to whole frames, so 30 s of them can come to a few frames more)
+        tflite_sizes={"batch": [1], "frames": [int(FRAME_RATE * s) for s in (1, 4, 12, 31)]},
         # int8 only where the weights are; Sin/Floor of the excitation stay float.
         quantize={"op_types": ["Conv", "ConvTranspose"]},
         task_config={"sample_rate": SAMPLE_RATE, "hop_length": HOP, "conditioning": "notes",

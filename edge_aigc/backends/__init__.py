@@ -6,12 +6,14 @@ from pathlib import Path
 from ..errors import BackendUnavailable
 from ..profiles import Profile
 from .base import Session, TensorInfo
+from .litert import LiteRTSession
 from .onnxruntime import OnnxSession
 
 __all__ = ["Session", "TensorInfo", "BACKENDS", "open_session"]
 
-# format -> session class. The LiteRT backend joins this dict with the TFLite path.
-BACKENDS = {"onnx": OnnxSession}
+# format -> session class. Each imports its runtime when a session opens, so a device
+# without the tflite extra still loads ONNX bundles.
+BACKENDS = {"onnx": OnnxSession, "tflite": LiteRTSession}
 
 
 def open_session(fmt: str, model_path: Path, profile: Profile | None, name: str,

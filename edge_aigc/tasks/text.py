@@ -18,9 +18,17 @@ from ..errors import BadRequest, BundleError
 from .base import CancelToken, Event, Progress, Result, Token
 from .detok import TextStreamer
 from .kv_loop import KvCacheLoop
+from .litert_kv_loop import LiteRtKvLoop
 from .sampling import SamplingConfig, apply_repetition_penalty, choose_next, log_softmax
 
-__all__ = ["TextTask"]
+__all__ = ["TextTask", "make_kv_loop"]
+
+
+def make_kv_loop(session, task_config: dict[str, Any]) -> KvCacheLoop | LiteRtKvLoop:
+    """The decode loop for the session's backend (ONNX Runtime IO binding, or LiteRT signatures)."""
+    if session.backend == "litert":
+        return LiteRtKvLoop(session, task_config)
+    return KvCacheLoop(session, task_config)
 
 
 class TextTask:
@@ -34,8 +42,9 @@ class TextTask:
         if not tok_path.is_file():
             raise BundleError(f"{name}: text bundle has no {tok_path.name}")
         self.tokenizer = Tokenizer.from_file(str(tok_path))
-        self.loop = KvCacheLoop(session, task_config)
-        self.max_context = int(task_config["max_context"])
+        self.loop = make_kv_loop(session, task_config)
+        # A TFLite LM's cache has a fixed length, which bounds its context.
+        self.max_context = min(int(task_config["max_context"]), getattr(self.loop, "cache_length", 1 << 30))
         self.eos = task_config.get("eos_token_id")
         self.defaults = dict(task_config.get("sampling", {}))
 

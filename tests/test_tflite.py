@@ -1,0 +1,225 @@
+"""TFLite path: litert-torch export per recipe, and the LiteRT backend running the artifacts."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from converters import ConvertOptions, convert
+from edge_aigc import Runtime, load_bundle
+from edge_aigc.backends import open_session
+from edge_aigc.backends.litert import load_interpreter_class
+from edge_aigc.errors import BackendUnavailable, BadRequest, ConversionError
+from edge_aigc.profiles import get_profile, load_profile
+from test_convert import recipe_profile
+from tiny_lm import save_tiny_lm
+from tiny_models import tiny_dcgan, tiny_mlp, tiny_synth
+
+TESTS = Path(__file__).parent
+RECIPES = ["fp32", "fp16", "int8-dynamic", "int8-static"]
+
+
+def psnr(a: np.ndarray, b: np.ndarray, peak: float = 2.0) -> float:
+    return float(10 * np.log10(peak ** 2 / np.mean((a.astype(np.float64) - b) ** 2)))
+
+
+@pytest.fixture(scope="module")
+def dcgan_tflite(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("tflite-image")
+    profiles = [load_profile(recipe_profile(tmp, r)) for r in RECIPES]
+    results = convert("tiny_models:tiny_dcgan", profiles, tmp / "out",
+                      ConvertOptions(name="tiny-dcgan", format="tflite"))
+    return {r.recipe: r for r in results}
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_litert_backend_reproduces_pytorch_within_the_gate(dcgan_tflite, recipe):
+    result = dcgan_tflite[recipe]
+    gen = tiny_dcgan()
+    z = torch.randn(3, 16, generator=torch.Generator().manual_seed(7))
+    label = torch.tensor([0, 1, 3])
+    with torch.no_grad():
+        expected = gen.module(z, label).numpy()
+    with load_bundle(result.bundle) as b:
+        m = b.manifest
+        assert (m.format, m.recipe, m.task_config["model"]) == ("tflite", recipe, "model.tflite")
+        assert m.fidelity["passed"] and m.task_config["signatures"] == ["batch_1", "batch_8"]
+        session = open_session("tflite", b.file("model.tflite"), None, "tiny-dcgan")
+        got = session.run({"z": z.numpy(), "label": label.numpy()})["image"]
+    assert got.shape == (3, 1, 28, 28), "batch of 3 padded to the batch_8 signature and trimmed back"
+    assert psnr(got, expected) >= m.fidelity["thresholds"]["psnr_db"]
+    assert m.io["inputs"]["z"]["dtype"] == "float", "int8 inputs are quantized by the backend"
+
+
+def test_static_int8_model_takes_int8_inputs_that_the_backend_quantizes(dcgan_tflite):
+    with load_bundle(dcgan_tflite["int8-static"].bundle) as b:
+        session = open_session("tflite", b.file("model.tflite"), None, "tiny-dcgan")
+        port = session.signatures["batch_1"].inputs["z"]
+        assert port.dtype == np.int8 and port.scale > 0
+
+
+def test_onnx_and_tflite_artifacts_of_one_model_agree_within_the_gate(tmp_path):
+    profile = [get_profile("rpi5")]  # runs both formats
+    outs = {}
+    for fmt in ("onnx", "tflite"):
+        convert("tiny_models:tiny_dcgan", profile, tmp_path / f"{fmt}.eaigc",
+                ConvertOptions(format=fmt, recipe="int8-dynamic", name="tiny-dcgan"))
+        with Runtime([tmp_path / f"{fmt}.eaigc"], profile="rpi5") as rt:
+            outs[fmt] = rt.generate("tiny-dcgan", label="b", count=5, seed=11, grid=False)
+    from PIL import Image
+    import io
+
+    for a, b in zip(outs["onnx"].outputs, outs["tflite"].outputs):
+        pa = np.asarray(Image.open(io.BytesIO(a.data)), np.float64) / 127.5 - 1
+        pb = np.asarray(Image.open(io.BytesIO(b.data)), np.float64) / 127.5 - 1
+        assert psnr(pa, pb) >= 25.0  # the int8-dynamic image gate
+
+
+def test_int8_static_is_at_least_3x_smaller_for_a_weight_dominated_model(tmp_path):
+    profiles = [load_profile(recipe_profile(tmp_path, r)) for r in ("fp32", "int8-static")]
+    results = {r.recipe: r for r in convert("tiny_models:tiny_mlp", profiles, tmp_path / "out",
+                                            ConvertOptions(format="tflite"))}
+    fp32, static = results["fp32"].model_bytes, results["int8-static"].model_bytes
+    assert fp32 / static >= 3.0, (fp32, static)
+    assert results["int8-static"].fidelity.passed
+    with torch.no_grad():
+        z = torch.randn(2, 16, generator=torch.Generator().manual_seed(3))
+        expected = tiny_mlp().module(z).numpy()
+    with load_bundle(results["int8-static"].bundle) as b:
+        got = open_session("tflite", b.file("model.tflite"), None, "mlp").run({"z": z.numpy()})["image"]
+    assert psnr(got, expected) >= 22.0
+
+
+def test_int4_on_dims_that_do_not_divide_by_the_block_fails_naming_the_reason(tmp_path):
+    with pytest.raises(ConversionError, match=r"int4.*divisible by block size 32.*int8-dynamic"):
+        convert("tiny_models:tiny_mlp", [get_profile("rpi4")], tmp_path / "x.eaigc",
+                ConvertOptions(format="tflite", recipe="int4"))
+    assert not (tmp_path / "x.eaigc").exists()
+
+
+def test_audio_generator_converts_at_fixed_frame_counts_and_runs_any_length(tmp_path):
+    out = tmp_path / "synth.eaigc"
+    convert("tiny_models:tiny_synth", [get_profile("rpi4")], out, ConvertOptions(recipe="fp32", name="tiny-synth"))
+    with load_bundle(out) as b:
+        assert b.manifest.format == "tflite", "rpi4 prefers TFLite"
+        assert b.manifest.task_config["signatures"] == ["batch_1_frames_100", "batch_1_frames_400",
+                                                        "batch_1_frames_1050"]
+        session = open_session("tflite", b.file("model.tflite"), None, "tiny-synth")
+        f0 = np.full((1, 123), 330.0, np.float32)
+        loud = np.linspace(0, 1, 123, dtype=np.float32)[None]
+        got = session.run({"f0": f0, "loudness": loud})["audio"]
+        with torch.no_grad():
+            expected = tiny_synth().module(torch.from_numpy(f0), torch.from_numpy(loud)).numpy()
+        assert got.shape == expected.shape == (1, 123 * 80), "padded to 400 frames, trimmed back"
+        # LiteRT's float sin/cumsum differ from PyTorch's by ~1e-4 of full scale over a second
+        # (SNR ~45 dB); the padded tail adds nothing worse than that
+        noise = np.sum((got.astype(np.float64) - expected) ** 2)
+        assert 10 * np.log10(np.sum(expected.astype(np.float64) ** 2) / noise) >= 40.0
+        with pytest.raises(BadRequest, match="exceed every shape"):
+            session.run({"f0": np.zeros((1, 2000), np.float32), "loudness": np.zeros((1, 2000), np.float32)})
+    with Runtime([out], profile="rpi4") as rt:
+        result = rt.generate("tiny-synth", notes="A4:0.5 C5:0.25")
+    assert result.meta["duration_seconds"] == pytest.approx(0.75, abs=0.02)
+
+
+@pytest.fixture(scope="module")
+def lm_tflite(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("tflite-lm")
+    out = {}
+    for arch in ("gpt2", "llama"):
+        src = save_tiny_lm(tmp / f"tiny-{arch}", arch=arch)
+        convert(str(src), [get_profile("rpi4")], tmp / f"{arch}.eaigc", ConvertOptions(recipe="fp32"))
+        out[arch] = (src, tmp / f"{arch}.eaigc")
+    return out
+
+
+LONG_PROMPT = " ".join(["The quick brown fox jumps over the lazy dog."] * 8) + " Once upon a time, in a"  # > 64 tokens
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+@pytest.mark.parametrize("prompt", ["The quick brown fox", "今天天气", LONG_PROMPT])
+def test_tflite_lm_greedy_equals_pytorch_greedy(lm_tflite, arch, prompt):
+    from transformers import AutoModelForCausalLM
+
+    from tokenizers import Tokenizer
+
+    src, bundle = lm_tflite[arch]
+    model = AutoModelForCausalLM.from_pretrained(src, local_files_only=True).eval()
+    ids = Tokenizer.from_file(str(src / "tokenizer.json")).encode(prompt).ids
+    if prompt is LONG_PROMPT:
+        assert len(ids) > 64, "the long prompt spans two prefill chunks"
+    with Runtime([bundle], profile="rpi4") as rt:
+        result = rt.generate(f"tiny-{arch}", prompt=prompt, max_new_tokens=24, temperature=0,
+                             repetition_penalty=1.0)  # the bundle defaults to 1.1
+    with torch.no_grad():
+        ref = model.generate(torch.tensor([ids]), max_new_tokens=24, do_sample=False, pad_token_id=0,
+                             attention_mask=torch.ones(1, len(ids), dtype=torch.long))[0, len(ids):].tolist()
+    eos = model.config.eos_token_id
+    if eos in ref:
+        ref = ref[:ref.index(eos)]
+    assert result.meta["token_ids"] == ref
+    assert len(ref) > 0
+
+
+def test_tflite_lm_bundle_records_the_fixed_cache_and_beam_search_runs(lm_tflite):
+    _, bundle = lm_tflite["llama"]
+    with load_bundle(bundle) as b:
+        cfg = b.manifest.task_config
+        assert cfg["signatures"] == ["prefill_16", "prefill_64", "decode"]
+        assert cfg["max_context"] == 256 and b.manifest.fidelity["metrics"]["top1_agreement"] == 1.0
+    with Runtime([bundle], profile="rpi4") as rt:
+        ask = {"prompt": "Once upon a time", "max_new_tokens": 12, "repetition_penalty": 1.0}
+        greedy = rt.generate("tiny-llama", temperature=0, **ask)
+        beam1 = rt.generate("tiny-llama", num_beams=1, **ask)
+        beam3 = rt.generate("tiny-llama", num_beams=3, **ask)
+    assert beam1.meta["token_ids"] == greedy.meta["token_ids"]
+    assert beam3.meta["num_beams"] == 3 and beam3.meta["generated_tokens"] > 0
+
+
+def test_tflite_int4_lm_shrinks_and_passes_the_gate(lm_tflite, tmp_path):
+    src, _ = lm_tflite["llama"]
+    profiles = [load_profile(recipe_profile(tmp_path, r)) for r in ("fp32", "int4")]
+    results = {r.recipe: r for r in convert(str(src), profiles, tmp_path / "out", ConvertOptions(format="tflite"))}
+    assert results["int4"].model_bytes < 0.7 * results["fp32"].model_bytes
+    assert results["int4"].fidelity.passed
+
+
+def test_onnx_source_cannot_become_tflite(bundles, tmp_path):
+    with load_bundle(bundles["image"]) as b:
+        onnx_path = tmp_path / "gen.onnx"
+        onnx_path.write_bytes(b.file("model.onnx").read_bytes())
+    (tmp_path / "gen.onnx.json").write_text('{"task": "image-generation", "task_config": {"latent_dim": 16, "num_classes": 4}}')
+    with pytest.raises(ConversionError, match="TFLite export needs a PyTorch"):
+        convert(str(onnx_path), [get_profile("rpi4")], tmp_path / "x.eaigc", ConvertOptions(format="tflite"))
+    # without --format, rpi4's second choice (ONNX) is used, and the progress says why
+    lines: list[str] = []
+    convert(str(onnx_path), [get_profile("rpi4")], tmp_path / "y.eaigc", ConvertOptions(recipe="fp32"),
+            progress=lines.append)
+    assert load_bundle(tmp_path / "y.eaigc").manifest.format == "onnx"
+    assert any("prefers tflite" in line for line in lines)
+
+
+def test_missing_interpreter_is_a_clear_backend_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)
+    monkeypatch.setitem(sys.modules, "tflite_runtime.interpreter", None)
+    with pytest.raises(BackendUnavailable, match=r"edge-aigc\[tflite\]"):
+        load_interpreter_class()
+
+
+def test_cli_converts_to_tflite_and_runs_it(tmp_path):
+    out = tmp_path / "gan.eaigc"
+    env_cmd = [sys.executable, "-m", "edge_aigc"]
+    conv = subprocess.run([*env_cmd, "convert", "tiny_models:tiny_dcgan", "--profile", "rpi5", "--format",
+                           "tflite", "-o", str(out)], capture_output=True, text=True, cwd=TESTS)
+    assert conv.returncode == 0, conv.stderr
+    assert "export TFLite int8-dynamic" in conv.stderr and "tflite" in conv.stdout
+    run = subprocess.run([*env_cmd, "run", str(out), "--label", "c", "--count", "4", "-o",
+                          str(tmp_path / "c.png")], capture_output=True, text=True, cwd=TESTS)
+    assert run.returncode == 0, run.stderr
+    from PIL import Image
+
+    assert Image.open(tmp_path / "c.png").size[0] > 28
