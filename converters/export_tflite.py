@@ -29,7 +29,7 @@ import numpy as np
 from edge_aigc.errors import ConversionError
 
 from .export_onnx import _reason
-from .quantize_tflite import INT4_BLOCK, calibrate_static, quant_config
+from .quantize_tflite import INT4_BLOCK, POST_CONVERSION, calibrate_static, quantize_weights, static_quant_config
 from .sources import Source, TorchGenerator
 from .tflite_lm import lm_signatures
 
@@ -137,7 +137,11 @@ def export_tflite(source: Source, recipe: str, out: Path,
             for name, example in signatures.items():
                 converter = (litert_torch.signature if converter is None else converter.signature)(
                     name, module, sample_kwargs=example)
-            converter.convert(quant_config=quant_config(recipe, quantizer)).export(str(out))
+            config = static_quant_config(quantizer) if quantizer is not None else None
+            model = converter.convert(quant_config=config).model_content()
+            if recipe in POST_CONVERSION:
+                model = quantize_weights(recipe, model)
+            out.write_bytes(model)
     except ConversionError:
         raise
     except Exception as exc:  # torch.export, the lowering and the quantizer raise many types

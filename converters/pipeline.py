@@ -91,11 +91,11 @@ def _format_for(profile: Profile, requested: str | None, source: Source, progres
     for fmt in profile.formats:
         if fmt in can:
             if fmt != profile.preferred_format:
-                progress(f"{profile.name} prefers {profile.preferred_format}, which a {source.kind} "
-                         f"source cannot be exported to; using {fmt}")
+                progress(f"{profile.name} prefers {profile.preferred_format}, which cannot be "
+                         f"built from a {source.kind} source; using {fmt}")
             return fmt
     raise ConversionError(f"profile {profile.name} runs only {', '.join(profile.formats)}, "
-                          f"which a {source.kind} source cannot be exported to")
+                          f"which cannot be built from a {source.kind} source")
 
 
 def _sha256(path: Path) -> str:

@@ -1,15 +1,21 @@
-"""TFLite recipes: the same names as the ONNX path, mapped to litert-torch quantization.
+"""TFLite recipes: the same names as the ONNX path, mapped to LiteRT quantization.
 
 | recipe | how | what changes |
 |---|---|---|
 | fp32 | no quantization | — |
-| fp16 | ai-edge-quantizer float casting (``full_fp16_recipe``) | weights fp16, compute fp32 |
+| fp16 | ai-edge-quantizer float casting (litert-torch's ``full_fp16_recipe``) | weights fp16, compute fp32 |
 | int8-dynamic | ai-edge-quantizer dynamic range (``full_dynamic_recipe``) | int8 weights per channel, activations quantized on the fly |
-| int8-static | PT2E: ``prepare_pt2e`` → calibrate → ``convert_pt2e`` | int8 weights and activations (model inputs may become int8: the backend quantizes them) |
+| int8-static | PT2E: ``prepare_pt2e`` → calibrate → ``convert_pt2e`` | int8 weights and activations of Conv/Linear (model inputs may become int8: the backend quantizes them) |
 | int4 | ai-edge-quantizer dynamic range, 4-bit, blockwise 32 | int4 weights; every quantized dim must divide by 32 |
 
-ai-edge-quantizer's static recipes reject transposed convolutions and LeakyReLU, which
-every DCGAN-style generator has, so int8-static goes through PT2E instead.
+fp16, int8-dynamic and int4 run after conversion on the fp32 ``.tflite``, as litert-torch
+does with those recipes, plus one rule of ours: ops written straight in a generator's
+``forward`` — not in an ``nn`` layer — stay float. Their constant tensors are fixed kernels
+(the tone model's linear-interpolation filter), not learned weights, and quantizing one
+changes what the model computes (measured: the tone model's timbre distance went from
+0.03x to 0.55x a plain sine's). ai-edge-quantizer's static recipes reject transposed
+convolutions and LeakyReLU, which every DCGAN-style generator has, so int8-static goes
+through PT2E instead.
 """
 from __future__ import annotations
 
@@ -19,27 +25,21 @@ import numpy as np
 
 from edge_aigc.errors import ConversionError
 
-__all__ = ["TFLITE_RECIPES", "quant_config", "calibrate_static"]
+__all__ = ["TFLITE_RECIPES", "POST_CONVERSION", "quantize_weights", "static_quant_config",
+           "calibrate_static", "INT4_BLOCK"]
 
 TFLITE_RECIPES = ("fp32", "fp16", "int8-dynamic", "int8-static", "int4")
+POST_CONVERSION = ("fp16", "int8-dynamic", "int4")
 INT4_BLOCK = 32
+# ai-edge-quantizer's scope of an op: its output tensor names, each followed by ";". Ops
+# directly in the wrapped module's forward output "<wrapper>/<Model>_inner;N"; ops of nn
+# layers carry the layer's path after that (".../torch.nn.modules.conv.Conv1d_pre;1").
+KEEP_FLOAT_SCOPES = r"KeywordInputs/[^/;]+;\d+;$"
 
 
-def _pt2e_quantizer():
-    from litert_torch.quantize import pt2e_quantizer as pq
-
-    config = pq.get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False)
-    return pq.PT2EQuantizer().set_global(config)
-
-
-def quant_config(recipe: str, quantizer=None):
-    """litert-torch's ``QuantConfig`` for a recipe (None for fp32). int8-static passes the
-    PT2E quantizer its model was calibrated with."""
+def _base_recipe(recipe: str):
     from litert_torch.generative.quantize import quant_attrs, quant_recipes
-    from litert_torch.quantize.quant_config import QuantConfig
 
-    if recipe == "fp32":
-        return None
     if recipe == "fp16":
         return quant_recipes.full_fp16_recipe()
     if recipe == "int8-dynamic":
@@ -47,9 +47,32 @@ def quant_config(recipe: str, quantizer=None):
     if recipe == "int4":
         return quant_recipes.full_dynamic_recipe(weight_dtype=quant_attrs.Dtype.INT4,
                                                  granularity=quant_attrs.Granularity.BLOCKWISE_32)
-    if recipe == "int8-static":
-        return QuantConfig(pt2e_quantizer=quantizer)
-    raise ConversionError(f"unknown TFLite recipe {recipe!r}; choose one of {', '.join(TFLITE_RECIPES)}")
+    raise ConversionError(f"{recipe!r} is not a post-conversion TFLite recipe ({', '.join(POST_CONVERSION)})")
+
+
+def quantize_weights(recipe: str, model: bytes) -> bytes:
+    """fp16 / int8-dynamic / int4 over a converted fp32 model (ai-edge-quantizer)."""
+    from ai_edge_quantizer import algorithm_manager, qtyping, quantizer
+    from litert_torch.quantize.translate_recipe import translate_to_ai_edge_recipe
+
+    qt = quantizer.Quantizer(model, translate_to_ai_edge_recipe(_base_recipe(recipe).generative_recipe))
+    qt.update_quantization_recipe(KEEP_FLOAT_SCOPES, qtyping.TFLOperationName.ALL_SUPPORTED,
+                                  algorithm_key=algorithm_manager.AlgorithmName.NO_QUANTIZE)
+    return bytes(qt.quantize(enable_progress_report=False).quantized_model)
+
+
+def static_quant_config(quantizer):
+    """litert-torch's QuantConfig for a module calibrated by :func:`calibrate_static`."""
+    from litert_torch.quantize.quant_config import QuantConfig
+
+    return QuantConfig(pt2e_quantizer=quantizer)
+
+
+def _pt2e_quantizer():
+    from litert_torch.quantize import pt2e_quantizer as pq
+
+    config = pq.get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False)
+    return pq.PT2EQuantizer().set_global(config)
 
 
 def calibrate_static(module, example: tuple, dynamic_shapes: tuple | None, names: list[str],

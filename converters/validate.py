@@ -26,7 +26,7 @@ from edge_aigc.errors import ConversionError
 from . import metrics
 from .sources import Source
 
-__all__ = ["THRESHOLDS", "HIGHER_IS_BETTER", "FidelityReport", "evaluate", "IDENTICAL_DB"]
+__all__ = ["THRESHOLDS", "FORMAT_THRESHOLDS", "HIGHER_IS_BETTER", "FidelityReport", "evaluate", "IDENTICAL_DB"]
 
 # JSON has no infinity: bit-identical outputs (PSNR/SNR = inf) are recorded as this many dB.
 IDENTICAL_DB = 999.0
@@ -48,6 +48,11 @@ _TEXT = {"fp32": {"top1_agreement": 0.999, "mean_kl": 1e-4},
 THRESHOLDS: dict[str, dict[str, dict[str, float]]] = {
     "image-generation": _IMAGE, "audio-generation": _AUDIO, "text-generation": _TEXT}
 HIGHER_IS_BETTER = {"psnr_db", "snr_db", "top1_agreement"}
+# LiteRT's CUMSUM adds in another order than PyTorch and ONNX Runtime: a source-filter
+# vocoder's running phase (thousands of cycles) then differs by an ulp or two, which moves
+# the waveform's SNR against the ONNX reference to ~53 dB (the zoo tone model, 1 s) while
+# its spectrum is unchanged (log-mel distance 0.0002). The spectral bound stays as it is.
+FORMAT_THRESHOLDS = {("tflite", "audio-generation", "fp32"): {"snr_db": 40.0}}
 
 
 @dataclass
@@ -117,7 +122,8 @@ def evaluate(source: Source, recipe: str, reference: Path, candidate: Path,
              allow_degraded: bool = False, fmt: str = "onnx") -> FidelityReport:
     """Measure ``candidate`` (an ``fmt`` artifact) against the fp32 ONNX ``reference``;
     failures are listed, not raised."""
-    thresholds = dict(THRESHOLDS[source.task].get(recipe, {}))
+    thresholds = {**THRESHOLDS[source.task].get(recipe, {}),
+                  **FORMAT_THRESHOLDS.get((fmt, source.task, recipe), {})}
     for key, value in (overrides or {}).items():
         known = {m for r in THRESHOLDS[source.task].values() for m in r}
         if key not in known:

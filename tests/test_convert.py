@@ -17,7 +17,7 @@ from edge_aigc import load_bundle, signing
 from edge_aigc.errors import ConversionError, FidelityError, SourceError
 from edge_aigc.profiles import get_profile, load_profile
 from tiny_lm import save_tiny_lm
-from tiny_models import tiny_dcgan
+from tiny_models import dcgan_case, tiny_dcgan
 
 TESTS = Path(__file__).parent
 RPI5 = (TESTS.parent / "device_profiles" / "rpi5.toml").read_text()
@@ -45,11 +45,7 @@ def image_bundles(tmp_path_factory):
 @pytest.mark.parametrize("recipe", ["fp32", "fp16", "int8-dynamic", "int8-static"])
 def test_image_generator_converts_under_each_recipe_within_the_gate(image_bundles, recipe):
     result = image_bundles[recipe]
-    gen = tiny_dcgan()
-    z = torch.randn(3, 16, generator=torch.Generator().manual_seed(7))
-    label = torch.tensor([0, 1, 3])
-    with torch.no_grad():
-        expected = gen.module(z, label).numpy()
+    z, label, expected = dcgan_case()
     with load_bundle(result.bundle) as b:
         m = b.manifest
         assert (m.recipe, m.task, m.format) == (recipe, "image-generation", "onnx")

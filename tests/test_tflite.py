@@ -17,7 +17,7 @@ from edge_aigc.errors import BackendUnavailable, BadRequest, ConversionError
 from edge_aigc.profiles import get_profile, load_profile
 from test_convert import recipe_profile
 from tiny_lm import save_tiny_lm
-from tiny_models import tiny_dcgan, tiny_mlp, tiny_synth
+from tiny_models import dcgan_case, tiny_mlp, tiny_synth
 
 TESTS = Path(__file__).parent
 RECIPES = ["fp32", "fp16", "int8-dynamic", "int8-static"]
@@ -39,11 +39,7 @@ def dcgan_tflite(tmp_path_factory):
 @pytest.mark.parametrize("recipe", RECIPES)
 def test_litert_backend_reproduces_pytorch_within_the_gate(dcgan_tflite, recipe):
     result = dcgan_tflite[recipe]
-    gen = tiny_dcgan()
-    z = torch.randn(3, 16, generator=torch.Generator().manual_seed(7))
-    label = torch.tensor([0, 1, 3])
-    with torch.no_grad():
-        expected = gen.module(z, label).numpy()
+    z, label, expected = dcgan_case()
     with load_bundle(result.bundle) as b:
         m = b.manifest
         assert (m.format, m.recipe, m.task_config["model"]) == ("tflite", recipe, "model.tflite")
@@ -53,6 +49,17 @@ def test_litert_backend_reproduces_pytorch_within_the_gate(dcgan_tflite, recipe)
     assert got.shape == (3, 1, 28, 28), "batch of 3 padded to the batch_8 signature and trimmed back"
     assert psnr(got, expected) >= m.fidelity["thresholds"]["psnr_db"]
     assert m.io["inputs"]["z"]["dtype"] == "float", "int8 inputs are quantized by the backend"
+
+
+def test_a_batch_larger_than_every_signature_runs_in_slices(dcgan_tflite):
+    z = np.random.default_rng(0).standard_normal((19, 16)).astype(np.float32)
+    label = np.arange(19) % 4
+    with load_bundle(dcgan_tflite["fp32"].bundle) as b:
+        session = open_session("tflite", b.file("model.tflite"), None, "tiny-dcgan")
+        whole = session.run({"z": z, "label": label})["image"]
+        one = session.run({"z": z[17:18], "label": label[17:18]})["image"]
+    assert whole.shape == (19, 1, 28, 28)
+    np.testing.assert_allclose(whole[17:18], one, atol=1e-5)
 
 
 def test_static_int8_model_takes_int8_inputs_that_the_backend_quantizes(dcgan_tflite):

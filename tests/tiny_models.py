@@ -1,6 +1,7 @@
 """Tiny real generators for converter tests (seconds to export). Factories for `edge-aigc convert`."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -25,6 +26,14 @@ def tiny_dcgan() -> TorchGenerator:
         output_names=["image"],
         task_config={"latent_dim": LATENT, "num_classes": CLASSES, "class_labels": list("abcd"),
                      "image_size": [28, 28], "channels": 1, "output_range": [-1.0, 1.0]})
+
+
+def dcgan_case() -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """Three seeded latents and labels, and what the PyTorch DCGAN makes of them."""
+    z = torch.randn(3, LATENT, generator=torch.Generator().manual_seed(7))
+    label = torch.tensor([0, 1, 3])
+    with torch.no_grad():
+        return z, label, tiny_dcgan().module(z, label).numpy()
 
 
 class TinySynth(nn.Module):

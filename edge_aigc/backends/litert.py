@@ -5,7 +5,7 @@ was exported at (``batch_1`` and ``batch_8``; ``batch_1_frames_800``; ``prefill_
 ``decode`` for language models) with its weights stored once. ``run`` picks the smallest
 signature whose inputs hold the feeds, pads them with zeros up to it and trims the outputs
 back: an output axis shrinks in proportion when a padded input has that same axis (batch
-rows, or audio frames → samples).
+rows, or audio frames → samples). A batch larger than every signature's runs in slices.
 
 Inputs and outputs that static int8 quantization made int8 are (de)quantized here with the
 tensor's scale and zero point, so tasks always feed and read float.
@@ -156,13 +156,21 @@ class LiteRTSession:
         raw = sig.runner(**{k: _to_port(v, sig.inputs[k]) for k, v in feeds.items()})
         return {k: _from_port(v, sig.outputs[k]) for k, v in raw.items()}
 
+    def _too_large(self, feeds: dict[str, np.ndarray]) -> BadRequest:
+        shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in feeds.items())
+        return BadRequest(f"{self.name}: inputs ({shapes}) exceed every shape the model was "
+                          f"exported at (largest: {self._by_size[-1].name})")
+
+    def _fit(self, feeds: dict[str, np.ndarray]) -> _Signature | None:
+        return next((s for s in self._by_size if s.holds(feeds)), None)
+
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        sig = next((s for s in self._by_size if s.holds(feeds)), None)
+        sig = self._fit(feeds)
         if sig is None:
-            shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in feeds.items())
-            largest = self._by_size[-1]
-            raise BadRequest(f"{self.name}: inputs ({shapes}) exceed every shape the model was "
-                             f"exported at (largest: {largest.name})")
+            rows = {v.shape[0] if v.ndim else 0 for v in feeds.values()}
+            if len(rows) == 1 and (n := rows.pop()) > 1:  # a batch larger than any signature's
+                return self._run_in_batches(feeds, n)
+            raise self._too_large(feeds)
         padded, scaled = {}, {}  # scaled: axis -> (actual, exported) for inputs that were padded
         for k, value in feeds.items():
             target = sig.inputs[k].shape
@@ -173,6 +181,13 @@ class LiteRTSession:
             padded[k] = np.pad(value, pad) if any(e for _, e in pad) else value
         outputs = self.run_signature(sig.name, padded)
         return {k: self._trim(v, scaled) for k, v in sorted(outputs.items())}
+
+    def _run_in_batches(self, feeds: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
+        step = max((b for b in range(1, n) if self._fit({k: v[:b] for k, v in feeds.items()})), default=0)
+        if not step:
+            raise self._too_large(feeds)
+        parts = [self.run({k: v[i:i + step] for k, v in feeds.items()}) for i in range(0, n, step)]
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
     @staticmethod
     def _trim(value: np.ndarray, scaled: dict[int, tuple[int, int]]) -> np.ndarray:
