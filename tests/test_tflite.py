@@ -1,6 +1,7 @@
 """TFLite path: litert-torch export per recipe, and the LiteRT backend running the artifacts."""
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 from pathlib import Path
@@ -8,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from converters import ConvertOptions, convert
 from edge_aigc import Runtime, load_bundle
@@ -77,9 +79,6 @@ def test_onnx_and_tflite_artifacts_of_one_model_agree_within_the_gate(tmp_path):
                 ConvertOptions(format=fmt, recipe="int8-dynamic", name="tiny-dcgan"))
         with Runtime([tmp_path / f"{fmt}.eaigc"], profile="rpi5") as rt:
             outs[fmt] = rt.generate("tiny-dcgan", label="b", count=5, seed=11, grid=False)
-    from PIL import Image
-    import io
-
     for a, b in zip(outs["onnx"].outputs, outs["tflite"].outputs):
         pa = np.asarray(Image.open(io.BytesIO(a.data)), np.float64) / 127.5 - 1
         pb = np.asarray(Image.open(io.BytesIO(b.data)), np.float64) / 127.5 - 1
@@ -227,6 +226,22 @@ def test_cli_converts_to_tflite_and_runs_it(tmp_path):
     run = subprocess.run([*env_cmd, "run", str(out), "--label", "c", "--count", "4", "-o",
                           str(tmp_path / "c.png")], capture_output=True, text=True, cwd=TESTS)
     assert run.returncode == 0, run.stderr
-    from PIL import Image
-
     assert Image.open(tmp_path / "c.png").size[0] > 28
+
+
+def test_service_serves_tflite_bundles_over_mqtt(broker, lm_tflite, dcgan_tflite, tmp_path):
+    from edge_aigc.service.client import DeviceClient
+    from service_helpers import running_service, write_config
+
+    _, text = lm_tflite["llama"]
+    cfg = write_config(tmp_path / "device.toml", broker.port, [text, dcgan_tflite["int8-static"].bundle],
+                       device_id="lite")
+    with running_service(cfg), DeviceClient(f"mqtt://127.0.0.1:{broker.port}") as c:
+        streamed = []
+        r = c.request("lite", "generate", "tiny-llama", {"prompt": "The quick brown", "max_new_tokens": 8,
+                                                         "temperature": 0.0}, on_event=streamed.append)
+        img = c.request("lite", "generate", "tiny-dcgan", {"count": 3, "seed": 2, "label": "c"})
+    assert "".join(e["text"] for e in streamed if e["event"] == "token") == r.final["text"]
+    assert r.final["meta"]["generated_tokens"] >= 1
+    [d] = img.final["data"]
+    assert d["content_type"] == "image/png" and Image.open(io.BytesIO(img.data[d["topic"]])).size[0] > 28
