@@ -56,7 +56,9 @@ class Mosquitto:
         # Listener options (TLS files) follow the listener line; as root, stay root so the
         # broker can read the test's 0600 key and password files.
         user = "user root\n" if os.geteuid() == 0 else ""
-        conf.write_text(f"{user}persistence false\nlog_dest stdout\n"
+        # set_tcp_nodelay: Mosquitto leaves Nagle's algorithm on by default, and a request's
+        # small replies then wait for delayed ACKs (the benchmark: 44 ms per request → 2 ms).
+        conf.write_text(f"{user}persistence false\nlog_dest stdout\nset_tcp_nodelay true\n"
                         f"allow_anonymous {'true' if self.anonymous else 'false'}\n"
                         f"listener {self.port} {self.host}\n{self.extra_config}\n")
         log = open(self.log_path, "ab")

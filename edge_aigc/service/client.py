@@ -22,6 +22,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from ..errors import ConfigError, IntegrityError, Timeout
+from .transport import no_delay
 
 __all__ = ["DeviceClient", "Response"]
 
@@ -64,6 +65,7 @@ class DeviceClient:
         self._connack: queue.Queue = queue.Queue()
         self.client.on_message = lambda c, u, m: self._inbox.put(m)
         self.client.on_subscribe = lambda c, u, mid, rc, p: self._acks.put(mid)
+        self.client.on_socket_open = no_delay
         self.client.on_connect = lambda c, u, f, rc, p: self._connack.put(("connect", rc))
         # A broker that rejects a TLS client certificate closes the connection before CONNACK.
         self.client.on_disconnect = lambda c, u, f, rc, p: self._connack.put(("disconnect", rc))

@@ -10,6 +10,7 @@ connection is logged as refused and never reported as connected.
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
 import threading
 from collections import deque
@@ -22,10 +23,20 @@ from paho.mqtt.properties import Properties
 
 from .config import MqttConfig, read_password
 
-__all__ = ["MqttTransport", "SESSION_EXPIRY_S"]
+__all__ = ["MqttTransport", "SESSION_EXPIRY_S", "no_delay"]
 
 log = logging.getLogger(__name__)
 SESSION_EXPIRY_S = 24 * 3600
+
+
+def no_delay(client, userdata, sock) -> None:
+    """paho's ``on_socket_open``: send small packets at once. With Nagle's algorithm on, a
+    reply's second small packet waited for the broker's delayed ACK (~40 ms): the benchmark
+    measured 92 ms per request over loopback with it, a few ms without."""
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (OSError, AttributeError):  # not a TCP socket (e.g. a websocket wrapper)
+        pass
 
 
 class MqttTransport:
@@ -45,6 +56,7 @@ class MqttTransport:
                                 keyfile=cfg.key_file or None, cert_reqs=ssl.CERT_REQUIRED)
         self.client.will_set(will[0], will[1], qos=1, retain=True)
         self.client.reconnect_delay_set(min_delay=1, max_delay=30)
+        self.client.on_socket_open = no_delay
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = lambda c, u, msg: on_message(msg)

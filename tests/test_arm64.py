@@ -1,0 +1,36 @@
+"""The Raspberry Pi path under emulation: tests/arm64/run.sh in an arm64 Debian root.
+
+Off unless ``EDGE_AIGC_ARM64=1`` (it needs root, debootstrap, qemu-user-static and
+binfmt-support, and takes ~10 minutes the first time; see docs/deploy.md).
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from converters import ConvertOptions, convert
+from edge_aigc.profiles import get_profile
+
+RUN = Path(__file__).parent / "arm64" / "run.sh"
+
+pytestmark = [pytest.mark.arm64, pytest.mark.skipif(
+    os.environ.get("EDGE_AIGC_ARM64") != "1", reason="arm64 emulation runs with EDGE_AIGC_ARM64=1")]
+
+
+def test_device_runtime_and_service_pass_on_emulated_arm64(broker, tmp_path):
+    # Besides the rpi5 zoo bundles (ONNX, int8): a TFLite bundle, for LiteRT on arm64.
+    extra = tmp_path / "extra"
+    convert("converters.zoo.image:factory", [get_profile("rpi5")], extra / "digits-lite.eaigc",
+            ConvertOptions(format="tflite", name="digits-lite"))
+    out = subprocess.run(["bash", str(RUN), "--broker-port", str(broker.port), "--bundles", str(extra),
+                          "--work", str(tmp_path / "work")],
+                         capture_output=True, text=True, timeout=3600, env={**os.environ, "PYTHON": sys.executable})
+    print(out.stdout[-6000:], out.stderr[-4000:])
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "[arm64" in out.stdout and "PASS" in out.stdout
+    assert "identical" in out.stdout and "FAIL " not in out.stdout
+    assert out.stdout.count("MQTT round trip ok") == 4
