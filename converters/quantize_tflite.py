@@ -58,7 +58,7 @@ def quantize_weights(recipe: str, model: bytes) -> bytes:
     qt = quantizer.Quantizer(model, translate_to_ai_edge_recipe(_base_recipe(recipe).generative_recipe))
     qt.update_quantization_recipe(KEEP_FLOAT_SCOPES, qtyping.TFLOperationName.ALL_SUPPORTED,
                                   algorithm_key=algorithm_manager.AlgorithmName.NO_QUANTIZE)
-    return bytes(qt.quantize(enable_progress_report=False).quantized_model)
+    return bytes(qt.quantize(enable_progress_bar=False, enable_progress_report=False).quantized_model)
 
 
 def static_quant_config(quantizer):

@@ -6,8 +6,6 @@ import sys
 
 import pytest
 
-from edge_aigc.cli.pending import PENDING
-
 DESIGN_COMMANDS = ["profiles", "convert", "inspect", "verify", "keygen", "run", "serve", "send",
                    "flash", "bench", "demo"]
 
@@ -102,11 +100,16 @@ def test_models_install_list_rollback_through_the_cli(tmp_path, make_bundle):
     assert_clean_error(cli("models", "--state-dir", state, "rollback", "nope"), 5, "no previous version")
 
 
-@pytest.mark.parametrize("command", sorted(PENDING))
-def test_commands_not_built_yet_say_so_and_exit_2(command):
-    out = cli(command, "--anything")
-    assert out.returncode == 2
-    assert "not available in this version yet" in out.stderr
+def test_bench_without_the_bench_extra_says_what_to_install():
+    code = ("import sys; sys.modules['onnxruntime_genai'] = None; from edge_aigc.cli import main; "
+            "sys.exit(main(['bench', '--quick']))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert_clean_error(out, 8, "bench needs the host and bench extras")
+
+
+def test_bench_refuses_an_unknown_part():
+    out = cli("bench", "--only", "text,nonsense")
+    assert out.returncode == 2 and "nonsense" in out.stderr
 
 
 def test_usage_error_exits_2():

@@ -13,12 +13,12 @@ import sys
 
 from .. import __version__
 from ..errors import EdgeAigcError
-from . import bundles, convert, demo, flash, models, pending, profiles, run, send, serve
+from . import bench, bundles, convert, demo, flash, models, profiles, run, send, serve
 
 __all__ = ["main", "build_parser"]
 
 # Order shown in --help: what a user meets first, then device-side, then tooling.
-_GROUPS = (demo, profiles, convert, bundles, models, run, serve, send, flash, pending)
+_GROUPS = (demo, profiles, convert, bundles, models, run, serve, send, flash, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:

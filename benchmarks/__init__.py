@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks (host side): `edge-aigc bench`. See README.md here."""

@@ -1,0 +1,135 @@
+"""Run the benchmarks side by side and write JSON, plots and benchmarks/README.md.
+
+    edge-aigc bench [--quick] [--only text,image,audio,sizes,mqtt,cold] [--out DIR]
+
+``--quick`` (a few minutes once the artifacts are built): the 26M Llama and the zoo models,
+shorter decodes, fewer repeats. Without it: also a ~100M Llama, decodes to position 528,
+TFLite LMs, every image/audio recipe. Built artifacts are kept in ``--work`` between runs.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+import time
+from pathlib import Path
+
+from . import generators, service, sizes, text
+from .common import machine, write_json
+from .plots import plot_bars, plot_latency
+from .targets import targets
+
+__all__ = ["main", "run"]
+
+HERE = Path(__file__).parent
+ZOO = Path(__file__).parent.parent / "converters" / "zoo" / "artifacts" / "fortune-gpt"
+
+
+def _text_systems(full: bool, tflite: bool) -> list[tuple[str, str, str]]:
+    systems = [("ours onnx fp32", "ours", "onnx:fp32"), ("ours onnx int8", "ours", "onnx:int8-dynamic"),
+               ("ours onnx int4", "ours", "onnx:int4"), ("pytorch eager fp32", "eager", ""),
+               ("genai fp32", "genai", "fp32"), ("genai int8", "genai", "int8"), ("genai int4", "genai", "int4")]
+    if tflite:
+        systems[3:3] = [("ours tflite fp32", "ours", "tflite:fp32"), ("ours tflite int8", "ours", "tflite:int8-dynamic")]
+    return systems
+
+
+def run(quick: bool, only: set[str], out: Path, work: Path, progress=print) -> dict:
+    work.mkdir(parents=True, exist_ok=True)
+    repeats = 3 if quick else 5
+    reports, data = [], {"machine": machine(), "quick": quick, "started": dt.datetime.now(dt.UTC).isoformat()}
+    if "text" in only:
+        llamas = [("llama-26m", text.LLAMA_26M)] + ([] if quick else [("llama-100m", text.LLAMA_100M)])
+        for name, shape in llamas:
+            model = text.random_llama(work / name, shape)
+            steps = 112 if quick else 512
+            r, d = text.bench_text(model, work, _text_systems(not quick, tflite=not quick), steps, repeats, progress)
+            reports.append(r)
+            data[f"text:{name}"] = d
+            plot_latency(d["curves"], text.PROMPT_TOKENS, f"Decode latency by position — {name}",
+                         out / f"text-latency-{name}.png")
+        zoo_systems = [("ours onnx fp32", "ours", "onnx:fp32"), ("ours onnx int8", "ours", "onnx:int8-dynamic"),
+                       ("ours tflite int8", "ours", "tflite:int8-dynamic"), ("pytorch eager fp32", "eager", "")]
+        r, d = text.bench_text(ZOO, work, zoo_systems, 96, repeats, progress)
+        reports.append(r)
+        data["text:fortune-gpt"] = d
+        plot_latency(d["curves"], text.PROMPT_TOKENS, "Decode latency by position — fortune-gpt (context 128)",
+                     out / "text-latency-fortune-gpt.png")
+    if quick:
+        generators.RECIPES[:] = [(f, r) for f, r in generators.RECIPES if r != "int8-static"]
+    for kind, fn in (("image", generators.bench_image), ("audio", generators.bench_audio)):
+        if kind in only:
+            r, d = fn(work, repeats=5 if quick else 11, progress=progress)
+            reports.append(r)
+            data[kind] = d
+            plot_bars(d, "images_per_s" if kind == "image" else "rtf", r.title, out / f"{kind}.png",
+                      higher_is_better=kind == "image")
+    if "sizes" in only:
+        r, d = sizes.size_table(sorted(work.glob("*.eaigc")))
+        reports.append(r)
+        data["sizes"] = d
+    zoo_bundles = {m: Path(__file__).parent.parent / "edge_aigc" / "zoo" / f"{m}-x86-avx2.eaigc"
+                   for m in ("fortune-gpt", "digits", "tones")}
+    if "mqtt" in only:
+        r, d = service.bench_mqtt(zoo_bundles["digits"], 30 if quick else 200, 3.0 if quick else 10.0, progress)
+        reports.append(r)
+        data["mqtt"] = d
+    if "cold" in only:
+        r, d = service.bench_cold_start(zoo_bundles, 3 if quick else 5, progress)
+        reports.append(r)
+        data["cold"] = d
+    data["targets"] = targets(data)
+    data["finished"] = dt.datetime.now(dt.UTC).isoformat()
+    write_json(out / "latest.json", data)
+    for r in reports:
+        print(r.markdown())
+    _write_readme(out, data, reports, quick)
+    return data
+
+
+def _write_readme(out: Path, data: dict, reports: list, quick: bool) -> None:
+    m = data["machine"]
+    lines = [
+        "# Benchmarks", "",
+        "Side-by-side runs of our runtime against the tools a user would otherwise pick, on the",
+        "same model, inputs, thread count and machine. Regenerate with `edge-aigc bench"
+        + (" --quick" if quick else "") + "` (needs the `host` and `bench` extras); it rewrites this",
+        f"file, `{out.name}/latest.json` and the plots. Medians of repeated runs; this machine is shared",
+        "and noisy, so read ratios, not absolute numbers.", "",
+        f"**Machine:** {m['cpu']}, {m['cores']} cores ({m['arch']}), {m['threads']} threads for every system; "
+        f"Python {m['python']}, onnxruntime {m['onnxruntime']}. **Run:** {data['finished'][:16]} UTC"
+        + (", `--quick`" if quick else "") + ".", "",
+        "## Targets", "", "| target | measured | met |", "|---|---|---|"]
+    lines += [f"| {t['target']} | {t['measured']} | {t['met']} |" for t in data["targets"]]
+    lines += ["", "## Results", ""]
+    lines += [r.markdown() for r in reports]
+    lines += ["## Plots", ""]
+    lines += [f"![{p.stem}]({out.name}/{p.name})" for p in sorted(out.glob("*.png"))]
+    (HERE / "README.md").write_text("\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from edge_aigc.cli.bench import add_arguments
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    return run_from_args(parser.parse_args(argv))
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    only = {s.strip() for s in args.only.split(",") if s.strip()}
+    unknown = only - {"text", "image", "audio", "sizes", "mqtt", "cold"}  # edge_aigc.cli.bench.PARTS
+    if unknown:
+        print(f"edge-aigc bench: error: unknown --only part(s): {', '.join(sorted(unknown))}", file=sys.stderr)
+        return 2
+    start = time.perf_counter()
+    out = Path(args.out) if args.out else HERE / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    run(args.quick, only, out, Path(args.work), progress=lambda line: print(f"[bench] {line}", flush=True))
+    print(f"[bench] done in {time.perf_counter() - start:.0f} s; wrote {out}/latest.json and {HERE / 'README.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,68 @@
+"""The targets of the benchmark issue, each judged met or not from the measured data."""
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["targets"]
+
+
+def _row(target: str, value: float | None, limit: float, fmt: str, at_least: bool = True) -> dict[str, Any]:
+    if value is None:
+        return {"target": target, "measured": "not measured", "met": "—"}
+    met = value >= limit if at_least else value <= limit
+    return {"target": target, "measured": fmt.format(value), "met": "yes" if met else "**no**"}
+
+
+def _tps(data: dict, model: str, system: str) -> float | None:
+    return data.get(f"text:{model}", {}).get("results", {}).get(system, {}).get("tokens_per_s")
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a and b else None
+
+
+def targets(data: dict) -> list[dict[str, Any]]:
+    rows = []
+    for model in ("llama-26m", "llama-100m"):
+        if f"text:{model}" not in data:
+            continue
+        for p in ("fp32", "int8", "int4"):
+            rows.append(_row(f"{model}: decode ≥ 1.0x onnxruntime-genai at {p}",
+                             _ratio(_tps(data, model, f"ours onnx {p}"), _tps(data, model, f"genai {p}")),
+                             1.0, "{:.2f}x"))
+        rows.append(_row(f"{model}: decode ≥ 3.5x PyTorch eager at fp32",
+                         _ratio(_tps(data, model, "ours onnx fp32"), _tps(data, model, "pytorch eager fp32")),
+                         3.5, "{:.2f}x"))
+        rows.append(_row(f"{model}: int4 decode ≥ 5x our fp32",
+                         _ratio(_tps(data, model, "ours onnx int4"), _tps(data, model, "ours onnx fp32")),
+                         5.0, "{:.2f}x"))
+        r = data[f"text:{model}"]["results"].get("ours onnx fp32", {})
+        if r:
+            rows.append(_row(f"{model}: latency at the last position ≤ 1.3x at position 16 (ours onnx fp32)",
+                             _ratio(r["latency_ms_at_last"], r["latency_ms_at_16"]), 1.3, "{:.2f}x",
+                             at_least=False))
+    for kind, key, better in (("image", "images_per_s", True), ("audio", "rtf", False)):
+        d = data.get(kind)
+        if d:
+            base = d["pytorch eager fp32"][key]
+            ours = [v[key] for k, v in d.items() if k.startswith("ours")]
+            best = (max(ours) / base) if better else (base / min(ours)) if ours else None
+            rows.append(_row(f"{kind}: best of ours ≥ 2x PyTorch eager", best, 2.0, "{:.2f}x"))
+    if d := data.get("audio"):
+        rows.append(_row("audio: real-time factor ≤ 0.05 (zoo tones, ONNX int8-dynamic)",
+                         d.get("ours onnx int8-dynamic", {}).get("rtf"), 0.05, "{:.4f}", at_least=False))
+    if s := data.get("sizes"):
+        int8 = [b["size_ratio"] for b in s["bundles"] if b["recipe"].startswith("int8")]
+        rows.append(_row("int8 artifacts ≤ 0.3x fp32 size (worst bundle built)", max(int8) if int8 else None,
+                         0.3, "{:.2f}x", at_least=False))
+    if m := data.get("mqtt"):
+        rows.append(_row("MQTT overhead p50 ≤ 5 ms", m["overhead_p50_ms"], 5.0, "{:.1f} ms", at_least=False))
+    if c := data.get("cold"):
+        from statistics import median
+
+        rows.append(_row("cold start to online ≤ 2 s (zoo models)", median(c["cold_start_s"]), 2.0, "{:.2f} s",
+                         at_least=False))
+        peak = max(c["peak_rss_mb"].values()) if c["peak_rss_mb"] else None
+        rows.append(_row("peak RSS per model ≤ the smallest budget (rpi-zero-2w)", peak,
+                         min(c["budgets_mb"].values()), "{:.0f} MB", at_least=False))
+    return rows

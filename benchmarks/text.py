@@ -1,0 +1,225 @@
+"""Text decode: our runtime (ONNX, TFLite) vs PyTorch eager vs onnxruntime-genai, same weights.
+
+Every system runs the same prompt, greedy, on the same thread count, and reports its
+prefill time, decode tokens/s and per-token latency by position. The models are local
+Hugging Face directories: the zoo's fortune-gpt, and random-weight Llamas built here
+(genai's builder takes Llama, not GPT-2).
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .common import Report, median, threads
+
+__all__ = ["LLAMA_26M", "LLAMA_100M", "random_llama", "SYSTEMS", "bench_text", "DecodeRun"]
+
+LLAMA_26M = dict(hidden_size=512, num_hidden_layers=6, num_attention_heads=8, num_key_value_heads=4,
+                 intermediate_size=1408)
+LLAMA_100M = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, num_key_value_heads=4,
+                  intermediate_size=2048)
+VOCAB, CONTEXT, PROMPT_TOKENS = 8192, 1024, 16
+
+
+@dataclass
+class DecodeRun:
+    prefill_s: float
+    step_s: list[float]            # latency of the step that produced token i (position PROMPT + i)
+    tokens: list[int] = field(default_factory=list)
+
+    @property
+    def tokens_per_s(self) -> float:
+        return len(self.step_s) / sum(self.step_s)
+
+
+def random_llama(directory: Path, shape: dict, seed: int = 0) -> Path:
+    """A random-weight Llama with a BPE tokenizer trained on Debian's fortunes (or built-in text)."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedTokenizerFast
+
+    if (directory / "model.safetensors").is_file():
+        return directory
+    from converters.calibration import BUILTIN_TEXTS
+    try:
+        from converters.zoo.text import load_fortunes
+        texts = load_fortunes()[0]
+    except OSError:
+        texts = BUILTIN_TEXTS
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=VOCAB, special_tokens=["<|endoftext|>"],
+                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=VOCAB, max_position_embeddings=CONTEXT, tie_word_embeddings=False,
+                         bos_token_id=0, eos_token_id=0, **shape)
+    AutoModelForCausalLM.from_config(config).save_pretrained(directory)
+    PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>",
+                            bos_token="<|endoftext|>").save_pretrained(directory)
+    return directory
+
+
+def _prompt(model_dir: Path) -> list[int]:
+    from tokenizers import Tokenizer
+
+    ids = Tokenizer.from_file(str(model_dir / "tokenizer.json")).encode(
+        "You will meet a tall dark stranger who tells you a long story about the sea and ").ids
+    return (ids * PROMPT_TOKENS)[:PROMPT_TOKENS]
+
+
+# -- the systems: each returns a function (prompt, steps) -> DecodeRun ----------------------------
+def ours(bundle: Path) -> Callable[[list[int], int], DecodeRun]:
+    from edge_aigc import Runtime
+
+    rt = Runtime([bundle], profile="x86-avx2", threads=threads())
+    loop = rt.model(rt.loaded()[0]).task.loop
+
+    def run(prompt: list[int], steps: int) -> DecodeRun:
+        state = loop.start(1)
+        start = time.perf_counter()
+        logits = loop.step(state, np.array([prompt]))[0, -1]
+        prefill, lat, toks = time.perf_counter() - start, [], []
+        for _ in range(steps):
+            tok = int(np.argmax(logits))
+            toks.append(tok)
+            start = time.perf_counter()
+            logits = loop.step(state, np.array([[tok]]))[0, -1]
+            lat.append(time.perf_counter() - start)
+        return DecodeRun(prefill, lat, toks)
+    return run
+
+
+def eager(model_dir: Path) -> Callable[[list[int], int], DecodeRun]:
+    """Hugging Face eager with its KV cache: what generate(do_sample=False) runs, step by step."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch.set_num_threads(threads())
+    model = AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True).eval()
+
+    @torch.no_grad()
+    def run(prompt: list[int], steps: int) -> DecodeRun:
+        start = time.perf_counter()
+        out = model(input_ids=torch.tensor([prompt]), use_cache=True)
+        prefill, lat, toks = time.perf_counter() - start, [], []
+        past, logits = out.past_key_values, out.logits[0, -1]
+        for _ in range(steps):
+            tok = int(torch.argmax(logits))
+            toks.append(tok)
+            start = time.perf_counter()
+            out = model(input_ids=torch.tensor([[tok]]), past_key_values=past, use_cache=True)
+            past, logits = out.past_key_values, out.logits[0, -1]
+            lat.append(time.perf_counter() - start)
+        return DecodeRun(prefill, lat, toks)
+    return run
+
+
+def genai(genai_dir: Path) -> Callable[[list[int], int], DecodeRun]:
+    import onnxruntime_genai as og
+
+    cfg_path = genai_dir / "genai_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["model"]["decoder"].setdefault("session_options", {})["intra_op_num_threads"] = threads()
+    cfg_path.write_text(json.dumps(cfg, indent=1))
+    model = og.Model(str(genai_dir))
+
+    def run(prompt: list[int], steps: int) -> DecodeRun:
+        params = og.GeneratorParams(model)
+        params.set_search_options(max_length=len(prompt) + steps + 1, do_sample=False)
+        gen = og.Generator(model, params)
+        start = time.perf_counter()
+        gen.append_tokens(np.array(prompt, np.int32))
+        prefill, lat = time.perf_counter() - start, []
+        for _ in range(steps):
+            start = time.perf_counter()
+            gen.generate_next_token()
+            lat.append(time.perf_counter() - start)
+        toks = [int(t) for t in gen.get_sequence(0)][len(prompt):len(prompt) + steps]
+        return DecodeRun(prefill, lat, toks)
+    return run
+
+
+SYSTEMS = {"ours": ours, "eager": eager, "genai": genai}
+
+
+def build_ours(model_dir: Path, recipe: str, fmt: str, out: Path) -> Path:
+    from converters import ConvertOptions, convert
+    from edge_aigc.profiles import get_profile
+
+    bundle = out / f"{model_dir.name}-{fmt}-{recipe}.eaigc"
+    if not bundle.is_file():
+        profile = get_profile("rpi5" if fmt == "tflite" else "x86-avx2")
+        convert(str(model_dir), [profile], bundle, ConvertOptions(recipe=recipe, format=fmt, allow_degraded=True))
+    return bundle
+
+
+def build_genai(model_dir: Path, precision: str, out: Path) -> Path:
+    import subprocess
+    import sys
+
+    target = out / f"{model_dir.name}-genai-{precision}"
+    if not (target / "genai_config.json").is_file():
+        subprocess.run([sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(model_dir),
+                        "-o", str(target), "-p", precision, "-e", "cpu"], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return target
+
+
+def _median_run(fn, prompt: list[int], steps: int, repeats: int) -> tuple[DecodeRun, list[DecodeRun]]:
+    fn(prompt, 4)  # warm-up
+    runs = [fn(prompt, steps) for _ in range(repeats)]
+    lat = [median([r.step_s[i] for r in runs]) for i in range(steps)]
+    return DecodeRun(median([r.prefill_s for r in runs]), lat, runs[0].tokens), runs
+
+
+def _at(lat: list[float], position: int) -> float:
+    i = position - PROMPT_TOKENS
+    return median(lat[max(i - 4, 0):i + 5]) if 0 <= i < len(lat) + 4 else float("nan")
+
+
+def bench_text(model_dir: Path, work: Path, systems: list[tuple[str, str, str]], steps: int,
+               repeats: int, progress=print) -> tuple[Report, dict]:
+    """``systems``: (label, kind, precision/format) e.g. ("ours onnx int8", "ours", "onnx:int8-dynamic")."""
+    prompt = _prompt(model_dir)
+    curves, results = {}, {}
+    for label, kind, spec in systems:
+        progress(f"text {model_dir.name}: {label} …")
+        if kind == "ours":
+            fmt, recipe = spec.split(":")
+            fn = ours(build_ours(model_dir, recipe, fmt, work))
+        elif kind == "genai":
+            fn = genai(build_genai(model_dir, spec, work))
+        else:
+            fn = eager(model_dir)
+        run, _ = _median_run(fn, prompt, steps, repeats)
+        curves[label] = run.step_s
+        results[label] = {"prefill_ms": run.prefill_s * 1e3, "tokens_per_s": run.tokens_per_s,
+                          "latency_ms_at_16": _at(run.step_s, 16) * 1e3,
+                          "latency_ms_at_last": _at(run.step_s, PROMPT_TOKENS + steps - 5) * 1e3,
+                          "tokens": run.tokens[:32]}
+        progress(f"text {model_dir.name}: {label}: {run.tokens_per_s:.1f} tokens/s")
+    report = Report(f"Text decode — {model_dir.name} (prompt {PROMPT_TOKENS} tokens, {steps} greedy steps, "
+                    f"median of {repeats})",
+                    ["system", "prefill ms", "decode tok/s", "vs eager", "vs genai (same precision)",
+                     "ms/token @16", f"ms/token @{PROMPT_TOKENS + steps - 5}", "@last / @16"])
+    base = results.get("pytorch eager fp32", {}).get("tokens_per_s")
+    for label, r in results.items():
+        precision = label.split()[-1]
+        peer = results.get(f"genai {precision}", {}).get("tokens_per_s")
+        report.add(label, r["prefill_ms"], r["tokens_per_s"],
+                   f"{r['tokens_per_s'] / base:.2f}x" if base else "—",
+                   f"{r['tokens_per_s'] / peer:.2f}x" if peer and not label.startswith("genai") else "—",
+                   r["latency_ms_at_16"], r["latency_ms_at_last"],
+                   f"{r['latency_ms_at_last'] / r['latency_ms_at_16']:.2f}")
+    ref = results.get("ours onnx fp32", {}).get("tokens")
+    agree = {k: r["tokens"] == ref for k, r in results.items() if k.endswith("fp32") and ref}
+    if agree:
+        report.notes.append("greedy tokens at fp32 identical to ours onnx fp32: " +
+                            ", ".join(f"{k}: {'yes' if v else 'NO'}" for k, v in agree.items()))
+    return report, {"results": results, "curves": curves, "fp32_agree": agree}

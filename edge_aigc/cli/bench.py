@@ -1,0 +1,41 @@
+"""``edge-aigc bench``: the side-by-side benchmarks (host side; see benchmarks/README.md).
+
+Imports ``benchmarks`` inside the command: they compare against PyTorch and
+onnxruntime-genai, which a device install does not have.
+"""
+from __future__ import annotations
+
+import argparse
+
+from ..errors import BackendUnavailable
+
+BENCH_HINT = 'pip install torch==2.13.0 && pip install -c constraints.txt -e ".[host,tflite,bench]"'
+PARTS = ("text", "image", "audio", "sizes", "mqtt", "cold")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quick", action="store_true", help="the short run (a few minutes once artifacts are built)")
+    p.add_argument("--only", default=",".join(PARTS), help=f"comma-separated parts: {', '.join(PARTS)}")
+    p.add_argument("--out", help="where JSON and plots go (default: benchmarks/results)")
+    p.add_argument("--work", default="/tmp/edge-aigc-bench", help="built artifacts, kept between runs")
+
+
+def _bench(args: argparse.Namespace) -> int:
+    try:
+        import matplotlib  # noqa: F401
+        import onnxruntime_genai  # noqa: F401
+        import torch  # noqa: F401
+
+        from benchmarks import run
+    except ImportError as exc:
+        raise BackendUnavailable(f"bench needs the host and bench extras ({exc.name} is missing): "
+                                 f"{BENCH_HINT}") from None
+    return run.run_from_args(args)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="benchmark against PyTorch eager and onnxruntime-genai (host)",
+                       description="Run the benchmarks side by side; writes JSON, PNG plots and "
+                                   "benchmarks/README.md.")
+    add_arguments(p)
+    p.set_defaults(func=_bench)
