@@ -71,7 +71,7 @@ def run(quick: bool, only: set[str], out: Path, work: Path, progress=print) -> d
     zoo_bundles = {m: Path(__file__).parent.parent / "edge_aigc" / "zoo" / f"{m}-x86-avx2.eaigc"
                    for m in ("fortune-gpt", "digits", "tones")}
     if "mqtt" in only:
-        r, d = service.bench_mqtt(zoo_bundles["digits"], 30 if quick else 200, 3.0 if quick else 10.0, progress)
+        r, d = service.bench_mqtt(zoo_bundles["digits"], 100 if quick else 300, 3.0 if quick else 10.0, progress)
         reports.append(r)
         data["mqtt"] = d
     if "cold" in only:
@@ -105,6 +105,7 @@ def _write_readme(out: Path, data: dict, reports: list, quick: bool) -> None:
     lines += [r.markdown() for r in reports]
     lines += ["## Plots", ""]
     lines += [f"![{p.stem}]({out.name}/{p.name})" for p in sorted(out.glob("*.png"))]
+    lines += ["", (HERE / "analysis.md").read_text()]
     (HERE / "README.md").write_text("\n".join(lines) + "\n")
 
 
