@@ -93,7 +93,7 @@ def _write_readme(out: Path, data: dict, reports: list, quick: bool) -> None:
         "# Benchmarks", "",
         "Side-by-side runs of our runtime against the tools a user would otherwise pick, on the",
         "same model, inputs, thread count and machine. Regenerate with `edge-aigc bench"
-        + (" --quick" if quick else "") + "` (needs the `host` and `bench` extras); it rewrites this",
+        + (" --quick" if quick else "") + "` (needs the `host`, `tflite` and `bench` extras); it rewrites this",
         f"file, `{out.name}/latest.json` and the plots. Medians of repeated runs; this machine is shared",
         "and noisy, so read ratios, not absolute numbers.", "",
         f"**Machine:** {m['cpu']}, {m['cores']} cores ({m['arch']}), {m['threads']} threads for every system; "
