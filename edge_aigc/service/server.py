@@ -247,10 +247,12 @@ class DeviceService:
         self._send(Reply(req.reply_to, payload, None, req.correlation))
 
     def _finish(self, req: Request, replies: list[Reply], started: float, ok: bool) -> None:
-        for reply in replies:
-            self._send(reply)
+        # Ledger and stats first: a client may act on the result (re-send the id, read the
+        # metrics) within a millisecond of receiving it.
         self.ledger.finish(req.id, replies)
         self.stats.record(time.monotonic() - started, ok)
+        for reply in replies:
+            self._send(reply)
 
     def _fail(self, req: Request, exc: RequestError, started: float) -> None:
         self._finish(req, [Reply(req.reply_to, error_event(req.id, exc), None, req.correlation)], started, False)
