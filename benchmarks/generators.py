@@ -34,13 +34,19 @@ def _bundle(factory: str, name: str, fmt: str, recipe: str, work: Path) -> Path 
     return out
 
 
-def _session(bundle: Path):
+def _sessions(factory: str, name: str, work: Path, progress):
+    """(format, recipe, backend session) for each recipe of RECIPES that converts."""
     from edge_aigc import load_bundle
     from edge_aigc.backends import open_session
 
-    b = load_bundle(bundle)
-    m = b.manifest
-    return open_session(m.format, b.file(m.task_config["model"]), None, m.name, threads=threads()), m
+    for fmt, recipe in RECIPES:
+        bundle = _bundle(factory, name, fmt, recipe, work)
+        if bundle is None:
+            continue
+        progress(f"{name}: {fmt} {recipe} …")
+        b = load_bundle(bundle)
+        m = b.manifest
+        yield fmt, recipe, open_session(m.format, b.file(m.task_config["model"]), None, m.name, threads=threads())
 
 
 def bench_image(work: Path, repeats: int, progress=print) -> tuple[Report, dict]:
@@ -63,12 +69,7 @@ def bench_image(work: Path, repeats: int, progress=print) -> tuple[Report, dict]
                     ["system", "images/s (batch 8)", "vs eager", "ms per single image", "vs eager"])
     report.add("pytorch eager fp32", 8 / base8, "1.00x", base1 * 1e3, "1.00x")
     data = {"pytorch eager fp32": {"images_per_s": 8 / base8, "single_ms": base1 * 1e3}}
-    for fmt, recipe in RECIPES:
-        bundle = _bundle("converters.zoo.image:factory", "digits", fmt, recipe, work)
-        if bundle is None:
-            continue
-        progress(f"image: {fmt} {recipe} …")
-        sess, _ = _session(bundle)
+    for fmt, recipe, sess in _sessions("converters.zoo.image:factory", "digits", work, progress):
         t8 = time_repeats(lambda: sess.run({"z": z, "label": y}), repeats).median
         t1 = time_repeats(lambda: sess.run({"z": z[:1], "label": y[:1]}), repeats).median
         report.add(f"ours {fmt} {recipe}", 8 / t8, f"{base8 / t8:.2f}x", t1 * 1e3, f"{base1 / t1:.2f}x")
@@ -97,12 +98,7 @@ def bench_audio(work: Path, repeats: int, progress=print) -> tuple[Report, dict]
                     ["system", "real-time factor", "speed vs eager"])
     report.add("pytorch eager fp32", base / seconds, "1.00x")
     data = {"pytorch eager fp32": {"rtf": base / seconds}}
-    for fmt, recipe in RECIPES:
-        bundle = _bundle("converters.zoo.audio:factory", "tones", fmt, recipe, work)
-        if bundle is None:
-            continue
-        progress(f"audio: {fmt} {recipe} …")
-        sess, _ = _session(bundle)
+    for fmt, recipe, sess in _sessions("converters.zoo.audio:factory", "tones", work, progress):
         t = time_repeats(lambda: sess.run({"f0": f0[None], "loudness": loud[None]}), repeats).median
         report.add(f"ours {fmt} {recipe}", t / seconds, f"{base / t:.2f}x")
         data[f"ours {fmt} {recipe}"] = {"rtf": t / seconds}

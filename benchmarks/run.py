@@ -87,6 +87,11 @@ def run(quick: bool, only: set[str], out: Path, work: Path, progress=print) -> d
     return data
 
 
+def _readme(out: Path) -> Path:
+    """The committed README sits beside results/; a run with another --out gets its own."""
+    return HERE / "README.md" if out.resolve() == (HERE / "results").resolve() else out / "README.md"
+
+
 def _write_readme(out: Path, data: dict, reports: list, quick: bool) -> None:
     m = data["machine"]
     lines = [
@@ -104,9 +109,11 @@ def _write_readme(out: Path, data: dict, reports: list, quick: bool) -> None:
     lines += ["", "## Results", ""]
     lines += [r.markdown() for r in reports]
     lines += ["## Plots", ""]
-    lines += [f"![{p.stem}]({out.name}/{p.name})" for p in sorted(out.glob("*.png"))]
+    home = _readme(out) == HERE / "README.md"
+    prefix = f"{out.name}/" if home else ""
+    lines += [f"![{p.stem}]({prefix}{p.name})" for p in sorted(out.glob("*.png"))]
     lines += ["", (HERE / "analysis.md").read_text()]
-    (HERE / "README.md").write_text("\n".join(lines) + "\n")
+    _readme(out).write_text("\n".join(lines) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,7 +135,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else HERE / "results"
     out.mkdir(parents=True, exist_ok=True)
     run(args.quick, only, out, Path(args.work), progress=lambda line: print(f"[bench] {line}", flush=True))
-    print(f"[bench] done in {time.perf_counter() - start:.0f} s; wrote {out}/latest.json and {HERE / 'README.md'}")
+    print(f"[bench] done in {time.perf_counter() - start:.0f} s; wrote {out}/latest.json and {_readme(out)}")
     return 0
 
 
