@@ -85,8 +85,8 @@ class FidelityReport:
         return ", ".join(parts)
 
 
-def _run(source: Source, path: Path, fmt: str, feeds: list[dict[str, np.ndarray]]) -> list[np.ndarray]:
-    """First output per feed, through the device's own backend for ``fmt``.
+def _run(source: Source, path: Path, fmt: str, feeds: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+    """Outputs by name per feed, through the device's own backend for ``fmt``.
 
     Text feeds are prefills with an empty cache in the ONNX export's names; a TFLite LM
     runs the same tokens through its fixed-cache loop, as the device would.
@@ -97,8 +97,8 @@ def _run(source: Source, path: Path, fmt: str, feeds: list[dict[str, np.ndarray]
     session = open_session(fmt, path, None, source.name)
     if fmt == "tflite" and source.task == "text-generation":
         loop = make_kv_loop(session, source.task_config)
-        return [loop.step(loop.start(1), feed["input_ids"]) for feed in feeds]
-    return [next(iter(session.run(feed).values())) for feed in feeds]
+        return [{"logits": loop.step(loop.start(1), feed["input_ids"])} for feed in feeds]
+    return [session.run(feed) for feed in feeds]
 
 
 def _measure(source: Source, ref: list[np.ndarray], out: list[np.ndarray]) -> dict[str, float]:
@@ -130,7 +130,10 @@ def evaluate(source: Source, recipe: str, reference: Path, candidate: Path,
             raise ConversionError(f"threshold {key!r} does not apply to {source.task} "
                                   f"(known: {', '.join(sorted(known))})")
         thresholds[key] = float(value)
-    measured = _measure(source, _run(source, reference, "onnx", feeds), _run(source, candidate, fmt, feeds))
+    ref = _run(source, reference, "onnx", feeds)
+    # Compare the reference's first output by name: a TFLite signature lists outputs sorted.
+    name = next(iter(ref[0]))
+    measured = _measure(source, [r[name] for r in ref], [c[name] for c in _run(source, candidate, fmt, feeds)])
     failures = []
     for key, limit in thresholds.items():
         value = measured[key]
