@@ -171,11 +171,21 @@ def build_genai(model_dir: Path, precision: str, out: Path) -> Path:
     return target
 
 
-def _median_run(fn, prompt: list[int], steps: int, repeats: int) -> tuple[DecodeRun, list[DecodeRun]]:
-    fn(prompt, 4)  # warm-up
-    runs = [fn(prompt, steps) for _ in range(repeats)]
-    lat = [median([r.step_s[i] for r in runs]) for i in range(steps)]
-    return DecodeRun(median([r.prefill_s for r in runs]), lat, runs[0].tokens), runs
+def _interleaved(fns: dict[str, Callable], prompt: list[int], steps: int, repeats: int,
+                 progress) -> dict[str, DecodeRun]:
+    """Each repeat runs every system once, round robin, so a noisy spell on this shared
+    machine hits all of them rather than one; then medians per system and position."""
+    for fn in fns.values():
+        fn(prompt, 4)  # warm-up
+    runs: dict[str, list[DecodeRun]] = {label: [] for label in fns}
+    for rep in range(repeats):
+        for label, fn in fns.items():
+            runs[label].append(fn(prompt, steps))
+        progress(f"repeat {rep + 1}/{repeats}: " + ", ".join(
+            f"{label} {r[-1].tokens_per_s:.0f}" for label, r in runs.items()) + " tokens/s")
+    return {label: DecodeRun(median([r.prefill_s for r in rs]),
+                             [median([r.step_s[i] for r in rs]) for i in range(steps)], rs[0].tokens)
+            for label, rs in runs.items()}
 
 
 def _at(lat: list[float], position: int) -> float:
@@ -187,23 +197,23 @@ def bench_text(model_dir: Path, work: Path, systems: list[tuple[str, str, str]],
                repeats: int, progress=print) -> tuple[Report, dict]:
     """``systems``: (label, kind, precision/format) e.g. ("ours onnx int8", "ours", "onnx:int8-dynamic")."""
     prompt = _prompt(model_dir)
-    curves, results = {}, {}
+    curves, results, fns = {}, {}, {}
     for label, kind, spec in systems:
-        progress(f"text {model_dir.name}: {label} …")
+        progress(f"text {model_dir.name}: loading {label} …")
         if kind == "ours":
             fmt, recipe = spec.split(":")
-            fn = ours(build_ours(model_dir, recipe, fmt, work))
+            fns[label] = ours(build_ours(model_dir, recipe, fmt, work))
         elif kind == "genai":
-            fn = genai(build_genai(model_dir, spec, work))
+            fns[label] = genai(build_genai(model_dir, spec, work))
         else:
-            fn = eager(model_dir)
-        run, _ = _median_run(fn, prompt, steps, repeats)
+            fns[label] = eager(model_dir)
+    for label, run in _interleaved(fns, prompt, steps, repeats,
+                                   lambda line: progress(f"text {model_dir.name}: {line}")).items():
         curves[label] = run.step_s
         results[label] = {"prefill_ms": run.prefill_s * 1e3, "tokens_per_s": run.tokens_per_s,
                           "latency_ms_at_16": _at(run.step_s, 16) * 1e3,
                           "latency_ms_at_last": _at(run.step_s, PROMPT_TOKENS + steps - 5) * 1e3,
                           "tokens": run.tokens[:32]}
-        progress(f"text {model_dir.name}: {label}: {run.tokens_per_s:.1f} tokens/s")
     report = Report(f"Text decode — {model_dir.name} (prompt {PROMPT_TOKENS} tokens, {steps} greedy steps, "
                     f"median of {repeats})",
                     ["system", "prefill ms", "decode tok/s", "vs eager", "vs genai (same precision)",

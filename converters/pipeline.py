@@ -22,9 +22,11 @@ from edge_aigc.profiles import RECIPES, Profile
 from .calibration import CALIBRATION_SEED, VALIDATION_SEED, sample_feeds
 from .export_onnx import OPSET, export_onnx
 from .export_tflite import export_tflite
+from .lm_builder import build_fused_lm, fused_task_config, supports
 from .optimize import optimize_onnx
 from .package import package_bundle
 from .quantize import QuantizeOptions, quantize_onnx
+from .quantize_embedding import quantize_embeddings
 from .sources import Source, load_source
 from .validate import FidelityReport, evaluate
 
@@ -48,6 +50,9 @@ class ConvertOptions:
     per_channel: bool = True
     block_size: int = 32
     accuracy_level: int = 4
+    # LMs the onnxruntime-genai builder knows get its fused graph for fp32/int8-dynamic/int4
+    # ("fused"); "dynamo" keeps the plain export + our quantizers for every recipe.
+    lm_export: str = "fused"
 
 
 @dataclass(frozen=True)
@@ -111,6 +116,8 @@ def convert(source_ref: str | Path | Source, profiles: list[Profile], out: Path,
     artifact fails the gate and ``allow_degraded`` is off.
     """
     opts = options or ConvertOptions()
+    if opts.lm_export not in ("fused", "dynamo"):
+        raise ConversionError(f"unknown LM export {opts.lm_export!r}; choose fused or dynamo")
     if opts.recipe is not None and opts.recipe not in RECIPES:
         raise ConversionError(f"unknown recipe {opts.recipe!r}; choose one of {', '.join(RECIPES)}")
     key = signing.load_private_key(opts.sign_key) if opts.sign_key else None
@@ -145,7 +152,9 @@ def convert(source_ref: str | Path | Source, profiles: list[Profile], out: Path,
                 start = time.perf_counter()
                 build = _build_onnx if fmt == "onnx" else _build_tflite
                 model_path, facts = build(source, fp32_path, recipe, reduce_range, opts, work, progress)
-                report = _validate(source, fmt, recipe, fp32_path, model_path, validation, opts, progress)
+                config = {**source.task_config, **facts.get("task_config", {})}
+                report = _validate(source, fmt, recipe, fp32_path, model_path, validation, opts, progress,
+                                   config)
                 done[cache_key] = (model_path, report, facts, time.perf_counter() - start)
             model_path, report, facts, spent = done[cache_key]
             if not report.passed and not opts.allow_degraded:
@@ -167,6 +176,37 @@ def _calibration(source: Source, fp32_path: Path, opts: ConvertOptions):
 
 def _build_onnx(source: Source, fp32_path: Path, recipe: str, reduce_range: bool,
                 opts: ConvertOptions, work: Path, progress: Progress) -> tuple[Path, dict]:
+    dst = _fused_lm(source, fp32_path, recipe, opts, work, progress)
+    if dst is not None:
+        facts = {"task_config": fused_task_config()}
+    else:
+        dst, facts = _quantize_dynamo(source, fp32_path, recipe, reduce_range, opts, work, progress), {}
+    if recipe.startswith("int"):
+        with _step(progress, "int8 embedding tables") as s:
+            size = dst.stat().st_size
+            tables = quantize_embeddings(dst, dst)
+            s["detail"] = f"{tables} table(s), {size:,} → {dst.stat().st_size:,} bytes"
+    return dst, facts
+
+
+def _fused_lm(source: Source, fp32_path: Path, recipe: str, opts: ConvertOptions, work: Path,
+              progress: Progress) -> Path | None:
+    """The builder's graph where it applies; None (with the reason shown) to use the dynamo path."""
+    if opts.lm_export != "fused" or not supports(source, recipe):
+        return None
+    dst = work / f"artifact-{recipe}-fused.onnx"
+    with _step(progress, f"build fused LM {recipe} (onnxruntime-genai builder)") as s:
+        try:
+            build_fused_lm(source, recipe, dst, work, opts.block_size, opts.accuracy_level)
+        except ConversionError as exc:
+            s["detail"] = f"not possible, using the dynamo export instead: {str(exc).splitlines()[-1].strip()}"
+            return None
+        s["detail"] = f"fp32 export {fp32_path.stat().st_size:,} → {dst.stat().st_size:,} bytes"
+    return dst
+
+
+def _quantize_dynamo(source: Source, fp32_path: Path, recipe: str, reduce_range: bool,
+                     opts: ConvertOptions, work: Path, progress: Progress) -> Path:
     hints = source.quantize_hints
     qopts = QuantizeOptions(
         per_channel=opts.per_channel, reduce_range=reduce_range, op_types=hints.get("op_types"),
@@ -176,7 +216,7 @@ def _build_onnx(source: Source, fp32_path: Path, recipe: str, reduce_range: bool
     with _step(progress, f"quantize {recipe}{' (reduce_range)' if reduce_range else ''}") as s:
         quantize_onnx(recipe, fp32_path, dst, qopts)
         s["detail"] = f"{fp32_path.stat().st_size:,} → {dst.stat().st_size:,} bytes"
-    return dst, {}
+    return dst
 
 
 def _build_tflite(source: Source, fp32_path: Path, recipe: str, reduce_range: bool,
@@ -190,10 +230,10 @@ def _build_tflite(source: Source, fp32_path: Path, recipe: str, reduce_range: bo
 
 
 def _validate(source: Source, fmt: str, recipe: str, fp32_path: Path, model_path: Path,
-              validation: list, opts: ConvertOptions, progress: Progress) -> FidelityReport:
+              validation: list, opts: ConvertOptions, progress: Progress, task_config: dict) -> FidelityReport:
     with _step(progress, f"validate {fmt} {recipe} vs fp32 on {len(validation)} seeded inputs") as s:
         report = evaluate(source, recipe, fp32_path, model_path, validation, opts.thresholds,
-                          opts.allow_degraded, fmt)
+                          opts.allow_degraded, fmt, task_config)
         s["detail"] = report.summary() + ("" if report.passed else " — BELOW THRESHOLD")
     return report
 
@@ -211,7 +251,7 @@ def _package(source: Source, profile: Profile, fmt: str, recipe: str, model_path
                 "model_bytes": model_bytes, "size_ratio": round(model_bytes / fp32_bytes, 4)}
     start = time.perf_counter()
     with _step(progress, f"package {bundle.name} for {profile.name}") as s:
-        task_config = dict(source.task_config)
+        task_config = {**source.task_config, **facts.get("task_config", {})}
         if "kv_cache_length" in facts:  # a fixed TFLite cache bounds the context
             task_config["max_context"] = min(int(task_config["max_context"]), facts["kv_cache_length"])
         if "signatures" in facts:

@@ -85,18 +85,19 @@ class FidelityReport:
         return ", ".join(parts)
 
 
-def _run(source: Source, path: Path, fmt: str, feeds: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+def _run(source: Source, path: Path, fmt: str, feeds: list[dict[str, np.ndarray]],
+         task_config: dict[str, Any]) -> list[dict[str, np.ndarray]]:
     """Outputs by name per feed, through the device's own backend for ``fmt``.
 
-    Text feeds are prefills with an empty cache in the ONNX export's names; a TFLite LM
-    runs the same tokens through its fixed-cache loop, as the device would.
+    Text feeds are prefills; their tokens go through the decode loop the device would
+    pick for this artifact (cache passed along, shared in place, or TFLite's fixed cache).
     """
     from edge_aigc.backends import open_session
     from edge_aigc.tasks.text import make_kv_loop
 
     session = open_session(fmt, path, None, source.name)
-    if fmt == "tflite" and source.task == "text-generation":
-        loop = make_kv_loop(session, source.task_config)
+    if source.task == "text-generation":
+        loop = make_kv_loop(session, task_config)
         return [{"logits": loop.step(loop.start(1), feed["input_ids"])} for feed in feeds]
     return [session.run(feed) for feed in feeds]
 
@@ -119,9 +120,10 @@ def _measure(source: Source, ref: list[np.ndarray], out: list[np.ndarray]) -> di
 
 def evaluate(source: Source, recipe: str, reference: Path, candidate: Path,
              feeds: list[dict[str, np.ndarray]], overrides: dict[str, float] | None = None,
-             allow_degraded: bool = False, fmt: str = "onnx") -> FidelityReport:
-    """Measure ``candidate`` (an ``fmt`` artifact) against the fp32 ONNX ``reference``;
-    failures are listed, not raised."""
+             allow_degraded: bool = False, fmt: str = "onnx",
+             task_config: dict[str, Any] | None = None) -> FidelityReport:
+    """Measure ``candidate`` (an ``fmt`` artifact, described by ``task_config``, by default
+    the source's) against the fp32 ONNX ``reference``; failures are listed, not raised."""
     thresholds = {**THRESHOLDS[source.task].get(recipe, {}),
                   **FORMAT_THRESHOLDS.get((fmt, source.task, recipe), {})}
     for key, value in (overrides or {}).items():
@@ -130,10 +132,11 @@ def evaluate(source: Source, recipe: str, reference: Path, candidate: Path,
             raise ConversionError(f"threshold {key!r} does not apply to {source.task} "
                                   f"(known: {', '.join(sorted(known))})")
         thresholds[key] = float(value)
-    ref = _run(source, reference, "onnx", feeds)
+    ref = _run(source, reference, "onnx", feeds, source.task_config)
+    out = _run(source, candidate, fmt, feeds, task_config or source.task_config)
     # Compare the reference's first output by name: a TFLite signature lists outputs sorted.
     name = next(iter(ref[0]))
-    measured = _measure(source, [r[name] for r in ref], [c[name] for c in _run(source, candidate, fmt, feeds)])
+    measured = _measure(source, [r[name] for r in ref], [c[name] for c in out])
     failures = []
     for key, limit in thresholds.items():
         value = measured[key]

@@ -43,7 +43,7 @@ def _convert(args: argparse.Namespace) -> int:
         sign_key=Path(args.sign) if args.sign else None, allow_degraded=args.allow_degraded,
         thresholds=_thresholds(args.threshold), calibration_samples=args.calibration_samples,
         validation_samples=args.validation_samples, per_channel=not args.no_per_channel,
-        block_size=args.block_size, accuracy_level=args.accuracy_level)
+        block_size=args.block_size, accuracy_level=args.accuracy_level, lm_export=args.lm_export)
     step = [0]
 
     def progress(line: str) -> None:
@@ -84,4 +84,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--block-size", type=int, default=32, help="int4: weights per scale (16..256)")
     p.add_argument("--accuracy-level", type=int, default=4, choices=(0, 1, 2, 3, 4),
                    help="int4: MatMulNBits compute precision (4 = int8, fastest on CPU)")
+    p.add_argument("--lm-export", choices=("fused", "dynamo"), default="fused",
+                   help="LMs of architectures onnxruntime-genai's builder knows (Llama, Qwen, Phi-3, "
+                        "Gemma, Mistral, …): its fused graph for fp32/int8-dynamic/int4 (default), "
+                        "or the plain dynamo export for every recipe")
     p.set_defaults(func=_convert)

@@ -16,7 +16,17 @@ import numpy as np
 from ..backends import Session
 from ..errors import BundleError
 
-__all__ = ["KvCacheLoop", "KvState"]
+__all__ = ["KvCacheLoop", "KvState", "kv_names"]
+
+
+def kv_names(task_config: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """The cache's input and output names, layer by layer, key before value."""
+    layers = int(task_config["num_layers"])
+    past_tpl = task_config.get("kv_inputs", "past_key_values.{layer}.{kind}")
+    present_tpl = task_config.get("kv_outputs", "present.{layer}.{kind}")
+    pairs = [(i, k) for i in range(layers) for k in ("key", "value")]
+    return ([past_tpl.format(layer=i, kind=k) for i, k in pairs],
+            [present_tpl.format(layer=i, kind=k) for i, k in pairs])
 
 
 @dataclass
@@ -33,12 +43,8 @@ class KvCacheLoop:
 
         self._ort = ort
         self._sess = session.native()
-        layers = int(task_config["num_layers"])
         self.kv_heads, self.head_dim = int(task_config["num_kv_heads"]), int(task_config["head_dim"])
-        past_tpl = task_config.get("kv_inputs", "past_key_values.{layer}.{kind}")
-        present_tpl = task_config.get("kv_outputs", "present.{layer}.{kind}")
-        self.past_names = [past_tpl.format(layer=i, kind=k) for i in range(layers) for k in ("key", "value")]
-        self.present_names = [present_tpl.format(layer=i, kind=k) for i in range(layers) for k in ("key", "value")]
+        self.past_names, self.present_names = kv_names(task_config)
         have = {i.name for i in session.inputs}
         missing = [n for n in ("input_ids", "attention_mask", "position_ids", *self.past_names) if n not in have]
         if missing:

@@ -19,15 +19,23 @@ from .base import CancelToken, Event, Progress, Result, Token
 from .detok import TextStreamer
 from .kv_loop import KvCacheLoop
 from .litert_kv_loop import LiteRtKvLoop
+from .shared_kv_loop import SharedKvLoop
 from .sampling import SamplingConfig, apply_repetition_penalty, choose_next, log_softmax
 
 __all__ = ["TextTask", "make_kv_loop"]
 
 
-def make_kv_loop(session, task_config: dict[str, Any]) -> KvCacheLoop | LiteRtKvLoop:
-    """The decode loop for the session's backend (ONNX Runtime IO binding, or LiteRT signatures)."""
+def make_kv_loop(session, task_config: dict[str, Any]) -> KvCacheLoop | SharedKvLoop | LiteRtKvLoop:
+    """The decode loop for the session's backend and cache layout: LiteRT signatures, or
+    ONNX Runtime IO binding with the cache shared in place (``kv_layout: shared``) or
+    passed from each step's outputs to the next step's inputs."""
     if session.backend == "litert":
         return LiteRtKvLoop(session, task_config)
+    layout = task_config.get("kv_layout", "concat")
+    if layout == "shared":
+        return SharedKvLoop(session, task_config)
+    if layout != "concat":
+        raise BundleError(f"unknown kv_layout {layout!r} in the text bundle (known: concat, shared)")
     return KvCacheLoop(session, task_config)
 
 

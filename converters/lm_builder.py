@@ -1,0 +1,79 @@
+"""Fused LM step: a Hugging Face causal LM to ONNX through onnxruntime-genai's model builder.
+
+The dynamo export of a Hugging Face model is correct but unfused: RMSNorm as five ops,
+rotary embeddings and attention as separate MatMuls, and a ``Concat`` that copies the
+whole KV cache every decode step (latency grows with position). onnxruntime-genai's
+builder writes the graph ONNX Runtime's CPU/CUDA kernels are tuned for —
+``GroupQueryAttention`` (rotary inside, past and present sharing one buffer),
+``SkipSimplifiedLayerNormalization``, ``MatMulNBits`` for int8/int4 weights — so we use
+it for the architectures it knows rather than re-deriving those fusions ourselves.
+
+Recipes: fp32 → ``-p fp32``; int8-dynamic → ``-p int8``; int4 → ``-p int4`` (weight-only,
+``block_size``/``accuracy_level`` from the conversion options, embeddings quantized too
+so the artifact shrinks like the other recipes). fp16 and int8-static have no builder
+equivalent on CPU and keep the dynamo path, as do architectures the builder does not
+know (GPT-2, for one). The result is one self-contained ``.onnx`` file whose inputs are
+``input_ids``, ``attention_mask`` and ``past_key_values.*``; the device runs it with
+:class:`edge_aigc.tasks.shared_kv_loop.SharedKvLoop` (task_config ``kv_layout: shared``).
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from edge_aigc.errors import ConversionError
+
+from .sources import Source
+
+__all__ = ["PRECISION", "supports", "build_fused_lm", "fused_task_config"]
+
+# our recipe -> the builder's --precision
+PRECISION = {"fp32": "fp32", "int8-dynamic": "int8", "int4": "int4"}
+# Checked with onnxruntime-genai 0.18; the builder rejects other architectures.
+ARCHITECTURES = frozenset({
+    "LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM",
+    "Phi3ForCausalLM", "GemmaForCausalLM", "Gemma2ForCausalLM", "OlmoForCausalLM",
+    "GraniteForCausalLM", "SmolLM3ForCausalLM", "NemotronForCausalLM",
+})
+
+
+def supports(source: Source, recipe: str) -> bool:
+    return (source.kind == "hf" and recipe in PRECISION
+            and source.task_config.get("architecture") in ARCHITECTURES)
+
+
+def fused_task_config() -> dict:
+    """What the package step adds to the manifest's task_config for a builder artifact."""
+    return {"kv_layout": "shared", "kv_inputs": "past_key_values.{layer}.{kind}",
+            "kv_outputs": "present.{layer}.{kind}"}
+
+
+def build_fused_lm(source: Source, recipe: str, dst: Path, work: Path, block_size: int = 32,
+                   accuracy_level: int = 4) -> Path:
+    """Run the builder on ``source.ref`` (a Hugging Face directory) and write one ``.onnx``."""
+    import onnx
+
+    out = work / f"builder-{recipe}"
+    cmd = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(source.ref),
+           "-o", str(out), "-p", PRECISION[recipe], "-e", "cpu", "-c", str(work / "builder-cache")]
+    if recipe != "fp32":
+        cmd += ["--extra_options", f"block_size={block_size}", f"accuracy_level={accuracy_level}",
+                "op_types_to_quantize=MatMul/Gather"]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+    except OSError as exc:
+        raise ConversionError(f"cannot run onnxruntime-genai's model builder: {exc}") from None
+    if proc.returncode != 0 or not (out / "model.onnx").is_file():
+        if "No module named" in proc.stderr and "onnxruntime_genai" in proc.stderr:
+            raise ConversionError("the fused LM export needs onnxruntime-genai: "
+                                  "pip install 'edge-aigc[host]'")
+        tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
+        raise ConversionError(f"onnxruntime-genai's model builder failed on {source.ref} "
+                              f"({recipe}):\n{tail}")
+    model = onnx.load(str(out / "model.onnx"))  # pulls model.onnx.data back in
+    if model.ByteSize() >= 2**31 - 2**20:
+        raise ConversionError(f"{source.ref}: the {recipe} model is over protobuf's 2 GB limit; "
+                              "bundles hold one self-contained ONNX file")
+    onnx.save(model, str(dst))
+    return dst
