@@ -24,6 +24,7 @@ LLAMA_26M = dict(hidden_size=512, num_hidden_layers=6, num_attention_heads=8, nu
 LLAMA_100M = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, num_key_value_heads=4,
                   intermediate_size=2048)
 VOCAB, CONTEXT, PROMPT_TOKENS = 8192, 1024, 16
+SETTLE_S = 0.5
 
 
 @dataclass
@@ -174,12 +175,15 @@ def build_genai(model_dir: Path, precision: str, out: Path) -> Path:
 def _interleaved(fns: dict[str, Callable], prompt: list[int], steps: int, repeats: int,
                  progress) -> dict[str, DecodeRun]:
     """Each repeat runs every system once, round robin, so a noisy spell on this shared
-    machine hits all of them rather than one; then medians per system and position."""
+    machine hits all of them rather than one; then medians per system and position. A
+    pause before each run lets the previous system's worker threads (ONNX Runtime's and
+    OpenMP's spin-wait after work) go idle, so they do not eat into the next one."""
     for fn in fns.values():
         fn(prompt, 4)  # warm-up
     runs: dict[str, list[DecodeRun]] = {label: [] for label in fns}
     for rep in range(repeats):
         for label, fn in fns.items():
+            time.sleep(SETTLE_S)
             runs[label].append(fn(prompt, steps))
         progress(f"repeat {rep + 1}/{repeats}: " + ", ".join(
             f"{label} {r[-1].tokens_per_s:.0f}" for label, r in runs.items()) + " tokens/s")

@@ -83,8 +83,8 @@ def _buildable(source: Source) -> tuple[str, ...]:
     return ("onnx",) if source.kind == "onnx" else SUPPORTED_FORMATS
 
 
-def _format_for(profile: Profile, requested: str | None, source: Source, progress: Progress) -> str:
-    can = _buildable(source)
+def _format_for(profile: Profile, source: Source, opts: ConvertOptions, progress: Progress) -> str:
+    can, requested = _buildable(source), opts.format
     if requested:
         if requested not in profile.formats:
             raise ConversionError(f"profile {profile.name} does not run {requested} "
@@ -93,6 +93,12 @@ def _format_for(profile: Profile, requested: str | None, source: Source, progres
             raise ConversionError(f"a {source.kind} source cannot be exported to {requested}: TFLite "
                                   "export needs a PyTorch factory or a Hugging Face directory")
         return requested
+    if (opts.lm_export == "fused" and profile.preferred_format != "onnx" and "onnx" in profile.formats
+            and supports(source, opts.recipe or profile.recipe_for("onnx"))):
+        progress(f"{profile.name} prefers {profile.preferred_format}, but this LM gets the fused ONNX graph, "
+                 "whose in-place KV cache decodes far faster than TFLite's fixed cache (docs/converting.md); "
+                 "using onnx (--format tflite to override)")
+        return "onnx"
     for fmt in profile.formats:
         if fmt in can:
             if fmt != profile.preferred_format:
@@ -126,7 +132,7 @@ def convert(source_ref: str | Path | Source, profiles: list[Profile], out: Path,
         with _step(progress, "load source") as s:
             source = source_ref if isinstance(source_ref, Source) else load_source(source_ref)
             s["detail"] = f"{source.kind}, {source.task}"
-        formats = {p.name: _format_for(p, opts.format, source, progress) for p in profiles}  # fail fast
+        formats = {p.name: _format_for(p, source, opts, progress) for p in profiles}  # fail fast
         with _step(progress, f"export ONNX (dynamo, opset {OPSET})") as s:
             exported = export_onnx(source, work / "exported.onnx")
             if exported.max_abs_diff is not None:

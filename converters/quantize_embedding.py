@@ -54,7 +54,8 @@ def quantize_embeddings(src: Path, dst: Path) -> int:
         graph.initializer.extend([numpy_helper.from_array(q, f"{name}_int8"),
                                   numpy_helper.from_array(scale.astype(np.float32), f"{name}_scale")])
         for node in users:
-            out, ids, base = node.output[0], node.input[1], node.name or out
+            out, ids = node.output[0], node.input[1]
+            base = node.name or out
             new = [helper.make_node("Gather", [f"{name}_int8", ids], [f"{base}/rows_q"], name=f"{base}/q"),
                    helper.make_node("Cast", [f"{base}/rows_q"], [f"{base}/rows"], to=TensorProto.FLOAT,
                                     name=f"{base}/cast"),

@@ -4,7 +4,6 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import pytest
 
 DESIGN_COMMANDS = ["profiles", "convert", "inspect", "verify", "keygen", "run", "serve", "send",
                    "flash", "bench", "demo"]

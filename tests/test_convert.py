@@ -16,7 +16,7 @@ from converters.sources import load_source
 from edge_aigc import Runtime, load_bundle, signing
 from edge_aigc.errors import ConversionError, FidelityError, SourceError
 from edge_aigc.profiles import get_profile, load_profile
-from tiny_lm import save_tiny_lm
+from tiny_lm import hf_greedy, save_tiny_lm
 from tiny_models import dcgan_case, tiny_dcgan
 
 TESTS = Path(__file__).parent
@@ -68,15 +68,6 @@ def test_quantized_image_artifacts_are_smaller(image_bundles):
 def lm_dirs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("lms")
     return {arch: save_tiny_lm(tmp / f"tiny-{arch}", arch=arch) for arch in ("gpt2", "llama")}
-
-
-def hf_greedy(model, prompt: list[int], steps: int) -> list[int]:
-    with torch.no_grad():
-        out = model.generate(torch.tensor([prompt]), max_new_tokens=steps, do_sample=False, pad_token_id=0,
-                             attention_mask=torch.ones(1, len(prompt), dtype=torch.long))
-    ref = out[0, len(prompt):].tolist()
-    eos = model.config.eos_token_id
-    return ref[:ref.index(eos)] if eos in ref else ref
 
 
 # GPT-2 is not an architecture onnxruntime-genai's builder knows: "fused" falls back to dynamo.

@@ -5,7 +5,6 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-import torch
 
 from converters import ConvertOptions, convert
 from converters.quantize_embedding import quantize_embeddings
@@ -15,7 +14,7 @@ from edge_aigc.errors import BadRequest, BundleError
 from edge_aigc.profiles import get_profile
 from edge_aigc.tasks import shared_kv_loop
 from edge_aigc.tasks.text import make_kv_loop
-from tiny_lm import save_tiny_lm
+from tiny_lm import check_beam_search, hf_greedy, save_tiny_lm
 
 
 @pytest.fixture(scope="module")
@@ -25,17 +24,6 @@ def fused(tmp_path_factory):
     bundle = tmp / "fp32.eaigc"
     convert(str(src), [get_profile("x86-avx2")], bundle, ConvertOptions(recipe="fp32"))
     return src, bundle
-
-
-def _hf_greedy(src, prompt: list[int], steps: int) -> list[int]:
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(src, local_files_only=True).eval()
-    with torch.no_grad():
-        out = model.generate(torch.tensor([prompt]), max_new_tokens=steps, do_sample=False, pad_token_id=0,
-                             attention_mask=torch.ones(1, len(prompt), dtype=torch.long))
-    ref = out[0, len(prompt):].tolist()
-    return ref[:ref.index(0)] if 0 in ref else ref
 
 
 def test_cache_grows_in_place_and_greedy_still_equals_pytorch(fused, monkeypatch):
@@ -49,20 +37,14 @@ def test_cache_grows_in_place_and_greedy_still_equals_pytorch(fused, monkeypatch
         assert state.capacity == 4
         got = rt.generate("tiny-llama", prompt="Once upon a time", max_new_tokens=40, temperature=0,
                           repetition_penalty=1.0).meta["token_ids"]
-    ref = _hf_greedy(src, prompt, 40)
+    ref = hf_greedy(src, prompt, 40)
     assert got == ref and len(ref) > 8
 
 
 def test_beam_search_reorders_the_shared_cache(fused):
     _, bundle = fused
     with Runtime([bundle], profile="x86-avx2") as rt:
-        ask = {"prompt": "The quick brown", "max_new_tokens": 12, "repetition_penalty": 1.0}
-        greedy = rt.generate("tiny-llama", temperature=0, **ask)
-        task = rt.model("tiny-llama").task
-        *_, one_beam = task.beam_search(task.encode(ask["prompt"]), num_beams=1, budget=12)
-        beam3 = rt.generate("tiny-llama", num_beams=3, **ask)
-    assert one_beam == greedy.meta["token_ids"]
-    assert beam3.meta["num_beams"] == 3 and beam3.meta["generated_tokens"] > 0
+        check_beam_search(rt, "tiny-llama")
 
 
 def test_a_step_past_the_context_is_a_bad_request(fused):
@@ -121,3 +103,14 @@ def test_builder_failure_falls_back_to_the_dynamo_export_and_says_why(tmp_path):
     assert any("using the dynamo export instead" in line and "eos_token_id" in line for line in lines), lines
     with load_bundle(tmp_path / "b.eaigc") as b:
         assert b.manifest.task_config.get("kv_layout", "concat") == "concat"
+
+
+def test_a_tflite_first_profile_gets_the_fused_onnx_graph_for_an_lm(fused, tmp_path):
+    src, _ = fused
+    lines: list[str] = []
+    [result] = convert(str(src), [get_profile("rpi4")], tmp_path / "pi.eaigc", ConvertOptions(),
+                       progress=lines.append)
+    assert result.format == "onnx" and result.recipe == "int8-dynamic"
+    assert any("rpi4 prefers tflite, but this LM gets the fused ONNX graph" in line for line in lines), lines
+    with load_bundle(tmp_path / "pi.eaigc") as b:
+        assert b.manifest.task_config["kv_layout"] == "shared"

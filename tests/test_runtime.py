@@ -13,7 +13,7 @@ import onnxruntime as ort
 import pytest
 from PIL import Image
 
-from edge_aigc import CancelToken, Result, Runtime, Token
+from edge_aigc import CancelToken, Runtime, Token
 from edge_aigc.errors import BadRequest, Cancelled, Timeout, UnknownModel
 from edge_aigc.tasks.detok import TextStreamer
 from tiny_lm import train_tokenizer

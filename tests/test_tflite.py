@@ -18,7 +18,7 @@ from edge_aigc.backends.litert import load_interpreter_class
 from edge_aigc.errors import BackendUnavailable, BadRequest, ConversionError
 from edge_aigc.profiles import get_profile, load_profile
 from test_convert import recipe_profile
-from tiny_lm import save_tiny_lm
+from tiny_lm import check_beam_search, hf_greedy, save_tiny_lm
 from tiny_models import dcgan_case, tiny_mlp, tiny_synth
 
 TESTS = Path(__file__).parent
@@ -138,7 +138,7 @@ def lm_tflite(tmp_path_factory):
     out = {}
     for arch in ("gpt2", "llama"):
         src = save_tiny_lm(tmp / f"tiny-{arch}", arch=arch)
-        convert(str(src), [get_profile("rpi4")], tmp / f"{arch}.eaigc", ConvertOptions(recipe="fp32"))
+        convert(str(src), [get_profile("rpi4")], tmp / f"{arch}.eaigc", ConvertOptions(recipe="fp32", format="tflite"))
         out[arch] = (src, tmp / f"{arch}.eaigc")
     return out
 
@@ -161,12 +161,7 @@ def test_tflite_lm_greedy_equals_pytorch_greedy(lm_tflite, arch, prompt):
     with Runtime([bundle], profile="rpi4") as rt:
         result = rt.generate(f"tiny-{arch}", prompt=prompt, max_new_tokens=24, temperature=0,
                              repetition_penalty=1.0)  # the bundle defaults to 1.1
-    with torch.no_grad():
-        ref = model.generate(torch.tensor([ids]), max_new_tokens=24, do_sample=False, pad_token_id=0,
-                             attention_mask=torch.ones(1, len(ids), dtype=torch.long))[0, len(ids):].tolist()
-    eos = model.config.eos_token_id
-    if eos in ref:
-        ref = ref[:ref.index(eos)]
+    ref = hf_greedy(model, ids, 24)
     assert result.meta["token_ids"] == ref
     assert len(ref) > 0
 
@@ -178,14 +173,7 @@ def test_tflite_lm_bundle_records_the_fixed_cache_and_beam_search_runs(lm_tflite
         assert cfg["signatures"] == ["prefill_16", "prefill_64", "decode"]
         assert cfg["max_context"] == 256 and b.manifest.fidelity["metrics"]["top1_agreement"] == 1.0
     with Runtime([bundle], profile="rpi4") as rt:
-        ask = {"prompt": "Once upon a time", "max_new_tokens": 12, "repetition_penalty": 1.0}
-        greedy = rt.generate("tiny-llama", temperature=0, **ask)
-        task = rt.model("tiny-llama").task
-        # num_beams=1 in a request means sampling; the beam search itself with one beam is greedy
-        *_, one_beam = task.beam_search(task.encode(ask["prompt"]), num_beams=1, budget=12)
-        beam3 = rt.generate("tiny-llama", num_beams=3, **ask)
-    assert one_beam == greedy.meta["token_ids"]
-    assert beam3.meta["num_beams"] == 3 and beam3.meta["generated_tokens"] > 0
+        check_beam_search(rt, "tiny-llama")
 
 
 def test_tflite_int4_lm_shrinks_and_passes_the_gate(lm_tflite, tmp_path):

@@ -64,3 +64,30 @@ def save_tiny_lm(directory: Path, arch: str = "llama", hidden: int = 64, layers:
     model.save_pretrained(directory)
     tok.save(str(directory / "tokenizer.json"))
     return directory
+
+
+def check_beam_search(rt, name: str) -> None:
+    """One beam equals greedy decoding, and three beams run (beams reorder the cache)."""
+    ask = {"prompt": "Once upon a time", "max_new_tokens": 12, "repetition_penalty": 1.0}
+    greedy = rt.generate(name, temperature=0, **ask)
+    task = rt.model(name).task
+    # num_beams=1 in a request means sampling; the beam search itself with one beam is greedy
+    *_, one_beam = task.beam_search(task.encode(ask["prompt"]), num_beams=1, budget=12)
+    beam3 = rt.generate(name, num_beams=3, **ask)
+    assert one_beam == greedy.meta["token_ids"]
+    assert beam3.meta["num_beams"] == 3 and beam3.meta["generated_tokens"] > 0
+
+
+def hf_greedy(model, prompt: list[int], steps: int) -> list[int]:
+    """Hugging Face ``generate`` (greedy, KV cache) token ids after ``prompt``, cut at EOS.
+    ``model`` is a loaded causal LM or its directory."""
+    if not isinstance(model, torch.nn.Module):
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(model, local_files_only=True).eval()
+    with torch.no_grad():
+        out = model.generate(torch.tensor([prompt]), max_new_tokens=steps, do_sample=False, pad_token_id=0,
+                             attention_mask=torch.ones(1, len(prompt), dtype=torch.long))
+    ref = out[0, len(prompt):].tolist()
+    eos = model.config.eos_token_id
+    return ref[:ref.index(eos)] if eos in ref else ref

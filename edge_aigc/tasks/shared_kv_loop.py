@@ -30,6 +30,8 @@ class SharedKvState:
     buffers: list[np.ndarray]    # [batch, kv_heads, capacity, head_dim] per past input
     values: list[Any]            # OrtValues over those buffers
     binding: Any                 # IO binding with the cache bound as input and output
+    logits: np.ndarray           # [batch, 1, vocab]: where one-token steps write their logits
+    logits_value: Any
     length: int = 0
     steps: int = 0
 
@@ -58,6 +60,8 @@ class SharedKvLoop:
         self.dtype = np.dtype({"float": np.float32, "float16": np.float16}.get(types[self.past_names[0]],
                                                                                np.float32))
         self._ones = np.ones((1, self.cache_length), np.int64)
+        vocab = next((o.shape[-1] for o in session.outputs if o.name == "logits"), None)
+        self.vocab = vocab if isinstance(vocab, int) else int(task_config["vocab_size"])
 
     def start(self, batch: int = 1) -> SharedKvState:
         shape = (batch, self.kv_heads, min(INITIAL_CAPACITY, self.cache_length), self.head_dim)
@@ -70,7 +74,9 @@ class SharedKvLoop:
         for past, present, value in zip(self.past_names, self.present_names, values):
             binding.bind_ortvalue_input(past, value)
             binding.bind_ortvalue_output(present, value)
-        return SharedKvState(buffers, values, binding, length)
+        logits = np.zeros((buffers[0].shape[0], 1, self.vocab), np.float32)
+        return SharedKvState(buffers, values, binding, logits, self._ort.OrtValue.ortvalue_from_numpy(logits),
+                             length)
 
     def _grow(self, state: SharedKvState, needed: int) -> SharedKvState:
         capacity = state.capacity
@@ -91,18 +97,26 @@ class SharedKvLoop:
         if total > self.cache_length:
             raise BadRequest(f"{total} tokens exceed the model's context of {self.cache_length}")
         if total > state.capacity:
-            grown = self._grow(state, total)
-            state.buffers, state.values, state.binding = grown.buffers, grown.values, grown.binding
+            self._adopt(state, self._grow(state, total))
         mask = self._ones[:, :total] if state.batch == 1 else np.ones((state.batch, total), np.int64)
-        state.binding.bind_cpu_input("input_ids", ids)
-        state.binding.bind_cpu_input("attention_mask", mask)
-        state.binding.bind_output("logits", "cpu")  # a fresh one: its shape follows n
-        self._sess.run_with_iobinding(state.binding)
+        binding = state.binding
+        binding.bind_cpu_input("input_ids", ids)
+        binding.bind_cpu_input("attention_mask", mask)
+        one = ids.shape[1] == 1  # decode: logits into the state's own buffer, no allocation
+        if one:
+            binding.bind_ortvalue_output("logits", state.logits_value)
+        else:
+            binding.bind_output("logits", "cpu")  # a fresh one, shaped by ORT
+        self._sess.run_with_iobinding(binding)
         state.length, state.steps = total, state.steps + 1
-        return state.binding.get_outputs()[0].numpy()
+        return state.logits.copy() if one else binding.get_outputs()[0].numpy()
+
+    @staticmethod
+    def _adopt(state: SharedKvState, fresh: SharedKvState) -> None:
+        state.buffers, state.values, state.binding = fresh.buffers, fresh.values, fresh.binding
+        state.logits, state.logits_value = fresh.logits, fresh.logits_value
 
     def reorder(self, state: SharedKvState, rows: np.ndarray) -> None:
         """Keep cache rows ``rows`` (beam parents), in that order; the batch may change size."""
         rows = np.asarray(rows)
-        fresh = self._bind([np.ascontiguousarray(b[rows]) for b in state.buffers], state.length)
-        state.buffers, state.values, state.binding = fresh.buffers, fresh.values, fresh.binding
+        self._adopt(state, self._bind([np.ascontiguousarray(b[rows]) for b in state.buffers], state.length))
