@@ -51,11 +51,16 @@ def machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    import onnxruntime
+    from importlib.metadata import PackageNotFoundError, version
 
+    versions = {}
+    for dist in ("onnxruntime", "onnxruntime-genai", "torch", "transformers", "ai-edge-litert"):
+        try:
+            versions[dist] = version(dist)
+        except PackageNotFoundError:
+            pass
     return {"cpu": cpu or platform.processor(), "cores": os.cpu_count(), "threads": threads(),
-            "arch": platform.machine(), "python": platform.python_version(),
-            "onnxruntime": onnxruntime.__version__}
+            "arch": platform.machine(), "python": platform.python_version(), **versions}
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -28,9 +28,11 @@ ZOO = Path(__file__).parent.parent / "converters" / "zoo" / "artifacts" / "fortu
 
 
 def _text_systems() -> list[tuple[str, str, str]]:
-    return [("ours onnx fp32", "ours", "onnx:fp32"), ("ours onnx int8", "ours", "onnx:int8-dynamic"),
-            ("ours onnx int4", "ours", "onnx:int4"), ("pytorch eager fp32", "eager", ""),
-            ("genai fp32", "genai", "fp32"), ("genai int8", "genai", "int8"), ("genai int4", "genai", "int4")]
+    # each of ours next to genai at the same precision: runs compared are moments apart
+    return [("ours onnx fp32", "ours", "onnx:fp32"), ("genai fp32", "genai", "fp32"),
+            ("ours onnx int8", "ours", "onnx:int8-dynamic"), ("genai int8", "genai", "int8"),
+            ("ours onnx int4", "ours", "onnx:int4"), ("genai int4", "genai", "int4"),
+            ("pytorch eager fp32", "eager", "")]
 
 
 def run(quick: bool, only: set[str], out: Path, work: Path, progress=print) -> dict:
@@ -91,17 +93,21 @@ def _readme(out: Path) -> Path:
     return HERE / "README.md" if out.resolve() == (HERE / "results").resolve() else out / "README.md"
 
 
+_VERSIONED = ("onnxruntime", "onnxruntime-genai", "torch", "transformers", "ai-edge-litert")
+
+
 def _write_readme(out: Path, data: dict, reports: list, quick: bool) -> None:
     m = data["machine"]
     lines = [
         "# Benchmarks", "",
         "Side-by-side runs of our runtime against the tools a user would otherwise pick, on the",
         "same model, inputs, thread count and machine. Regenerate with `edge-aigc bench"
-        + (" --quick" if quick else "") + "` (needs the `host`, `tflite` and `bench` extras); it rewrites this",
+        + (" --quick" if quick else "") + "` (needs the `host`, `tflite` and `bench` extras; the timed systems are interleaved run by run); it rewrites this",
         f"file, `{out.name}/latest.json` and the plots. Medians of repeated runs; this machine is shared",
         "and noisy, so read ratios, not absolute numbers.", "",
         f"**Machine:** {m['cpu']}, {m['cores']} cores ({m['arch']}), {m['threads']} threads for every system; "
-        f"Python {m['python']}, onnxruntime {m['onnxruntime']}. **Run:** {data['finished'][:16]} UTC"
+        f"Python {m['python']}, " + ", ".join(f"{k} {m[k]}" for k in _VERSIONED if k in m)
+        + f". **Run:** {data['finished'][:16]} UTC"
         + (", `--quick`" if quick else "") + ".", "",
         "## Targets", "", "| target | measured | met |", "|---|---|---|"]
     lines += [f"| {t['target']} | {t['measured']} | {t['met']} |" for t in data["targets"]]

@@ -13,12 +13,14 @@ def _row(target: str, value: float | None, limit: float, fmt: str, at_least: boo
     return {"target": target, "measured": fmt.format(value), "met": "yes" if met else "**no**"}
 
 
-def _tps(data: dict, model: str, system: str) -> float | None:
-    return data.get(f"text:{model}", {}).get("results", {}).get(system, {}).get("tokens_per_s")
-
-
 def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a and b else None
+
+
+def _paired(data: dict, model: str, a: str, b: str) -> float | None:
+    from .text import paired_ratio
+
+    return paired_ratio(data.get(f"text:{model}", {}).get("results", {}), a, b)
 
 
 def targets(data: dict) -> list[dict[str, Any]]:
@@ -28,13 +30,13 @@ def targets(data: dict) -> list[dict[str, Any]]:
             continue
         for p in ("fp32", "int8", "int4"):
             rows.append(_row(f"{model}: decode ≥ 1.0x onnxruntime-genai at {p}",
-                             _ratio(_tps(data, model, f"ours onnx {p}"), _tps(data, model, f"genai {p}")),
+                             _paired(data, model, f"ours onnx {p}", f"genai {p}"),
                              1.0, "{:.2f}x"))
         rows.append(_row(f"{model}: decode ≥ 3.5x PyTorch eager at fp32",
-                         _ratio(_tps(data, model, "ours onnx fp32"), _tps(data, model, "pytorch eager fp32")),
+                         _paired(data, model, "ours onnx fp32", "pytorch eager fp32"),
                          3.5, "{:.2f}x"))
         rows.append(_row(f"{model}: int4 decode ≥ 5x our fp32",
-                         _ratio(_tps(data, model, "ours onnx int4"), _tps(data, model, "ours onnx fp32")),
+                         _paired(data, model, "ours onnx int4", "ours onnx fp32"),
                          5.0, "{:.2f}x"))
         r = data[f"text:{model}"]["results"].get("ours onnx fp32", {})
         if r:

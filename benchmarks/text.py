@@ -17,7 +17,7 @@ import numpy as np
 
 from .common import Report, median, threads
 
-__all__ = ["LLAMA_26M", "LLAMA_100M", "random_llama", "SYSTEMS", "bench_text", "DecodeRun"]
+__all__ = ["LLAMA_26M", "LLAMA_100M", "random_llama", "SYSTEMS", "bench_text", "DecodeRun", "paired_ratio"]
 
 LLAMA_26M = dict(hidden_size=512, num_hidden_layers=6, num_attention_heads=8, num_key_value_heads=4,
                  intermediate_size=1408)
@@ -187,9 +187,19 @@ def _interleaved(fns: dict[str, Callable], prompt: list[int], steps: int, repeat
             runs[label].append(fn(prompt, steps))
         progress(f"repeat {rep + 1}/{repeats}: " + ", ".join(
             f"{label} {r[-1].tokens_per_s:.0f}" for label, r in runs.items()) + " tokens/s")
-    return {label: DecodeRun(median([r.prefill_s for r in rs]),
-                             [median([r.step_s[i] for r in rs]) for i in range(steps)], rs[0].tokens)
+    return {label: (DecodeRun(median([r.prefill_s for r in rs]),
+                              [median([r.step_s[i] for r in rs]) for i in range(steps)], rs[0].tokens),
+                    [r.tokens_per_s for r in rs])
             for label, rs in runs.items()}
+
+
+def paired_ratio(results: dict, a: str, b: str) -> float | None:
+    """Median over repeats of a's speed / b's in the same repeat (run moments apart), which
+    cancels most of this machine's slow drifts; the ratio of medians where runs are missing."""
+    ra, rb = results.get(a, {}), results.get(b, {})
+    if ra.get("runs_tokens_per_s") and rb.get("runs_tokens_per_s"):
+        return median([x / y for x, y in zip(ra["runs_tokens_per_s"], rb["runs_tokens_per_s"])])
+    return ra["tokens_per_s"] / rb["tokens_per_s"] if ra.get("tokens_per_s") and rb.get("tokens_per_s") else None
 
 
 def _at(lat: list[float], position: int) -> float:
@@ -211,24 +221,23 @@ def bench_text(model_dir: Path, work: Path, systems: list[tuple[str, str, str]],
             fns[label] = genai(build_genai(model_dir, spec, work))
         else:
             fns[label] = eager(model_dir)
-    for label, run in _interleaved(fns, prompt, steps, repeats,
-                                   lambda line: progress(f"text {model_dir.name}: {line}")).items():
+    for label, (run, per_run) in _interleaved(fns, prompt, steps, repeats,
+                                              lambda line: progress(f"text {model_dir.name}: {line}")).items():
         curves[label] = run.step_s
         results[label] = {"prefill_ms": run.prefill_s * 1e3, "tokens_per_s": run.tokens_per_s,
+                          "runs_tokens_per_s": per_run,
                           "latency_ms_at_16": _at(run.step_s, 16) * 1e3,
                           "latency_ms_at_last": _at(run.step_s, PROMPT_TOKENS + steps - 5) * 1e3,
                           "tokens": run.tokens[:32]}
     report = Report(f"Text decode — {model_dir.name} (prompt {PROMPT_TOKENS} tokens, {steps} greedy steps, "
-                    f"median of {repeats})",
+                    f"median of {repeats}; ratios: median of per-repeat ratios)",
                     ["system", "prefill ms", "decode tok/s", "vs eager", "vs genai (same precision)",
                      "ms/token @16", f"ms/token @{PROMPT_TOKENS + steps - 5}", "@last / @16"])
-    base = results.get("pytorch eager fp32", {}).get("tokens_per_s")
     for label, r in results.items():
-        precision = label.split()[-1]
-        peer = results.get(f"genai {precision}", {}).get("tokens_per_s")
+        vs_eager = paired_ratio(results, label, "pytorch eager fp32")
+        vs_genai = None if label.startswith("genai") else paired_ratio(results, label, f"genai {label.split()[-1]}")
         report.add(label, r["prefill_ms"], r["tokens_per_s"],
-                   f"{r['tokens_per_s'] / base:.2f}x" if base else "—",
-                   f"{r['tokens_per_s'] / peer:.2f}x" if peer and not label.startswith("genai") else "—",
+                   f"{vs_eager:.2f}x" if vs_eager else "—", f"{vs_genai:.2f}x" if vs_genai else "—",
                    r["latency_ms_at_16"], r["latency_ms_at_last"],
                    f"{r['latency_ms_at_last'] / r['latency_ms_at_16']:.2f}")
     ref = results.get("ours onnx fp32", {}).get("tokens")

@@ -23,6 +23,13 @@ from .kv_loop import kv_names
 __all__ = ["SharedKvLoop", "SharedKvState", "INITIAL_CAPACITY"]
 
 INITIAL_CAPACITY = 256
+ALIGN = 64  # bytes: a cache line, as ONNX Runtime aligns its own tensors (numpy gives 16)
+
+
+def _zeros(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    raw = np.zeros(int(np.prod(shape)) * dtype.itemsize + ALIGN, np.uint8)
+    start = -raw.ctypes.data % ALIGN
+    return raw[start:start + int(np.prod(shape)) * dtype.itemsize].view(dtype).reshape(shape)
 
 
 @dataclass
@@ -65,7 +72,7 @@ class SharedKvLoop:
 
     def start(self, batch: int = 1) -> SharedKvState:
         shape = (batch, self.kv_heads, min(INITIAL_CAPACITY, self.cache_length), self.head_dim)
-        return self._bind([np.zeros(shape, self.dtype) for _ in self.past_names], 0)
+        return self._bind([_zeros(shape, self.dtype) for _ in self.past_names], 0)
 
     def _bind(self, buffers: list[np.ndarray], length: int) -> SharedKvState:
         values = [self._ort.OrtValue.ortvalue_from_numpy(b) for b in buffers]
@@ -74,7 +81,7 @@ class SharedKvLoop:
         for past, present, value in zip(self.past_names, self.present_names, values):
             binding.bind_ortvalue_input(past, value)
             binding.bind_ortvalue_output(present, value)
-        logits = np.zeros((buffers[0].shape[0], 1, self.vocab), np.float32)
+        logits = _zeros((buffers[0].shape[0], 1, self.vocab), np.dtype(np.float32))
         return SharedKvState(buffers, values, binding, logits, self._ort.OrtValue.ortvalue_from_numpy(logits),
                              length)
 
@@ -85,7 +92,7 @@ class SharedKvLoop:
         capacity = min(capacity, self.cache_length)
         grown = []
         for old in state.buffers:
-            new = np.zeros(old.shape[:2] + (capacity,) + old.shape[3:], old.dtype)
+            new = _zeros(old.shape[:2] + (capacity,) + old.shape[3:], old.dtype)
             new[:, :, :state.length] = old[:, :, :state.length]
             grown.append(new)
         return self._bind(grown, state.length)
@@ -119,4 +126,9 @@ class SharedKvLoop:
     def reorder(self, state: SharedKvState, rows: np.ndarray) -> None:
         """Keep cache rows ``rows`` (beam parents), in that order; the batch may change size."""
         rows = np.asarray(rows)
-        self._adopt(state, self._bind([np.ascontiguousarray(b[rows]) for b in state.buffers], state.length))
+        picked = []
+        for b in state.buffers:
+            new = _zeros((len(rows),) + b.shape[1:], b.dtype)
+            np.take(b, rows, axis=0, out=new)
+            picked.append(new)
+        self._adopt(state, self._bind(picked, state.length))
