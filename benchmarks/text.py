@@ -173,16 +173,18 @@ def build_genai(model_dir: Path, precision: str, out: Path) -> Path:
 
 
 def _interleaved(fns: dict[str, Callable], prompt: list[int], steps: int, repeats: int,
-                 progress) -> dict[str, DecodeRun]:
+                 progress) -> dict[str, tuple[DecodeRun, list[float]]]:
     """Each repeat runs every system once, round robin, so a noisy spell on this shared
-    machine hits all of them rather than one; then medians per system and position. A
-    pause before each run lets the previous system's worker threads (ONNX Runtime's and
-    OpenMP's spin-wait after work) go idle, so they do not eat into the next one."""
+    machine hits all of them rather than one; every other repeat goes in reverse order, so
+    no system always runs first. A pause before each run lets the previous system's worker
+    threads (ONNX Runtime's and OpenMP's spin-wait after work) go idle. Returns per system
+    the median run (per position) and each repeat's tokens/s."""
     for fn in fns.values():
         fn(prompt, 4)  # warm-up
     runs: dict[str, list[DecodeRun]] = {label: [] for label in fns}
+    order = list(fns.items())
     for rep in range(repeats):
-        for label, fn in fns.items():
+        for label, fn in (order if rep % 2 == 0 else order[::-1]):
             time.sleep(SETTLE_S)
             runs[label].append(fn(prompt, steps))
         progress(f"repeat {rep + 1}/{repeats}: " + ", ".join(
