@@ -6,7 +6,7 @@
 shorter decodes, fewer repeats. Without it: also a ~100M Llama, decodes to position 528,
 every image/audio recipe. TFLite LMs run on the zoo model only: with the Llamas' 1,024-slot
 caches they decode at ~11 tokens/s (see analysis.md). Built artifacts are kept in
-``--work`` between runs.
+``--work`` between runs (delete a bundle there to rebuild it after a converter change).
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def _text_systems() -> list[tuple[str, str, str]]:
 
 def run(quick: bool, only: set[str], out: Path, work: Path, progress=print) -> dict:
     work.mkdir(parents=True, exist_ok=True)
-    repeats = 3 if quick else 5
+    repeats = 3 if quick else 7
     reports, data = [], {"machine": machine(), "quick": quick, "started": dt.datetime.now(dt.UTC).isoformat()}
     if "text" in only:
         llamas = [("llama-26m", text.LLAMA_26M)] + ([] if quick else [("llama-100m", text.LLAMA_100M)])

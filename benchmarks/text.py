@@ -204,9 +204,11 @@ def paired_ratio(results: dict, a: str, b: str) -> float | None:
     return ra["tokens_per_s"] / rb["tokens_per_s"] if ra.get("tokens_per_s") and rb.get("tokens_per_s") else None
 
 
-def _at(lat: list[float], position: int) -> float:
+def _at(lat: list[float], position: int, half: int = 8) -> float:
+    """Per-token latency around ``position``: the median of the steps within ``half`` of it
+    (17 steps; one step's median over the repeats is still noisy on this machine)."""
     i = position - PROMPT_TOKENS
-    return median(lat[max(i - 4, 0):i + 5]) if 0 <= i < len(lat) + 4 else float("nan")
+    return median(lat[max(i - half, 0):i + half + 1]) if 0 <= i < len(lat) + half else float("nan")
 
 
 def bench_text(model_dir: Path, work: Path, systems: list[tuple[str, str, str]], steps: int,
@@ -229,12 +231,12 @@ def bench_text(model_dir: Path, work: Path, systems: list[tuple[str, str, str]],
         results[label] = {"prefill_ms": run.prefill_s * 1e3, "tokens_per_s": run.tokens_per_s,
                           "runs_tokens_per_s": per_run,
                           "latency_ms_at_16": _at(run.step_s, 16) * 1e3,
-                          "latency_ms_at_last": _at(run.step_s, PROMPT_TOKENS + steps - 5) * 1e3,
+                          "latency_ms_at_last": _at(run.step_s, PROMPT_TOKENS + steps - 9) * 1e3,
                           "tokens": run.tokens[:32]}
     report = Report(f"Text decode — {model_dir.name} (prompt {PROMPT_TOKENS} tokens, {steps} greedy steps, "
                     f"median of {repeats}; ratios: median of per-repeat ratios)",
                     ["system", "prefill ms", "decode tok/s", "vs eager", "vs genai (same precision)",
-                     "ms/token @16", f"ms/token @{PROMPT_TOKENS + steps - 5}", "@last / @16"])
+                     "ms/token @16", f"ms/token @{PROMPT_TOKENS + steps - 9}", "@last / @16"])
     for label, r in results.items():
         vs_eager = paired_ratio(results, label, "pytorch eager fp32")
         vs_genai = None if label.startswith("genai") else paired_ratio(results, label, f"genai {label.split()[-1]}")
