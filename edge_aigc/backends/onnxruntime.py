@@ -61,11 +61,6 @@ class OnnxSession:
         so.graph_optimization_level = getattr(ort.GraphOptimizationLevel,
                                               _GRAPH_OPT[cfg.graph_optimization if cfg else "all"])
         so.log_severity_level = 3  # errors only; our own logging says what matters
-        # Worker threads still spin between the parallel sections of a run (decode needs that:
-        # with spinning off the 26M Llama's int4 decode fell from ~790 to ~460 tokens/s), but
-        # stop when a run returns, leaving the cores to the broker and the MQTT client (the
-        # benchmark's MQTT p99 went from ~40 to ~20 ms; decode unchanged, 890 vs genai's 849).
-        so.add_session_config_entry("session.force_spinning_stop", "1")
         wanted = cfg.providers if cfg else ("CPUExecutionProvider",)
         providers = resolve_providers(wanted, ort.get_available_providers(), name)
         options = [_provider_options(p, cache_dir) for p in providers]
