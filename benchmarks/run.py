@@ -21,7 +21,7 @@ from .common import machine, write_json
 from .plots import plot_bars, plot_latency
 from .targets import targets
 
-__all__ = ["main", "run"]
+__all__ = ["run", "run_from_args"]
 
 HERE = Path(__file__).parent
 ZOO = Path(__file__).parent.parent / "converters" / "zoo" / "artifacts" / "fortune-gpt"
@@ -121,21 +121,8 @@ def _write_readme(out: Path, data: dict, reports: list, quick: bool) -> None:
     _readme(out).write_text("\n".join(lines) + "\n")
 
 
-def main(argv: list[str] | None = None) -> int:
-    from edge_aigc.cli.bench import add_arguments
-
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    return run_from_args(parser.parse_args(argv))
-
-
-def run_from_args(args: argparse.Namespace) -> int:
-    only = {s.strip() for s in args.only.split(",") if s.strip()}
-    unknown = only - {"text", "image", "audio", "sizes", "mqtt", "cold"}  # edge_aigc.cli.bench.PARTS
-    if unknown:
-        print(f"edge-aigc bench: error: unknown --only part(s): {', '.join(sorted(unknown))}", file=sys.stderr)
-        return 2
+def run_from_args(args: argparse.Namespace, only: set[str]) -> int:
+    """Entry point of ``edge-aigc bench`` (which parses and checks the arguments)."""
     start = time.perf_counter()
     out = Path(args.out) if args.out else HERE / "results"
     out.mkdir(parents=True, exist_ok=True)
@@ -143,6 +130,3 @@ def run_from_args(args: argparse.Namespace) -> int:
     print(f"[bench] done in {time.perf_counter() - start:.0f} s; wrote {out}/latest.json and {_readme(out)}")
     return 0
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())

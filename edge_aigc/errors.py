@@ -5,6 +5,7 @@ events) translate them. Each class carries the CLI exit code and, for request
 errors, the MQTT error ``code`` of the protocol, so the mapping lives here once.
 
     EdgeAigcError
+    ├── UsageError               a command line that cannot be run as given (exit 2, like argparse)
     ├── BundleError              a bundle cannot be trusted or read
     │   ├── CorruptBundle        not a tar, truncated, manifest unreadable
     │   ├── UnsafeBundle         absolute path, "..", link, device file, too large
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 __all__ = [
     "EdgeAigcError",
+    "UsageError",
     "BundleError",
     "CorruptBundle",
     "UnsafeBundle",
@@ -52,6 +54,12 @@ class EdgeAigcError(Exception):
     """Base of every error edge-aigc raises on purpose."""
 
     exit_code = 1
+
+
+class UsageError(EdgeAigcError):
+    """Arguments argparse cannot check alone (a value outside a list known at run time)."""
+
+    exit_code = 2
 
 
 class BundleError(EdgeAigcError):

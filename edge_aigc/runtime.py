@@ -101,8 +101,8 @@ class Runtime:
         self._loaded[name] = LoadedModel(bundle, session, _make_task(name, bundle, session))
         if path.suffix == ".eaigc" or path.is_dir():
             self._paths[name] = path
-        log.info("loaded %s (%s, %s) on %s", name, bundle.manifest.task, bundle.manifest.recipe,
-                 ", ".join(session.providers))
+        log.info("loaded %s (%s, %s) on %s with %d threads", name, bundle.manifest.task,
+                 bundle.manifest.recipe, ", ".join(session.providers), session.threads.threads)
         return name
 
     def unload(self, name: str) -> None:
@@ -122,7 +122,8 @@ class Runtime:
         m = self.model(name)
         man = m.bundle.manifest
         return {"name": man.name, "version": man.version, "task": man.task, "format": man.format,
-                "recipe": man.recipe, "profile": man.profile, "providers": list(m.session.providers)}
+                "recipe": man.recipe, "profile": man.profile, "providers": list(m.session.providers),
+                "threads": m.session.threads.threads}
 
     # -- generation ---------------------------------------------------------------
     def stream(self, model: str, cancel: CancelToken | None = None, **params: Any) -> Iterator[Event]:

@@ -6,6 +6,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ..system import ThreadPlan
+
 __all__ = ["TensorInfo", "Session"]
 
 
@@ -21,6 +23,7 @@ class Session(Protocol):
 
     backend: str                     # "onnxruntime" | "litert"
     providers: tuple[str, ...]       # what actually runs it, in order
+    threads: ThreadPlan              # intra-op threads started, and why that many
 
     @property
     def inputs(self) -> list[TensorInfo]: ...

@@ -12,6 +12,7 @@ tensor's scale and zero point, so tasks always feed and read float.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,9 +21,12 @@ import numpy as np
 
 from ..errors import BackendUnavailable, BadRequest, BundleError
 from ..profiles import Profile
+from ..system import fit_threads
 from .base import TensorInfo
 
 __all__ = ["LiteRTSession", "load_interpreter_class"]
+
+log = logging.getLogger(__name__)
 
 _DTYPE_NAMES = {np.dtype(np.float32): "float", np.dtype(np.float16): "float16",
                 np.dtype(np.int32): "int32", np.dtype(np.int64): "int64",
@@ -109,9 +113,10 @@ class LiteRTSession:
                  cache_dir: Path | None = None, threads: int | None = None):
         interpreter_class = load_interpreter_class()
         cfg = profile.tflite if profile is not None else None
-        count = threads or (cfg.threads if cfg else None)
+        self.threads = fit_threads(cfg.threads if cfg else None, threads)
+        log.info("%s: %d threads (%s)", name, self.threads.threads, self.threads.reason)
         try:
-            self._interp = interpreter_class(model_path=str(model_path), num_threads=count)
+            self._interp = interpreter_class(model_path=str(model_path), num_threads=self.threads.threads)
             names = list(self._interp.get_signature_list())
         except (ValueError, RuntimeError) as exc:
             raise BundleError(f"{name}: LiteRT cannot load {Path(model_path).name}: {exc}") from None

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..errors import BackendUnavailable
 from ..profiles import Profile
+from ..system import fit_threads
 from .base import TensorInfo
 
 __all__ = ["OnnxSession", "resolve_providers"]
@@ -56,7 +57,9 @@ class OnnxSession:
             raise BackendUnavailable("onnxruntime is not installed: pip install onnxruntime") from None
         cfg = profile.onnx if profile is not None else None
         so = ort.SessionOptions()
-        so.intra_op_num_threads = threads or (cfg.threads if cfg else 0)
+        self.threads = fit_threads(cfg.threads if cfg else None, threads)
+        log.info("%s: %d intra-op threads (%s)", name, self.threads.threads, self.threads.reason)
+        so.intra_op_num_threads = self.threads.threads
         so.inter_op_num_threads = 1
         so.graph_optimization_level = getattr(ort.GraphOptimizationLevel,
                                               _GRAPH_OPT[cfg.graph_optimization if cfg else "all"])

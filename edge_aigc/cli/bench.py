@@ -1,13 +1,15 @@
 """``edge-aigc bench``: the side-by-side benchmarks (host side; see benchmarks/README.md).
 
-Imports ``benchmarks`` inside the command: they compare against PyTorch and
-onnxruntime-genai, which a device install does not have.
+This module owns the command's arguments and checks them before anything heavy is
+imported; ``benchmarks`` (which compares against PyTorch and onnxruntime-genai, absent on
+a device) is imported only once the arguments are known to be good, and never imports
+this module back.
 """
 from __future__ import annotations
 
 import argparse
 
-from ..errors import BackendUnavailable
+from ..errors import BackendUnavailable, UsageError
 
 BENCH_HINT = 'pip install torch==2.13.0 && pip install -c constraints.txt -e ".[host,tflite,bench]"'
 PARTS = ("text", "image", "audio", "sizes", "mqtt", "cold")
@@ -20,7 +22,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--work", default="/tmp/edge-aigc-bench", help="built artifacts, kept between runs")
 
 
+def parts(only: str) -> set[str]:
+    """The ``--only`` parts, or a UsageError naming the unknown ones."""
+    chosen = {s.strip() for s in only.split(",") if s.strip()}
+    unknown = chosen - set(PARTS)
+    if unknown or not chosen:
+        raise UsageError(f"unknown --only part(s): {', '.join(sorted(unknown)) or '(none given)'} "
+                         f"(known: {', '.join(PARTS)})")
+    return chosen
+
+
 def _bench(args: argparse.Namespace) -> int:
+    only = parts(args.only)
     try:
         import matplotlib  # noqa: F401
         import onnxruntime_genai  # noqa: F401
@@ -30,7 +43,7 @@ def _bench(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise BackendUnavailable(f"bench needs the host and bench extras ({exc.name} is missing): "
                                  f"{BENCH_HINT}") from None
-    return run.run_from_args(args)
+    return run.run_from_args(args, only)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -88,8 +88,9 @@ def _demo(args: argparse.Namespace) -> int:
         try:
             if not service.wait_ready(30):
                 raise ConfigError(f"the service could not connect to {url}: {service.transport.last_refusal}")
+            digits = runtime.info("digits")
             say(f"service '{DEVICE}' online in {time.perf_counter() - started:.2f} s "
-                f"(models loaded on {', '.join(runtime.info('digits')['providers'])})\n")
+                f"(models on {', '.join(digits['providers'])}, {digits['threads']} threads)\n")
             rows = _requests(url, protocol, out, say)
         finally:
             service.stop()

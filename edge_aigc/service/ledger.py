@@ -10,11 +10,10 @@ import threading
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Reply", "RequestLedger", "Stats", "rss_mb", "cpu_temperature_c"]
+__all__ = ["Reply", "RequestLedger", "Stats"]
 
 
 @dataclass(frozen=True)
@@ -104,21 +103,3 @@ class Stats:
             return {}
         p50, p90, p99 = np.percentile(values, [50, 90, 99])
         return {"p50": round(p50, 2), "p90": round(p90, 2), "p99": round(p99, 2), "n": int(values.size)}
-
-
-def rss_mb() -> float | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        return None
-    return None
-
-
-def cpu_temperature_c() -> float | None:
-    """The first thermal zone (the SoC on a Pi or Jetson), where /sys/class/thermal has one."""
-    try:
-        return round(int(Path("/sys/class/thermal/thermal_zone0/temp").read_text()) / 1000, 1)
-    except (OSError, ValueError):
-        return None

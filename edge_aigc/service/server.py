@@ -21,7 +21,8 @@ from ..errors import Busy, Cancelled, EdgeAigcError, RequestError
 from ..runtime import Runtime
 from ..tasks.base import CancelToken, Progress, Result, Token
 from .config import ServiceConfig
-from .ledger import Reply, RequestLedger, Stats, cpu_temperature_c, rss_mb
+from ..system import cpu_temperature_c, rss_mb
+from .ledger import Reply, RequestLedger, Stats
 from .protocol import Request, Topics, error_event, event, parse_request, result_event
 from .systemd import notify
 from .transport import MqttTransport
