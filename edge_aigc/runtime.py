@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from .backends import Session, open_session
-from .bundle import Bundle, load_bundle
+from .bundle import Bundle, is_bundle_path, load_bundle
 from .detect import detect_profile
 from .errors import BadRequest, UnknownModel
+from .manifest import NAME_RE
 from .profiles import Profile, get_profile
 from .store import ModelStore
 from .tasks.audio import AudioTask
@@ -80,17 +81,29 @@ class Runtime:
 
     def load(self, model: str | os.PathLike) -> str:
         """Load an installed model by name or a bundle by path; returns the model name."""
-        path = Path(model)
-        if path.suffix == ".eaigc" or path.is_dir() or os.sep in str(model):
+        if is_bundle_path(model):
+            path = Path(model)
             bundle = load_bundle(path, self.public_key, self.require_signature or None)
-        elif str(model) in self._loaded:
-            return str(model)
-        elif str(model) in self._paths:
-            bundle = load_bundle(self._paths[str(model)], self.public_key, self.require_signature or None)
-        elif self.store is not None:
-            bundle = self.store.open(str(model))
-        else:
-            raise UnknownModel(f"model {str(model)!r} is not loaded (loaded: {', '.join(self.loaded()) or 'none'})")
+            name = self._open(bundle)
+            self._paths[name] = path
+            return name
+        return self.load_name(str(model))
+
+    def load_name(self, name: str) -> str:
+        """Load a model by its name (installed, or a bundle this runtime opened before); never a
+        path. This is what remote clients get: they name models, not files on the device."""
+        if not NAME_RE.match(name):
+            raise BadRequest(f"{name!r} is not a model name (names match {NAME_RE.pattern}; "
+                             "bundle paths are not accepted here)")
+        if name in self._loaded:
+            return name
+        if name in self._paths:
+            return self._open(load_bundle(self._paths[name], self.public_key, self.require_signature or None))
+        if self.store is not None and name in self.store.names():
+            return self._open(self.store.open(name))
+        raise UnknownModel(f"model {name!r} is not installed (installed: {', '.join(self.available()) or 'none'})")
+
+    def _open(self, bundle: Bundle) -> str:
         name = bundle.manifest.name
         if name in self._loaded:
             bundle.close()
@@ -99,8 +112,6 @@ class Runtime:
         session = open_session(bundle.manifest.format, bundle.file(bundle.manifest.task_config.get(
             "model", "model.onnx")), self.profile, name, cache, self.threads)
         self._loaded[name] = LoadedModel(bundle, session, _make_task(name, bundle, session))
-        if path.suffix == ".eaigc" or path.is_dir():
-            self._paths[name] = path
         log.info("loaded %s (%s, %s) on %s with %d threads", name, bundle.manifest.task,
                  bundle.manifest.recipe, ", ".join(session.providers), session.threads.threads)
         return name
@@ -112,10 +123,11 @@ class Runtime:
         model.bundle.close()
 
     def model(self, name: str) -> LoadedModel:
+        """A loaded model by name, loading it first when it is installed but not loaded yet."""
         if name not in self._loaded:
             if name not in self.available():
                 raise UnknownModel(f"unknown model {name!r} (available: {', '.join(self.available()) or 'none'})")
-            self.load(name)
+            self.load_name(name)
         return self._loaded[name]
 
     def info(self, name: str) -> dict[str, Any]:

@@ -17,8 +17,10 @@ from edge_aigc.service.config import load_config
 
 
 def write_config(path: Path, port: int, models: list[Path], device_id: str = "dev", scheme: str = "mqtt",
-                 mqtt_extra: str = "", limits: str = "", **top: str) -> Path:
+                 mqtt_extra: str = "", limits: str = "", allow_unsigned: bool = True, **top: str) -> Path:
+    """A device.toml; the tiny test bundles are unsigned, so ``allow_unsigned`` is on unless asked."""
     extra_top = "".join(f'{k} = "{v}"\n' for k, v in top.items())
+    extra_top += "allow_unsigned = true\n" if allow_unsigned else ""
     path.write_text(
         f'device_id = "{device_id}"\nprofile = "x86-avx2"\nmodels = {json.dumps([str(m) for m in models])}\n'
         f'state_dir = "{path.parent / ("state-" + device_id)}"\n{extra_top}'

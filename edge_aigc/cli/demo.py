@@ -80,7 +80,7 @@ def _demo(args: argparse.Namespace) -> int:
         started = time.perf_counter()
         host, port = url.split("://", 1)[1].rsplit(":", 1)
         cfg = ServiceConfig(device_id=DEVICE, models=tuple(zoo.MODELS), profile=profile, state_dir=tmp,
-                            pubkey=str(zoo.zoo_public_key_path()), require_signature=True,
+                            pubkey=str(zoo.zoo_public_key_path()),
                             mqtt=MqttConfig(host=host, port=int(port), tls=False, protocol=protocol),
                             limits=Limits(metrics_interval_s=5))
         runtime, service = build_service(cfg)

@@ -51,8 +51,7 @@ def _write(result: Result, out: str | None) -> list[Path]:
 
 def _run(args: argparse.Namespace) -> int:
     key = signing.load_public_key(args.pubkey) if args.pubkey else None
-    looks_like_path = args.model.endswith(".eaigc") or Path(args.model).is_dir() or "/" in args.model
-    store = None if looks_like_path else ModelStore(args.state_dir or default_state_dir(), public_key=key)
+    store = None if is_bundle_path(args.model) else ModelStore(args.state_dir or default_state_dir(), public_key=key)
     with Runtime(store, args.profile, state_dir=args.state_dir, threads=args.threads,
                  public_key=key) as rt:
         name = rt.load(args.model)

@@ -1,6 +1,8 @@
 """From a service config to a running-ready service: store, runtime with its models, service."""
 from __future__ import annotations
 
+import logging
+
 from .. import signing
 from ..runtime import Runtime
 from ..store import ModelStore, default_state_dir
@@ -9,14 +11,20 @@ from .server import DeviceService
 
 __all__ = ["build_service"]
 
+log = logging.getLogger(__name__)
+
 
 def build_service(cfg: ServiceConfig) -> tuple[Runtime, DeviceService]:
     """Load every configured model (installed names or bundle paths), then wire the service."""
-    key = signing.load_public_key(cfg.pubkey) if cfg.pubkey else None
+    trusted = cfg.trusted_key()
+    key = signing.load_public_key(trusted) if trusted else None
+    if key is None:
+        log.warning("allow_unsigned = true: bundles are checked against their sha256 only, "
+                    "not a signature")
     state = cfg.state_dir or str(default_state_dir())
-    store = ModelStore(state, public_key=key, require_signature=cfg.require_signature)
+    store = ModelStore(state, public_key=key, require_signature=key is not None)
     runtime = Runtime(store, cfg.profile or None, state_dir=state, public_key=key,
-                      require_signature=cfg.require_signature)
+                      require_signature=key is not None)
     try:
         for model in cfg.models:
             runtime.load(model)

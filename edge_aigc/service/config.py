@@ -1,6 +1,8 @@
 """Device service configuration (``/etc/edge-aigc/device.toml``), validated with named keys.
 
-Secrets never come from the command line: the MQTT password is read from
+Bundles must be signed unless the config says ``allow_unsigned = true``: by the key in
+``pubkey`` when one is set, else by the zoo's release key (which signs the prebuilt
+models; see :func:`ServiceConfig.trusted_key`). Secrets never come from the command line: the MQTT password is read from
 ``mqtt.password_file`` or, under systemd, from ``$CREDENTIALS_DIRECTORY/mqtt-password``
 (``LoadCredential=``). Reference with every key: docs/deploy.md.
 """
@@ -59,12 +61,22 @@ class ServiceConfig:
     profile: str = ""
     state_dir: str = ""
     pubkey: str = ""
-    require_signature: bool = False
+    allow_unsigned: bool = False
     path: str = ""
 
     @property
     def root(self) -> str:
         return f"{self.mqtt.topic_root}/{self.device_id}"
+
+    def trusted_key(self) -> str | None:
+        """The public key every bundle must be signed by, or None when unsigned ones are allowed."""
+        if self.allow_unsigned:
+            return None
+        if self.pubkey:
+            return self.pubkey
+        from ..zoo import zoo_public_key_path  # the prebuilt models' signer
+
+        return str(zoo_public_key_path())
 
 
 def _mqtt(t: TomlTable) -> MqttConfig:
@@ -135,11 +147,15 @@ def load_config(path: str | os.PathLike) -> ServiceConfig:
         device_id=device_id, models=top.strings("models"), mqtt=mqtt,
         limits=_limits(top.table("limits", required=False)),
         profile=top.get("profile", str, ""), state_dir=top.get("state_dir", str, ""),
-        pubkey=top.get("pubkey", str, ""), require_signature=top.get("require_signature", bool, False),
+        pubkey=top.get("pubkey", str, ""), allow_unsigned=top.get("allow_unsigned", bool, False),
         path=str(path))
+    if "require_signature" in top.data:
+        raise top.fail("require_signature", "signatures are required by default now; remove the key "
+                                            "(or set allow_unsigned = true to accept unsigned bundles)")
     top.finish()
-    if cfg.require_signature and not cfg.pubkey:
-        raise ConfigError(f"{path}: key 'pubkey': required when require_signature = true")
+    if cfg.allow_unsigned and cfg.pubkey:
+        raise top.fail("allow_unsigned", "cannot be true with a pubkey: with a pubkey every bundle "
+                                         "must be signed by it")
     return cfg
 
 

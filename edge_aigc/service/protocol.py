@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import BadRequest, RequestError, TooLarge
+from ..manifest import NAME_RE
+from ..tasks.params import is_text
 
 __all__ = ["ACTIONS", "Request", "Topics", "parse_request", "event", "error_event", "result_event"]
 
@@ -71,7 +73,46 @@ class Request:
 
 def _valid_topic(topic: Any) -> bool:
     return (isinstance(topic, str) and 0 < len(topic) <= 256 and not topic.startswith("$")
-            and "+" not in topic and "#" not in topic and "\x00" not in topic)
+            and "+" not in topic and "#" not in topic and "\x00" not in topic and is_text(topic))
+
+
+MAX_DEPTH = 16  # a request is an object of scalars, one params object and short lists
+
+
+def _reject_constant(name: str) -> Any:
+    raise BadRequest(f"payload is not standard JSON: {name} is not a number JSON allows")
+
+
+def _check_tree(value: Any, depth: int = 0) -> None:
+    """Every string (keys too) is valid Unicode, and nesting stays shallow."""
+    if depth > MAX_DEPTH:
+        raise BadRequest(f"payload is nested more than {MAX_DEPTH} levels deep")
+    if isinstance(value, str):
+        if not is_text(value):
+            raise BadRequest("payload holds a lone UTF-16 surrogate (an escape such as \\ud800 "
+                             "without its pair): not valid Unicode text")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_tree(key, depth + 1)
+            _check_tree(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _check_tree(item, depth + 1)
+
+
+def _decode(payload: bytes) -> Any:
+    """JSON text to a value; every way the bytes can be wrong is a BadRequest."""
+    try:
+        data = json.loads(payload.decode("utf-8"), parse_constant=_reject_constant)
+    except UnicodeDecodeError:
+        raise BadRequest("payload is not valid UTF-8") from None
+    except json.JSONDecodeError as exc:
+        raise BadRequest(f"payload is not JSON: {exc.msg} at position {exc.pos}") from None
+    except RecursionError:
+        raise BadRequest(f"payload is nested more than {MAX_DEPTH} levels deep") from None
+    except ValueError as exc:  # e.g. an integer longer than Python's 4300-digit limit
+        raise BadRequest(f"payload is not usable JSON: {exc}") from None
+    return data
 
 
 def parse_request(payload: bytes, topics: Topics, max_bytes: int, response_topic: str | None = None,
@@ -83,11 +124,9 @@ def parse_request(payload: bytes, topics: Topics, max_bytes: int, response_topic
     if len(payload) > max_bytes:
         raise err(TooLarge(f"payload of {len(payload)} bytes exceeds the {max_bytes}-byte limit"))
     try:
-        data = json.loads(payload.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise err(BadRequest("payload is not valid UTF-8")) from None
-    except json.JSONDecodeError as exc:
-        raise err(BadRequest(f"payload is not JSON: {exc.msg} at position {exc.pos}")) from None
+        data = _decode(payload)
+    except BadRequest as exc:
+        raise err(exc) from None
     if not isinstance(data, dict):
         raise err(BadRequest(f"request must be a JSON object, got {type(data).__name__}"))
     rid = data.get("id")
@@ -100,6 +139,10 @@ def parse_request(payload: bytes, topics: Topics, max_bytes: int, response_topic
     reply = named if _valid_topic(named) else (topics.reply(rid) if rid else topics.errors)
     if rid is None:
         raise err(BadRequest("'id' is required: 1-128 characters of A-Z a-z 0-9 . _ : -"), None, reply)
+    try:
+        _check_tree(data)
+    except BadRequest as exc:
+        raise err(exc, rid, reply) from None
     unknown = sorted(set(data) - _FIELDS)
     if unknown:
         raise err(BadRequest(f"unknown field {unknown[0]!r}"), rid, reply)
@@ -107,8 +150,9 @@ def parse_request(payload: bytes, topics: Topics, max_bytes: int, response_topic
     if action not in ACTIONS:
         raise err(BadRequest(f"'action' must be one of {', '.join(ACTIONS)}, got {action!r}"), rid, reply)
     model, params, target = data.get("model"), data.get("params", {}), data.get("target")
-    if model is not None and not (isinstance(model, str) and 0 < len(model) <= 256):
-        raise err(BadRequest("'model' must be a non-empty string"), rid, reply)
+    if model is not None and not (isinstance(model, str) and NAME_RE.match(model)):
+        raise err(BadRequest(f"'model' must be the name of a model on the device (matching "
+                             f"{NAME_RE.pattern}); clients never name files"), rid, reply)
     if action in ("generate", "load", "unload") and model is None:
         raise err(BadRequest(f"'model' is required for {action}"), rid, reply)
     if not isinstance(params, dict):

@@ -192,18 +192,19 @@ class DeviceService:
                 self._run(req, cancel)
             except RequestError as exc:
                 self._fail(req, exc, req.received)
-            except EdgeAigcError as exc:
-                self._fail(req, _internal(str(exc)), req.received)
-            except Exception as exc:  # one failing request never takes the service down
+            except EdgeAigcError as exc:  # the device's fault (a refused bundle, a missing backend)
+                log.error("request %s (%s %s) failed: %s", req.id, req.action, req.model, exc)
+                self._fail(req, _internal(req, type(exc).__name__), req.received)
+            except Exception:  # one failing request never takes the service down
                 log.exception("request %s failed", req.id)
-                self._fail(req, _internal(f"{type(exc).__name__}: {exc}"), req.received)
+                self._fail(req, _internal(req, "unexpected error"), req.received)
             finally:
                 self._running = None
                 self.publish_status()
 
     def _run(self, req: Request, cancel: CancelToken) -> None:
         if req.action == "load":
-            name = self.rt.load(req.model)
+            name = self.rt.load_name(req.model)  # installed names only: clients never name device files
             fields = {"model": name, "loaded": self.rt.loaded()}
         elif req.action == "unload":
             self.rt.unload(req.model)
@@ -263,5 +264,8 @@ def _busy(size: int) -> Busy:
     return Busy(f"the request queue is full ({size} waiting); try again later")
 
 
-def _internal(message: str) -> RequestError:
-    return RequestError(message)  # code "internal"
+def _internal(req: Request, what: str) -> RequestError:
+    """Code ``internal``, with a message that names no device path and quotes no device file:
+    the details go to the device's log."""
+    subject = f"{req.action} of {req.model!r}" if req.model else req.action
+    return RequestError(f"{subject} failed on the device ({what}); the device log has the details")

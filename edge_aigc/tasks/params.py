@@ -11,7 +11,7 @@ from typing import Any
 
 from ..errors import BadRequest
 
-__all__ = ["Param", "TASK_PARAMS", "validate_params"]
+__all__ = ["Param", "TASK_PARAMS", "validate_params", "is_text"]
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,15 @@ TASK_PARAMS: dict[str, list[Param]] = {
 }
 
 
+def is_text(value: str) -> bool:
+    """False for a string JSON allows but Unicode does not: one holding a lone surrogate (\\ud800)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _coerce(p: Param, value: Any) -> Any:
     if p.kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
@@ -69,6 +78,8 @@ def _coerce(p: Param, value: Any) -> Any:
             raise BadRequest(f"parameter {p.name!r}: {value!r} is out of range [{p.lo:g}, {p.hi:g}]")
     if p.kind is str and p.max_len is not None and len(value) > p.max_len:
         raise BadRequest(f"parameter {p.name!r}: longer than {p.max_len} characters")
+    if any(isinstance(v, str) and not is_text(v) for v in (value if p.kind is list else [value])):
+        raise BadRequest(f"parameter {p.name!r}: holds a lone UTF-16 surrogate; not valid Unicode text")
     if p.kind is list:
         if len(value) > (p.max_len or 0) or not all(isinstance(v, str) and 0 < len(v) <= 64 for v in value):
             raise BadRequest(f"parameter {p.name!r}: expected up to {p.max_len} non-empty strings "
