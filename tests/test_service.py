@@ -228,3 +228,48 @@ def test_mqtt311_listener_is_a_plain_client(broker, service):
     listener = Listener(broker, ["edge-aigc/dev/status"], protocol=mqtt.MQTTv311)
     assert json.loads(listener.next().payload)["device"] == "dev"
     listener.close()
+
+
+def test_serve_refuses_unsigned_bundles_unless_the_config_allows_them(bundles, tmp_path):
+    from edge_aigc.errors import SignatureError
+    from edge_aigc.service.app import build_service
+
+    strict = write_config(tmp_path / "strict.toml", 1883, [bundles["image"]], allow_unsigned=False)
+    with pytest.raises(SignatureError, match="not signed"):
+        build_service(load_config(strict))
+    lax = write_config(tmp_path / "lax.toml", 1883, [bundles["image"]])
+    runtime, _ = build_service(load_config(lax))
+    assert runtime.loaded() == ["tiny-dcgan"]
+    runtime.close()
+
+
+def test_with_no_pubkey_bundles_must_be_signed_by_the_zoo_key(bundles, keypair, tmp_path):
+    from edge_aigc import load_bundle, signing
+    from edge_aigc.bundle import resign_bundle
+    from edge_aigc.errors import SignatureError
+    from edge_aigc.service.app import build_service
+    from edge_aigc.zoo import zoo_bundle
+
+    zoo = write_config(tmp_path / "zoo.toml", 1883, [zoo_bundle("digits", "x86-avx2").path], allow_unsigned=False)
+    runtime, _ = build_service(load_config(zoo))
+    assert runtime.loaded() == ["digits"]
+    runtime.close()
+    with load_bundle(bundles["image"]) as b:
+        resign_bundle(b, tmp_path / "mine.eaigc", signing.load_private_key(keypair[0]))
+    mine = write_config(tmp_path / "mine.toml", 1883, [tmp_path / "mine.eaigc"], allow_unsigned=False)
+    with pytest.raises(SignatureError):
+        build_service(load_config(mine))
+    pinned = write_config(tmp_path / "pinned.toml", 1883, [tmp_path / "mine.eaigc"], allow_unsigned=False,
+                          pubkey=str(keypair[1]))
+    runtime, _ = build_service(load_config(pinned))
+    assert runtime.loaded() == ["tiny-dcgan"]
+    runtime.close()
+
+
+@pytest.mark.parametrize("extra,key", [("require_signature = true\n", "require_signature"),
+                                       ('allow_unsigned = true\npubkey = "k.pub"\n', "allow_unsigned")])
+def test_signature_settings_that_contradict_the_default_are_config_errors(tmp_path, extra, key):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(f'device_id = "d"\nmodels = ["m"]\n{extra}')
+    with pytest.raises(ConfigError, match=f"key '{key}'"):
+        load_config(bad)
