@@ -1,17 +1,46 @@
 """A local Hugging Face causal-LM directory as a conversion source (no hub access)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from edge_aigc.errors import SourceError
 
 from .sources import LmSpec, Source, model_name
 
-__all__ = ["load_hf_dir", "lm_spec"]
+__all__ = ["load_hf_dir", "lm_spec", "generation_defaults", "eos_token_ids"]
 
-DEFAULT_SAMPLING = {"temperature": 0.8, "top_k": 40, "top_p": 0.95, "repetition_penalty": 1.1,
-                    "max_new_tokens": 64}
+
+def generation_defaults(gen) -> dict:
+    """What ``generate()`` does with the model's own generation config, in request parameter
+    names: ``do_sample`` false means greedy (temperature 0, or beam search when the config
+    sets ``num_beams``); unset values take transformers' own defaults; nothing is invented.
+    ``max_new_tokens`` is kept only when the config sets it (transformers' ``max_length`` 20
+    counts the prompt, which a device request does not)."""
+    from transformers import GenerationConfig
+
+    # transformers >= 5 leaves unset fields None and fills them from this table at generate()
+    base = getattr(GenerationConfig, "_get_default_generation_params", dict)()
+
+    def value(key: str, fallback):
+        got = getattr(gen, key, None)
+        return got if got is not None else base.get(key, fallback)
+
+    sample = bool(value("do_sample", False))
+    out = {"temperature": float(value("temperature", 1.0)) if sample else 0.0,
+           "top_k": int(value("top_k", 50)), "top_p": float(value("top_p", 1.0)),
+           "repetition_penalty": float(value("repetition_penalty", 1.0)),
+           "num_beams": int(value("num_beams", 1))}
+    if getattr(gen, "max_new_tokens", None):
+        out["max_new_tokens"] = int(gen.max_new_tokens)
+    return out
+
+
+def eos_token_ids(gen, config) -> list[int]:
+    """Every id that ends generation: the generation config's, else the model config's."""
+    eos = getattr(gen, "eos_token_id", None)
+    eos = eos if eos is not None else config.eos_token_id
+    ids = eos if isinstance(eos, list) else [] if eos is None else [eos]
+    return [int(i) for i in ids if isinstance(i, int) and 0 <= i < config.vocab_size]
 
 
 def lm_spec(config) -> LmSpec:
@@ -58,16 +87,13 @@ def load_hf_dir(path: Path) -> Source:
     model.eval()
     spec = lm_spec(config)
     tokenizer = _tokenizer(path)
-    gen_cfg = {}
-    if (path / "generation_config.json").is_file():
-        gen_cfg = json.loads((path / "generation_config.json").read_text())
-    sampling = {**DEFAULT_SAMPLING, **{k: gen_cfg[k] for k in DEFAULT_SAMPLING if k in gen_cfg}}
+    gen = model.generation_config  # generation_config.json, or derived from config.json as generate() does
     task_config = {
         "tokenizer": "tokenizer.json", "vocab_size": spec.vocab_size, "max_context": spec.max_context,
         "num_layers": spec.num_layers, "num_kv_heads": spec.num_kv_heads, "head_dim": spec.head_dim,
-        "eos_token_id": spec.eos_token_id, "bos_token_id": spec.bos_token_id,
+        "eos_token_id": eos_token_ids(gen, config), "bos_token_id": spec.bos_token_id,
         "architecture": spec.architecture, "kv_inputs": "past_key_values.{layer}.{kind}",
-        "kv_outputs": "present.{layer}.{kind}", "sampling": sampling,
+        "kv_outputs": "present.{layer}.{kind}", "sampling": generation_defaults(gen),
     }
     name = model_name(path.resolve().name)
     return Source("hf", str(path), name, "text-generation", task_config, lm=spec,

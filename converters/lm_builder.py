@@ -39,8 +39,11 @@ ARCHITECTURES = frozenset({
 
 
 def supports(source: Source, recipe: str) -> bool:
+    # ONNX Runtime's CPU GroupQueryAttention refuses other head sizes at run time
+    # ("head_size shall be a multiple of 16"; seen with head_dim 24): those take the dynamo export.
     return (source.kind == "hf" and recipe in PRECISION
-            and source.task_config.get("architecture") in ARCHITECTURES)
+            and source.task_config.get("architecture") in ARCHITECTURES
+            and source.lm is not None and source.lm.head_dim % 16 == 0)
 
 
 def fused_task_config() -> dict:

@@ -130,7 +130,7 @@ def train(steps: int, out: Path, batch: int = 16, lr: float = 2e-3) -> dict:
     model.save_pretrained(out)
     tok.save(str(out / "tokenizer.json"))
     (out / "generation_config.json").write_text(json.dumps(
-        {"temperature": 0.8, "top_k": 40, "top_p": 0.95, "repetition_penalty": 1.1, "max_new_tokens": 60,
+        {"do_sample": True, "temperature": 0.8, "top_k": 40, "top_p": 0.95, "repetition_penalty": 1.1, "max_new_tokens": 60,
          "eos_token_id": eot, "bos_token_id": eot}, indent=2))
     (out / "training.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report), flush=True)

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from .. import signing
+from ..bundle import is_bundle_path
 from ..errors import BackendUnavailable, BadRequest
 from ..runtime import Runtime
 from ..store import ModelStore, default_state_dir

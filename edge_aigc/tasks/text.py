@@ -53,8 +53,9 @@ class TextTask:
         self.loop = make_kv_loop(session, task_config)
         # A TFLite LM's cache has a fixed length, which bounds its context.
         self.max_context = min(int(task_config["max_context"]), getattr(self.loop, "cache_length", 1 << 30))
-        self.eos = task_config.get("eos_token_id")
-        self.defaults = dict(task_config.get("sampling", {}))
+        eos = task_config.get("eos_token_id")
+        # every id that ends generation (generation_config.json may list several)
+        self.eos: frozenset[int] = frozenset(eos if isinstance(eos, list) else [] if eos is None else [eos])
 
     def encode(self, prompt: str) -> list[int]:
         ids = self.tokenizer.encode(prompt).ids
@@ -88,7 +89,7 @@ class TextTask:
         for index in range(budget):
             cancel.check()
             token = choose_next(logits, cfg, seen, rng)
-            if token == self.eos:
+            if token in self.eos:
                 finish = "eos"
                 break
             generated.append(token)
@@ -117,45 +118,52 @@ class TextTask:
                     cancel: CancelToken | None = None) -> Iterator[Progress | list[int]]:
         """Yields Progress per step, then the best token list (EOS excluded).
 
-        Scores are summed log-probabilities; finished hypotheses are ranked by score divided
-        by their generated length (length penalty 1.0). Stops when ``num_beams`` hypotheses
-        have finished (the best finished one wins) or the budget is spent.
+        Beam search as Hugging Face ``generate()`` does it with its defaults (length penalty
+        1.0, ``early_stopping=False``), so a converted model answers ``num_beams=5`` with the
+        tokens the original gives: each step ranks ``max(2, 1 + #eos) * num_beams``
+        continuations by summed log-probability (the repetition penalty applies to the
+        log-probabilities, as there); one ending in EOS, or reaching the budget, among the
+        top ``num_beams`` joins the finished set, scored by sum / generated length (EOS
+        counted); the next beams are the best that did not end. The search stops when the
+        finished set is full and the best open beam, normalised by its length, cannot beat
+        its worst member. With one beam this is greedy decoding.
         """
         state = self.loop.start(1)
         logits = self.loop.step(state, np.array([ids]))[:, -1]
         beams: list[list[int]] = [[]]
         scores = np.zeros(1)
         finished: list[tuple[float, list[int]]] = []
+        keep = max(2, 1 + len(self.eos)) * num_beams
         for step in range(budget):
             if cancel is not None:
                 cancel.check()
-            rows = [apply_repetition_penalty(logits[b], ids + beams[b], repetition_penalty)
-                    for b in range(len(beams))]
-            candidates = (scores[:, None] + log_softmax(np.stack(rows))).ravel()
+            length, last = step + 1, step + 1 == budget
+            logp = log_softmax(logits)
+            rows = [apply_repetition_penalty(logp[b], ids + beams[b], repetition_penalty) for b in range(len(beams))]
+            candidates = (scores[:, None] + np.stack(rows)).ravel()
             vocab = logits.shape[-1]
             parents, tokens, new_scores = [], [], []
-            for flat in np.argsort(-candidates, kind="stable")[: 2 * num_beams]:
+            for rank, flat in enumerate(np.argsort(-candidates, kind="stable")[:keep]):
                 parent, token = divmod(int(flat), vocab)
-                if token == self.eos:
-                    finished.append((candidates[flat] / max(len(beams[parent]), 1), beams[parent]))
-                else:
+                if last or token in self.eos:
+                    if rank < num_beams:
+                        tail = [] if token in self.eos else [token]
+                        finished.append((candidates[flat] / length, beams[parent] + tail))
+                elif len(parents) < num_beams:
                     parents.append(parent)
                     tokens.append(token)
                     new_scores.append(candidates[flat])
-                if len(parents) == num_beams:
-                    break
+            finished = sorted(finished, key=lambda f: -f[0])[:num_beams]
+            yield Progress(step + 1, budget, "beam search")
+            if last or not parents:
+                break
             beams = [beams[p] + [t] for p, t in zip(parents, tokens)]
             scores = np.array(new_scores)
-            yield Progress(step + 1, budget, "beam search")
-            if len(finished) >= num_beams or step + 1 == budget:
-                break
+            if len(finished) == num_beams and scores.max() / length <= finished[-1][0]:
+                break  # no open beam can still beat the finished ones
             self.loop.reorder(state, np.array(parents))
             logits = self.loop.step(state, np.array(tokens)[:, None])[:, -1]
-        # Once num_beams hypotheses have finished they win (early stopping), which makes
-        # num_beams=1 exactly greedy decoding.
-        alive = [(s / len(b), b) for s, b in zip(scores, beams)]
-        pool = finished if len(finished) >= num_beams else finished + alive
-        yield max(pool, key=lambda x: x[0])[1]
+        yield finished[0][1]
 
     def _beam_events(self, ids: list[int], budget: int, params: dict[str, Any],
                      cancel: CancelToken) -> Iterator[Event]:
