@@ -114,3 +114,21 @@ def test_bench_refuses_an_unknown_part():
 def test_usage_error_exits_2():
     out = cli("verify")
     assert out.returncode == 2 and "usage:" in out.stderr
+
+
+def test_inspect_summarises_a_language_model_and_folds_its_cache_tensors():
+    import json
+
+    from edge_aigc.zoo import zoo_bundle
+
+    path = zoo_bundle("fortune-gpt", "x86-avx2").path
+    out = cli("inspect", path)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert any(line.startswith("model ") and "4 layers, 4 KV heads of 64" in line for line in lines)
+    assert any(line.startswith("context ") and "128 tokens" in line for line in lines)
+    assert any(line.startswith("chat ") for line in lines)
+    assert "+ 8 KV-cache tensors" in out.stdout and "past_key_values.1.key" not in out.stdout
+    assert len(lines) < 60
+    whole = json.loads(cli("inspect", path, "--json").stdout)
+    assert len(whole["io"]["inputs"]) == 11 and whole["name"] == "fortune-gpt"
