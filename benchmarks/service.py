@@ -13,6 +13,8 @@ import threading
 import time
 from pathlib import Path
 
+from edge_aigc.contract import Task
+
 from .common import Report, median, threads
 
 __all__ = ["bench_mqtt", "bench_cold_start"]
@@ -150,8 +152,8 @@ def bench_cold_start(bundles: dict[str, Path], repeats: int, progress=print) -> 
     from edge_aigc.service.brokers import Mosquitto
     from edge_aigc.service.client import DeviceClient
 
-    requests = {"text-generation": {"prompt": "You will", "max_new_tokens": 32},
-                "image-generation": {"count": 8}, "audio-generation": {"notes": "C4:1 E4:1 G4:2"}}
+    requests = {Task.TEXT: {"prompt": "You will", "max_new_tokens": 32},
+                Task.IMAGE: {"count": 8}, Task.AUDIO: {"notes": "C4:1 E4:1 G4:2"}}
     starts, rss = [], {}
     with tempfile.TemporaryDirectory() as tmp, Mosquitto(Path(tmp)) as broker:
         config = _config(Path(tmp) / "device.toml", broker.port, list(bundles.values()))

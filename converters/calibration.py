@@ -16,6 +16,7 @@ from typing import Iterator
 
 import numpy as np
 
+from edge_aigc.contract import KV_INPUTS, Task, kv_name
 from edge_aigc.tasks.notes import note_frames, random_notes
 
 from .sources import Source
@@ -69,7 +70,7 @@ def _text_feeds(source: Source, n: int, rng: np.random.Generator, window: int = 
         ids = rng.integers(0, spec.vocab_size, 4 * window).tolist()
     corpus = np.array(ids, np.int64)
     empty = np.zeros((1, spec.num_kv_heads, 0, spec.head_dim), np.float32)
-    names = [f"past_key_values.{i}.{k}" for i in range(spec.num_layers) for k in ("key", "value")]
+    names = [kv_name(KV_INPUTS, i, k) for i in range(spec.num_layers) for k in ("key", "value")]
     for _ in range(n):
         length = int(min(window, len(corpus)))
         start = int(rng.integers(0, len(corpus) - length + 1))
@@ -84,7 +85,7 @@ def _generator_feeds(source: Source, model_path: Path, n: int,
     cfg = source.task_config
     classes = int(cfg.get("num_classes") or len(cfg.get("class_labels", [])) or 10)
     names = {i.name for i in inputs}
-    audio_notes = source.task == "audio-generation" and {"f0", "loudness"} <= names
+    audio_notes = source.task == Task.AUDIO and {"f0", "loudness"} <= names
     for k in range(n):
         feed: dict[str, np.ndarray] = {}
         if audio_notes:
@@ -106,6 +107,6 @@ def _generator_feeds(source: Source, model_path: Path, n: int,
 def sample_feeds(source: Source, model_path: Path, n: int, seed: int) -> list[dict[str, np.ndarray]]:
     """``n`` seeded feed dicts for the fp32 model at ``model_path``."""
     rng = np.random.default_rng(seed)
-    if source.task == "text-generation" and source.lm is not None:
+    if source.task == Task.TEXT and source.lm is not None:
         return list(_text_feeds(source, n, rng))
     return list(_generator_feeds(source, model_path, n, rng))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from edge_aigc.contract import KV_INPUTS, KV_OUTPUTS, TOKENIZER, Task
 from edge_aigc.errors import SourceError
 
 from .sources import LmSpec, Source, model_name
@@ -61,8 +62,8 @@ def lm_spec(config) -> LmSpec:
 def _tokenizer(path: Path):
     from tokenizers import Tokenizer
 
-    if (path / "tokenizer.json").is_file():
-        return Tokenizer.from_file(str(path / "tokenizer.json"))
+    if (path / TOKENIZER).is_file():
+        return Tokenizer.from_file(str(path / TOKENIZER))
     if (path / "vocab.json").is_file() or (path / "tokenizer.model").is_file():
         from transformers import AutoTokenizer  # slow-format files: let transformers convert them
 
@@ -89,12 +90,12 @@ def load_hf_dir(path: Path) -> Source:
     tokenizer = _tokenizer(path)
     gen = model.generation_config  # generation_config.json, or derived from config.json as generate() does
     task_config = {
-        "tokenizer": "tokenizer.json", "vocab_size": spec.vocab_size, "max_context": spec.max_context,
+        "tokenizer": TOKENIZER, "vocab_size": spec.vocab_size, "max_context": spec.max_context,
         "num_layers": spec.num_layers, "num_kv_heads": spec.num_kv_heads, "head_dim": spec.head_dim,
         "eos_token_id": eos_token_ids(gen, config), "bos_token_id": spec.bos_token_id,
-        "architecture": spec.architecture, "kv_inputs": "past_key_values.{layer}.{kind}",
-        "kv_outputs": "present.{layer}.{kind}", "sampling": generation_defaults(gen),
+        "architecture": spec.architecture, "kv_inputs": KV_INPUTS,
+        "kv_outputs": KV_OUTPUTS, "sampling": generation_defaults(gen),
     }
     name = model_name(path.resolve().name)
-    return Source("hf", str(path), name, "text-generation", task_config, lm=spec,
+    return Source("hf", str(path), name, Task.TEXT, task_config, lm=spec,
                   lm_model=model, tokenizer=tokenizer)

@@ -22,6 +22,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from edge_aigc.contract import KV_INPUTS, KV_OUTPUTS
 from edge_aigc.errors import ConversionError
 
 from .sources import Source
@@ -48,8 +49,7 @@ def supports(source: Source, recipe: str) -> bool:
 
 def fused_task_config() -> dict:
     """What the package step adds to the manifest's task_config for a builder artifact."""
-    return {"kv_layout": "shared", "kv_inputs": "past_key_values.{layer}.{kind}",
-            "kv_outputs": "present.{layer}.{kind}"}
+    return {"kv_layout": "shared", "kv_inputs": KV_INPUTS, "kv_outputs": KV_OUTPUTS}
 
 
 def build_fused_lm(source: Source, recipe: str, dst: Path, work: Path, block_size: int = 32,

@@ -6,6 +6,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from edge_aigc.contract import model_file
 from edge_aigc.bundle import pack_bundle
 from edge_aigc.manifest import Manifest
 
@@ -30,11 +31,10 @@ def package_bundle(out: Path, *, name: str, version: str, task: str, profile: st
                    model_path: Path, fmt: str = "onnx", assets: dict[str, Path | bytes], task_config: dict[str, Any],
                    fidelity: dict[str, Any], source: dict[str, Any],
                    key: Ed25519PrivateKey | None = None) -> Manifest:
-    model_file = f"model.{fmt}"
-    files: dict[str, Path | bytes] = {model_file: model_path, **assets}
+    files: dict[str, Path | bytes] = {model_file(fmt): model_path, **assets}
     meta = {"name": name, "version": version, "task": task, "format": fmt, "profile": profile,
             "recipe": recipe, "io": model_io(model_path, fmt),
-            "task_config": {**task_config, "model": model_file},
+            "task_config": {**task_config, "model": model_file(fmt)},
             "fidelity": fidelity, "source": source}
     out.parent.mkdir(parents=True, exist_ok=True)
     return pack_bundle(out, meta, files, key=key)

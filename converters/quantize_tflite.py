@@ -25,10 +25,9 @@ import numpy as np
 
 from edge_aigc.errors import ConversionError
 
-__all__ = ["TFLITE_RECIPES", "POST_CONVERSION", "quantize_weights", "static_quant_config",
+__all__ = ["POST_CONVERSION", "quantize_weights", "static_quant_config",
            "calibrate_static", "INT4_BLOCK"]
 
-TFLITE_RECIPES = ("fp32", "fp16", "int8-dynamic", "int8-static", "int4")
 POST_CONVERSION = ("fp16", "int8-dynamic", "int4")
 INT4_BLOCK = 32
 # ai-edge-quantizer's scope of an op: its output tensor names, each followed by ";". Ops

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edge_aigc.contract import Task
 from edge_aigc.errors import SourceError
 from edge_aigc.manifest import TASKS
 
@@ -125,7 +126,7 @@ def _as_generator(result: Any, ref: str) -> TorchGenerator:
         raise SourceError(f"source factory {ref!r}: example_inputs must be a non-empty dict "
                           "of input name -> torch.Tensor")
     _check_task(result.task, f"source factory {ref!r}")
-    if result.task == "text-generation":
+    if result.task == Task.TEXT:
         raise SourceError(f"source factory {ref!r}: text models convert from a Hugging Face "
                           "directory (save it with model.save_pretrained + tokenizer.json)")
     return result

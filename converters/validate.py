@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from edge_aigc.contract import Task
 from edge_aigc.errors import ConversionError
 
 from . import metrics
@@ -46,13 +47,13 @@ _TEXT = {"fp32": {"top1_agreement": 0.999, "mean_kl": 1e-4},
          "int8-static": {"top1_agreement": 0.85, "mean_kl": 0.10},
          "int4": {"top1_agreement": 0.85, "mean_kl": 0.10}}
 THRESHOLDS: dict[str, dict[str, dict[str, float]]] = {
-    "image-generation": _IMAGE, "audio-generation": _AUDIO, "text-generation": _TEXT}
+    Task.IMAGE: _IMAGE, Task.AUDIO: _AUDIO, Task.TEXT: _TEXT}
 HIGHER_IS_BETTER = {"psnr_db", "snr_db", "top1_agreement"}
 # LiteRT's CUMSUM adds in another order than PyTorch and ONNX Runtime: a source-filter
 # vocoder's running phase (thousands of cycles) then differs by an ulp or two, which moves
 # the waveform's SNR against the ONNX reference to ~53 dB (the zoo tone model, 1 s) while
 # its spectrum is unchanged (log-mel distance 0.0002). The spectral bound stays as it is.
-FORMAT_THRESHOLDS = {("tflite", "audio-generation", "fp32"): {"snr_db": 40.0}}
+FORMAT_THRESHOLDS = {("tflite", Task.AUDIO, "fp32"): {"snr_db": 40.0}}
 
 
 @dataclass
@@ -96,7 +97,7 @@ def _run(source: Source, path: Path, fmt: str, feeds: list[dict[str, np.ndarray]
     from edge_aigc.tasks.text import make_kv_loop
 
     session = open_session(fmt, path, None, source.name)
-    if source.task == "text-generation":
+    if source.task == Task.TEXT:
         loop = make_kv_loop(session, task_config)
         return [{"logits": loop.step(loop.start(1), feed["input_ids"])} for feed in feeds]
     return [session.run(feed) for feed in feeds]
@@ -104,11 +105,11 @@ def _run(source: Source, path: Path, fmt: str, feeds: list[dict[str, np.ndarray]
 
 def _measure(source: Source, ref: list[np.ndarray], out: list[np.ndarray]) -> dict[str, float]:
     cfg = source.task_config
-    if source.task == "text-generation":
+    if source.task == Task.TEXT:
         r, o = np.concatenate([x[0] for x in ref]), np.concatenate([x[0] for x in out])
         return {"top1_agreement": metrics.top1_agreement(r, o), "mean_kl": metrics.mean_kl(r, o)}
     r, o = np.concatenate([x.ravel() for x in ref]), np.concatenate([x.ravel() for x in out])
-    if source.task == "image-generation":
+    if source.task == Task.IMAGE:
         lo, hi = cfg.get("output_range", [float(r.min()), float(r.max())])
         return {"psnr_db": metrics.psnr_db(r, o, peak=max(hi - lo, 1e-6)),
                 "max_abs_error": float(np.max(np.abs(r - o)))}

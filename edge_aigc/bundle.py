@@ -27,7 +27,7 @@ from .manifest import SCHEMA_VERSION, Manifest
 __all__ = ["Bundle", "BundleInfo", "pack_bundle", "load_bundle", "is_bundle_path", "verify_tree", "inspect_bundle",
            "sha256_file", "resign_bundle"]
 
-MANIFEST, SIGNATURE = "manifest.json", "manifest.sig"
+from .contract import MANIFEST, SIGNATURE  # noqa: E402  (re-exported: bundle.MANIFEST)
 
 
 def sha256_file(path: str | os.PathLike) -> str:

@@ -15,6 +15,7 @@ errors, the MQTT error ``code`` of the protocol, so the mapping lives here once.
     ├── ProfileError             a device profile file is invalid or unknown
     ├── StoreError               the device model store refused an operation
     ├── ConfigError              a device/service configuration is invalid
+    │   └── BrokerError          an MQTT broker could not be started or reached
     ├── RequestError             a generation request cannot be served
     │   ├── BadRequest, UnknownModel, Busy, TooLarge, Cancelled, Timeout
     ├── BackendUnavailable       the runtime a bundle needs is not installed
@@ -36,6 +37,7 @@ __all__ = [
     "ProfileError",
     "StoreError",
     "ConfigError",
+    "BrokerError",
     "RequestError",
     "BadRequest",
     "UnknownModel",
@@ -96,6 +98,10 @@ class StoreError(EdgeAigcError):
 
 class ConfigError(EdgeAigcError):
     exit_code = 6
+
+
+class BrokerError(ConfigError):
+    """The broker subprocess (Mosquitto) or the embedded one did not start, or a client cannot reach one."""
 
 
 class RequestError(EdgeAigcError):

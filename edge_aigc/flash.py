@@ -16,7 +16,6 @@ Running it again with the same inputs changes nothing.
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 from dataclasses import dataclass
 from importlib import resources

@@ -12,13 +12,14 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from .errors import CorruptBundle, UnsupportedSchema
+from .contract import MANIFEST, SIGNATURE, Format, Task
 
 __all__ = ["Manifest", "SCHEMA_VERSION", "TASKS", "FORMATS", "check_member_name"]
 
 SCHEMA_VERSION = 1
-TASKS = ("text-generation", "image-generation", "audio-generation")
-FORMATS = ("onnx", "tflite")
-RESERVED = ("manifest.json", "manifest.sig")
+TASKS = tuple(Task)
+FORMATS = tuple(Format)
+RESERVED = (MANIFEST, SIGNATURE)
 # Names and versions become directory names in the device store: keep them boring.
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 VERSION_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+_-]{0,31}$")

@@ -15,12 +15,13 @@ from typing import Any
 
 from .errors import ProfileError
 from .tomltable import TomlTable, read_toml
+from .contract import Format, Recipe
 
 __all__ = ["Profile", "OnnxConfig", "TfliteConfig", "Budget", "RECIPES", "FORMATS",
            "load_profile", "list_profiles", "get_profile", "profile_dirs"]
 
-RECIPES = ("fp32", "fp16", "int8-dynamic", "int8-static", "int4")
-FORMATS = ("onnx", "tflite")
+RECIPES = tuple(Recipe)
+FORMATS = tuple(Format)
 ARCHES = ("x86_64", "aarch64", "armv7l")
 GRAPH_OPT_LEVELS = ("disable", "basic", "extended", "all")
 # ONNX Runtime provider names a profile may list; a typo here would otherwise only

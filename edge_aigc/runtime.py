@@ -11,17 +11,18 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from .backends import Session, open_session
 from .bundle import Bundle, is_bundle_path, load_bundle
+from .contract import Task, model_file
 from .detect import detect_profile
 from .errors import BadRequest, UnknownModel
 from .manifest import NAME_RE
 from .profiles import Profile, get_profile
 from .store import ModelStore
 from .tasks.audio import AudioTask
-from .tasks.base import CancelToken, Event, Result
+from .tasks.base import CancelToken, Event, Result, TaskRunner
 from .tasks.image import ImageTask
 from .tasks.params import validate_params
 from .tasks.text import TextTask
@@ -35,20 +36,19 @@ log = logging.getLogger(__name__)
 class LoadedModel:
     bundle: Bundle
     session: Session
-    task: Any  # TextTask | ImageTask | AudioTask
+    task: TaskRunner
 
     @property
     def defaults(self) -> dict[str, Any]:
         return self.bundle.manifest.task_config.get("sampling", {})
 
 
-def _make_task(name: str, bundle: Bundle, session: Session):
-    cfg = bundle.manifest.task_config
-    if bundle.manifest.task == "text-generation":
-        return TextTask(name, bundle.root, cfg, session)
-    if bundle.manifest.task == "image-generation":
-        return ImageTask(name, cfg, session)
-    return AudioTask(name, cfg, session)
+# One task class per task name; each takes (name, bundle root, task_config, session).
+TASKS: dict[Task, Callable[..., TaskRunner]] = {Task.TEXT: TextTask, Task.IMAGE: ImageTask, Task.AUDIO: AudioTask}
+
+
+def _make_task(name: str, bundle: Bundle, session: Session) -> TaskRunner:
+    return TASKS[Task(bundle.manifest.task)](name, bundle.root, bundle.manifest.task_config, session)
 
 
 class Runtime:
@@ -109,8 +109,8 @@ class Runtime:
             bundle.close()
             return name
         cache = self.state_dir / "trt-cache" / f"{name}-{bundle.manifest.version}" if self.state_dir else None
-        session = open_session(bundle.manifest.format, bundle.file(bundle.manifest.task_config.get(
-            "model", "model.onnx")), self.profile, name, cache, self.threads)
+        model = bundle.manifest.task_config.get("model", model_file(bundle.manifest.format))
+        session = open_session(bundle.manifest.format, bundle.file(model), self.profile, name, cache, self.threads)
         self._loaded[name] = LoadedModel(bundle, session, _make_task(name, bundle, session))
         log.info("loaded %s (%s, %s) on %s with %d threads", name, bundle.manifest.task,
                  bundle.manifest.recipe, ", ".join(session.providers), session.threads.threads)

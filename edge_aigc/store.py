@@ -30,6 +30,7 @@ from .archive import DEFAULT_MAX_BYTES, extract_archive
 from .bundle import Bundle, verify_tree
 from .errors import StoreError, UnknownModel
 from .manifest import Manifest
+from .contract import MANIFEST
 
 __all__ = ["ModelStore", "InstalledModel", "default_state_dir"]
 
@@ -140,7 +141,7 @@ class ModelStore:
         target = model_dir / manifest.version
         created_dir = not model_dir.exists()
         if target.exists():
-            if (target / "manifest.json").read_bytes() != manifest.to_json():
+            if (target / MANIFEST).read_bytes() != manifest.to_json():
                 raise StoreError(f"{manifest.name} {manifest.version} is already installed with "
                                  "different content; remove that version first")
         else:
@@ -167,7 +168,7 @@ class ModelStore:
 
     def activate(self, name: str, version: str) -> None:
         with self._locked():
-            if not (self.root / name / version / "manifest.json").is_file():
+            if not (self.root / name / version / MANIFEST).is_file():
                 have = ", ".join(m.version for m in self.versions(name)) or "none"
                 raise StoreError(f"{name} {version} is not installed (installed versions: {have})")
             state = self._state(name)

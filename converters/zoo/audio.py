@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from edge_aigc.contract import Task
 from edge_aigc.tasks.notes import Note, midi_to_hz, note_frames, random_notes
 
 SEED = 1234
@@ -259,7 +260,7 @@ def factory():
     model.eval()
     f0, loud = note_frames([Note(69, 0.5), Note(72, 0.5)], FRAME_RATE)
     return TorchGenerator(
-        module=model, task="audio-generation", output_names=["audio"],
+        module=model, task=Task.AUDIO, output_names=["audio"],
         example_inputs={"f0": torch.tensor(f0)[None], "loudness": torch.tensor(loud)[None]},
         dynamic_axes={"f0": {0: "batch", 1: "frames"}, "loudness": {0: "batch", 1: "frames"}},
         # TFLite: 1, 4, 12 and 31 s of frames (the runtime pads a request up to the next one;

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils import spectral_norm
+from edge_aigc.contract import Task
 
 SEED = 1234
 LATENT, CLASSES, SIZE = 100, 10, 28
@@ -171,7 +172,7 @@ def factory():
     gen.load_state_dict(torch.load(WEIGHTS, weights_only=True))
     gen.eval()
     return TorchGenerator(
-        module=gen, task="image-generation", output_names=["image"],
+        module=gen, task=Task.IMAGE, output_names=["image"],
         example_inputs={"z": torch.randn(1, LATENT), "label": torch.zeros(1, dtype=torch.int64)},
         task_config={"latent_dim": LATENT, "num_classes": CLASSES,
                      "class_labels": [str(i) for i in range(CLASSES)], "image_size": [SIZE, SIZE],

@@ -7,17 +7,18 @@ GPUs or TensorRT versions, so the device builds one on first load and reuses it.
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
-from ..errors import BackendUnavailable
+from ..errors import BackendUnavailable, BundleError
 from ..profiles import Profile
 from ..system import fit_threads
 from .base import TensorInfo
 
-__all__ = ["OnnxSession", "resolve_providers"]
+__all__ = ["OnnxSession", "resolve_providers", "onnxruntime_errors", "foreign_errors"]
 
 log = logging.getLogger(__name__)
 _GRAPH_OPT = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
@@ -46,6 +47,26 @@ def _provider_options(provider: str, cache_dir: Path | None) -> dict[str, Any]:
     return {}
 
 
+def foreign_errors() -> tuple[type[BaseException], ...]:
+    """What ONNX Runtime raises when it cannot create a session: its pybind11 error types
+    (Fail, InvalidArgument, NoSuchFile, InvalidProtobuf, …, all RuntimeError subclasses)."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    found = [v for v in vars(state).values() if isinstance(v, type) and issubclass(v, Exception)]
+    return tuple(found) + (RuntimeError, ValueError)
+
+
+@contextmanager
+def onnxruntime_errors(model: str, path: Path) -> Iterator[None]:
+    """ONNX Runtime's load errors as ``BundleError``: one line, naming the file as the bundle does."""
+    try:
+        yield
+    except foreign_errors() as exc:
+        text = str(exc).strip().replace(str(path), path.name)
+        first = text.splitlines()[0] if text else type(exc).__name__
+        raise BundleError(f"{model}: ONNX Runtime cannot load {path.name}: {first}") from None
+
+
 class OnnxSession:
     backend = "onnxruntime"
 
@@ -67,8 +88,9 @@ class OnnxSession:
         wanted = cfg.providers if cfg else ("CPUExecutionProvider",)
         providers = resolve_providers(wanted, ort.get_available_providers(), name)
         options = [_provider_options(p, cache_dir) for p in providers]
-        self._sess = ort.InferenceSession(str(model_path), so, providers=providers,
-                                          provider_options=options)
+        with onnxruntime_errors(name, Path(model_path)):
+            self._sess = ort.InferenceSession(str(model_path), so, providers=providers,
+                                              provider_options=options)
         self.providers = tuple(self._sess.get_providers())
 
     @staticmethod

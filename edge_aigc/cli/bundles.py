@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..contract import Task
 from .. import signing
 from ..bundle import inspect_bundle, load_bundle
 from .output import human_bytes, table
@@ -31,7 +32,7 @@ def _inspect(args: argparse.Namespace) -> int:
             ("created", f"{m.created or '-'} by edge-aigc {m.converter_version or '?'}"),
             ("schema", m.schema)]
     cfg = dict(m.task_config)
-    if m.task == "text-generation":
+    if m.task == Task.TEXT:
         rows += _lm_rows(cfg)
     _print_rows(rows)
     for title, section in (("task config", cfg), ("fidelity", m.fidelity)):

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from ..errors import BackendUnavailable, ConfigError
+from ..contract import Format
 from ..profiles import RECIPES, get_profile, list_profiles
 from .output import human_bytes, table
 
@@ -70,7 +71,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--profile", required=True, help="device profile name or .toml path, or 'all'")
     p.add_argument("-o", "--output", required=True, help="bundle path (.eaigc), or a directory with --profile all")
     p.add_argument("--recipe", choices=RECIPES, help="override the profile's recipe")
-    p.add_argument("--format", choices=("onnx", "tflite"), help="override the profile's preferred format")
+    p.add_argument("--format", choices=tuple(Format), help="override the profile's preferred format")
     p.add_argument("--sign", metavar="KEY", help="Ed25519 private key (from edge-aigc keygen) to sign with")
     p.add_argument("--name", help="model name in the manifest (default: from the source)")
     p.add_argument("--version", default="1.0.0", help="model version (default 1.0.0)")

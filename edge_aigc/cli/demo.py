@@ -17,9 +17,10 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+from ..contract import EventKind
 from .. import zoo
 from ..detect import detect_profile
-from ..errors import ConfigError, ProfileError
+from ..errors import ConfigError, ProfileError, RequestError
 from ..service.app import build_service
 from ..service.brokers import EmbeddedBroker, Mosquitto, find_mosquitto
 from ..service.client import DeviceClient
@@ -45,10 +46,7 @@ def _broker(url: str | None, workdir: Path, embedded: bool = False) -> Iterator[
         with Mosquitto(workdir / "mosquitto") as b:
             yield f"mqtt://{b.host}:{b.port}", 5, f"mosquitto on 127.0.0.1:{b.port} (pid {b.pid})"
     else:
-        try:
-            broker = EmbeddedBroker().start()
-        except RuntimeError as exc:
-            raise ConfigError(str(exc)) from None
+        broker = EmbeddedBroker().start()
         try:
             yield f"mqtt://{broker.host}:{broker.port}", 311, f"embedded amqtt on 127.0.0.1:{broker.port}"
         finally:
@@ -116,7 +114,7 @@ def _requests(url: str, protocol: int, out: Path, say) -> list[tuple]:
             def on_event(ev: dict) -> None:
                 if not first:
                     first.append(time.perf_counter() - start)
-                if ev["event"] == "token":
+                if ev["event"] == EventKind.TOKEN:
                     sys.stdout.write(ev["text"])
                     sys.stdout.flush()
 
@@ -126,8 +124,8 @@ def _requests(url: str, protocol: int, out: Path, say) -> list[tuple]:
             response = client.request(DEVICE, "generate", model, params, on_event=on_event)
             total = time.perf_counter() - start
             final = response.final
-            if final["event"] == "error":
-                raise ConfigError(f"{model}: {final['code']}: {final['message']}")
+            if final["event"] == EventKind.ERROR:
+                raise RequestError(f"{model}: {final['code']}: {final['message']}")
             path = out / filename
             if what == "text":
                 print("\n")

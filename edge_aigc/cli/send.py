@@ -12,6 +12,7 @@ import os
 import sys
 from pathlib import Path
 
+from ..contract import EventKind
 from ..errors import ConfigError, RequestError
 from ..service.client import DeviceClient
 from ..service.protocol import ACTIONS
@@ -28,10 +29,10 @@ def _password(args: argparse.Namespace) -> str | None:
 
 
 def _print_event(ev: dict) -> None:
-    if ev["event"] == "token":
+    if ev["event"] == EventKind.TOKEN:
         sys.stdout.write(ev["text"])
         sys.stdout.flush()
-    elif ev["event"] == "progress" and sys.stderr.isatty():
+    elif ev["event"] == EventKind.PROGRESS and sys.stderr.isatty():
         print(f"\r{ev.get('message', '')} {ev['step']}/{ev['total']}", end="", file=sys.stderr, flush=True)
 
 
@@ -58,7 +59,7 @@ def _send(args: argparse.Namespace) -> int:
     final = response.final
     if args.json:
         print(json.dumps(response.events, indent=2, ensure_ascii=False))
-    if final["event"] == "error":
+    if final["event"] == EventKind.ERROR:
         print(f"\nedge-aigc send: {final['code']}: {final['message']}", file=sys.stderr)
         return RequestError.exit_code
     if "text" in final and not args.json:

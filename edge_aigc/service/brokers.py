@@ -14,6 +14,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from ..errors import BrokerError
+
 
 def find_mosquitto() -> str | None:
     # Debian installs the broker in /usr/sbin, which is not on every user's PATH.
@@ -50,7 +52,7 @@ class Mosquitto:
     def start(self, timeout: float = 10.0) -> "Mosquitto":
         binary = find_mosquitto()
         if binary is None:
-            raise RuntimeError("mosquitto not found on PATH or in /usr/sbin; "
+            raise BrokerError("mosquitto not found on PATH or in /usr/sbin; "
                                "install it with `apt-get install -y mosquitto` (.ci/run does)")
         conf = self.workdir / "mosquitto.conf"
         # Listener options (TLS files) follow the listener line; as root, stay root so the
@@ -68,14 +70,14 @@ class Mosquitto:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"mosquitto exited with {self.proc.returncode}:\n{self.log()}")
+                raise BrokerError(f"mosquitto exited with {self.proc.returncode}:\n{self.log()}")
             try:
                 socket.create_connection((self.host, self.port), timeout=0.2).close()
                 return self
             except OSError:
                 time.sleep(0.05)
         self.stop()
-        raise RuntimeError(f"mosquitto did not listen on {self.host}:{self.port}:\n{self.log()}")
+        raise BrokerError(f"mosquitto did not listen on {self.host}:{self.port}:\n{self.log()}")
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
@@ -115,7 +117,7 @@ class EmbeddedBroker:
         try:
             from amqtt.broker import Broker
         except ImportError:
-            raise RuntimeError("no MQTT broker available: install mosquitto, "
+            raise BrokerError("no MQTT broker available: install mosquitto, "
                                "or the embedded one with pip install 'edge-aigc[broker]'") from None
         config = {"listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}"}},
                   "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}}}
@@ -132,7 +134,7 @@ class EmbeddedBroker:
         self._thread = threading.Thread(target=run, name="amqtt", daemon=True)
         self._thread.start()
         if not started.wait(timeout):
-            raise RuntimeError("the embedded amqtt broker did not start")
+            raise BrokerError("the embedded amqtt broker did not start")
         return self
 
     def stop(self) -> None:

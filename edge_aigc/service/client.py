@@ -21,7 +21,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from ..errors import ConfigError, IntegrityError, Timeout
+from ..contract import EventKind
+from ..errors import BrokerError, ConfigError, IntegrityError, Timeout
 from .transport import no_delay
 
 __all__ = ["DeviceClient", "Response"]
@@ -36,11 +37,11 @@ class Response:
 
     @property
     def final(self) -> dict[str, Any] | None:
-        return self.events[-1] if self.events and self.events[-1]["event"] in ("result", "error") else None
+        return self.events[-1] if self.events and self.events[-1]["event"] in (EventKind.RESULT, EventKind.ERROR) else None
 
     @property
     def ok(self) -> bool:
-        return self.final is not None and self.final["event"] == "result"
+        return self.final is not None and self.final["event"] == EventKind.RESULT
 
 
 class DeviceClient:
@@ -74,7 +75,7 @@ class DeviceClient:
         try:
             self.client.connect(self.host, self.port, keepalive=30)
         except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(f"cannot reach MQTT broker {self.host}:{self.port}: {exc}") from None
+            raise BrokerError(f"cannot reach MQTT broker {self.host}:{self.port}: {exc}") from None
         self.client.loop_start()
         try:
             kind, rc = self._connack.get(timeout=timeout)
@@ -85,7 +86,7 @@ class DeviceClient:
             self.close()
             how = "refused the connection" if kind == "connect" else \
                 "closed the connection before accepting it (TLS client certificate not trusted?)"
-            raise ConfigError(f"MQTT broker {self.host}:{self.port} {how}: {rc}")
+            raise BrokerError(f"MQTT broker {self.host}:{self.port} {how}: {rc}")
         return self
 
     def close(self) -> None:

@@ -13,13 +13,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..contract import Action, EventKind
 from ..errors import BadRequest, RequestError, TooLarge
 from ..manifest import NAME_RE
 from ..tasks.params import is_text
 
 __all__ = ["ACTIONS", "Request", "Topics", "parse_request", "event", "error_event", "result_event"]
 
-ACTIONS = ("generate", "cancel", "status", "models", "load", "unload")
+ACTIONS = tuple(Action)
 _ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _FIELDS = {"id", "action", "model", "params", "reply_to", "target", "timeout_s"}
 
@@ -153,17 +154,17 @@ def parse_request(payload: bytes, topics: Topics, max_bytes: int, response_topic
     if model is not None and not (isinstance(model, str) and NAME_RE.match(model)):
         raise err(BadRequest(f"'model' must be the name of a model on the device (matching "
                              f"{NAME_RE.pattern}); clients never name files"), rid, reply)
-    if action in ("generate", "load", "unload") and model is None:
+    if action in (Action.GENERATE, Action.LOAD, Action.UNLOAD) and model is None:
         raise err(BadRequest(f"'model' is required for {action}"), rid, reply)
     if not isinstance(params, dict):
         raise err(BadRequest("'params' must be an object"), rid, reply)
-    if action == "cancel" and not (isinstance(target, str) and _ID_RE.match(target)):
+    if action == Action.CANCEL and not (isinstance(target, str) and _ID_RE.match(target)):
         raise err(BadRequest("cancel needs 'target': the id of the request to stop"), rid, reply)
     timeout = data.get("timeout_s")
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
                                 or not 0 < timeout <= 86400):
         raise err(BadRequest("'timeout_s' must be a number of seconds in (0, 86400]"), rid, reply)
-    return Request(rid, action, reply, model, params, target, timeout, correlation)
+    return Request(rid, Action(action), reply, model, params, target, timeout, correlation)
 
 
 def _annotate(exc: RequestError, request_id: str | None, reply_to: str) -> RequestError:
@@ -171,17 +172,17 @@ def _annotate(exc: RequestError, request_id: str | None, reply_to: str) -> Reque
     return exc
 
 
-def event(kind: str, request_id: str | None, **fields: Any) -> bytes:
+def event(kind: EventKind, request_id: str | None, **fields: Any) -> bytes:
     return json.dumps({"event": kind, "id": request_id, **fields, "ts": round(time.time(), 3)},
                       ensure_ascii=False).encode()
 
 
 def error_event(request_id: str | None, exc: RequestError) -> bytes:
-    return event("error", request_id, code=exc.code, message=str(exc))
+    return event(EventKind.ERROR, request_id, code=exc.code, message=str(exc))
 
 
 def result_event(request_id: str, data_topics: list[tuple[str, str, bytes, str]], **fields: Any) -> bytes:
     """``data_topics``: (topic, content_type, payload, name) already published for this result."""
     data = [{"topic": t, "content_type": ct, "bytes": len(p), "sha256": hashlib.sha256(p).hexdigest(),
              "name": n} for t, ct, p, n in data_topics]
-    return event("result", request_id, data=data, **fields)
+    return event(EventKind.RESULT, request_id, data=data, **fields)

@@ -17,6 +17,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from .. import __version__
+from ..contract import Action, EventKind
 from ..errors import Busy, Cancelled, EdgeAigcError, RequestError
 from ..runtime import Runtime
 from ..tasks.base import CancelToken, Progress, Result, Token
@@ -140,7 +141,7 @@ class DeviceService:
         if self._stopping.is_set():
             self._fail(req, Cancelled("service is stopping"), req.received)
             return
-        if req.action in ("status", "models", "cancel"):
+        if req.action in (Action.STATUS, Action.MODELS, Action.CANCEL):
             self._answer_now(req)
             return
         try:
@@ -151,12 +152,12 @@ class DeviceService:
             self._send(Reply(req.reply_to, error_event(req.id, _busy(self.cfg.limits.queue_size)), None,
                              req.correlation))
             return
-        self._reply(req, event("accepted", req.id, action=req.action, queue_position=self.queue.qsize()))
+        self._reply(req, event(EventKind.ACCEPTED, req.id, action=req.action, queue_position=self.queue.qsize()))
 
     def _answer_now(self, req: Request) -> None:
-        if req.action == "status":
+        if req.action == Action.STATUS:
             fields = {"status": json.loads(self._status("online")), "metrics": self.metrics()}
-        elif req.action == "models":
+        elif req.action == Action.MODELS:
             fields = {"models": [self.rt.info(name) for name in self.rt.loaded()],
                       "installed": self.rt.available()}
         else:
@@ -203,18 +204,18 @@ class DeviceService:
                 self.publish_status()
 
     def _run(self, req: Request, cancel: CancelToken) -> None:
-        if req.action == "load":
+        if req.action == Action.LOAD:
             name = self.rt.load_name(req.model)  # installed names only: clients never name device files
             fields = {"model": name, "loaded": self.rt.loaded()}
-        elif req.action == "unload":
+        elif req.action == Action.UNLOAD:
             self.rt.unload(req.model)
             fields = {"model": req.model, "loaded": self.rt.loaded()}
         else:
             for ev in self.rt.stream(req.model, cancel, **req.params):
                 if isinstance(ev, Token):
-                    self._reply(req, event("token", req.id, text=ev.text, index=ev.index))
+                    self._reply(req, event(EventKind.TOKEN, req.id, text=ev.text, index=ev.index))
                 elif isinstance(ev, Progress):
-                    self._reply(req, event("progress", req.id, step=ev.step, total=ev.total, message=ev.message))
+                    self._reply(req, event(EventKind.PROGRESS, req.id, step=ev.step, total=ev.total, message=ev.message))
                 elif isinstance(ev, Result):
                     self._deliver(req, ev)
             return

@@ -4,10 +4,13 @@ from __future__ import annotations
 import io
 import time
 import wave
+from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
+from ..backends.base import Session
+from ..contract import Task
 from ..errors import BundleError
 from .base import CancelToken, Event, Output, Result
 from .notes import note_frames, parse_notes
@@ -27,9 +30,9 @@ def to_wav(audio: np.ndarray, sample_rate: int, gain: float = 1.0) -> bytes:
 
 
 class AudioTask:
-    task = "audio-generation"
+    task = Task.AUDIO
 
-    def __init__(self, name: str, task_config: dict[str, Any], session):
+    def __init__(self, name: str, root: Path, task_config: dict[str, Any], session: Session):
         self.name, self.session = name, session
         names = {i.name for i in session.inputs}
         if not {"f0", "loudness"} <= names:

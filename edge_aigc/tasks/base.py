@@ -11,9 +11,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Protocol
 
+from ..contract import EventKind
 from ..errors import Cancelled, Timeout
 
-__all__ = ["Token", "Progress", "Output", "Result", "Event", "CancelToken", "Task"]
+__all__ = ["Token", "Progress", "Output", "Result", "Event", "CancelToken", "TaskRunner"]
 
 
 @dataclass(frozen=True)
@@ -21,7 +22,7 @@ class Token:
     text: str          # new text since the previous token event (never a split UTF-8 character)
     token_id: int
     index: int         # 0-based position among generated tokens
-    kind: str = "token"
+    kind: str = EventKind.TOKEN
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,7 @@ class Progress:
     step: int
     total: int
     message: str = ""
-    kind: str = "progress"
+    kind: str = EventKind.PROGRESS
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ class Result:
     text: str | None = None
     outputs: tuple[Output, ...] = ()
     meta: dict[str, Any] = field(default_factory=dict)
-    kind: str = "result"
+    kind: str = EventKind.RESULT
 
 
 Event = Token | Progress | Result
@@ -73,7 +74,9 @@ class CancelToken:
             raise Timeout("request deadline passed")
 
 
-class Task(Protocol):
+class TaskRunner(Protocol):
+    """What runs one task for one loaded model (TextTask, ImageTask, AudioTask)."""
+
     task: str
 
     def stream(self, params: dict[str, Any], cancel: CancelToken) -> Iterator[Event]: ...

@@ -5,11 +5,14 @@ import io
 import math
 import secrets
 import time
+from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 from PIL import Image
 
+from ..backends.base import Session
+from ..contract import Task
 from ..errors import BadRequest, BundleError
 from .base import CancelToken, Event, Output, Progress, Result
 
@@ -43,9 +46,9 @@ def grid(images: list[Image.Image], pad: int = 2) -> Image.Image:
 
 
 class ImageTask:
-    task = "image-generation"
+    task = Task.IMAGE
 
-    def __init__(self, name: str, task_config: dict[str, Any], session):
+    def __init__(self, name: str, root: Path, task_config: dict[str, Any], session: Session):
         self.name, self.cfg, self.session = name, task_config, session
         floats = [i for i in session.inputs if i.dtype.startswith("float")]
         ints = [i for i in session.inputs if i.dtype.startswith("int")]

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ..contract import KV_INPUTS, KV_OUTPUTS, kv_name
 from ..backends import Session
 from ..errors import BundleError
 
@@ -22,11 +23,10 @@ __all__ = ["KvCacheLoop", "KvState", "kv_names"]
 def kv_names(task_config: dict[str, Any]) -> tuple[list[str], list[str]]:
     """The cache's input and output names, layer by layer, key before value."""
     layers = int(task_config["num_layers"])
-    past_tpl = task_config.get("kv_inputs", "past_key_values.{layer}.{kind}")
-    present_tpl = task_config.get("kv_outputs", "present.{layer}.{kind}")
+    past_tpl = task_config.get("kv_inputs", KV_INPUTS)  # bundles from before the key was written
+    present_tpl = task_config.get("kv_outputs", KV_OUTPUTS)
     pairs = [(i, k) for i in range(layers) for k in ("key", "value")]
-    return ([past_tpl.format(layer=i, kind=k) for i, k in pairs],
-            [present_tpl.format(layer=i, kind=k) for i, k in pairs])
+    return [kv_name(past_tpl, i, k) for i, k in pairs], [kv_name(present_tpl, i, k) for i, k in pairs]
 
 
 @dataclass

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ..contract import Task
 from ..errors import BadRequest
 
 __all__ = ["Param", "TASK_PARAMS", "validate_params", "is_text"]
@@ -41,15 +42,15 @@ def _text_params() -> list[Param]:
 
 
 TASK_PARAMS: dict[str, list[Param]] = {
-    "text-generation": _text_params(),
-    "image-generation": [
+    Task.TEXT: _text_params(),
+    Task.IMAGE: [
         Param("label", str, None, help="class label name or index (conditional models)", max_len=64),
         Param("seed", int, None, 0, 2**32 - 1, "latent seed"),
         Param("count", int, 1, 1, 64, "images to generate"),
         Param("grid", bool, True, help="one PNG grid of all images (else one PNG each)"),
         Param("scale", int, 1, 1, 16, "upscale factor (nearest neighbour) for small images"),
     ],
-    "audio-generation": [
+    Task.AUDIO: [
         Param("notes", str, required=True, max_len=4096,
               help="note sequence, e.g. 'C4:0.5 E4:0.5 G4:1.0' (R:0.5 is a rest)"),
         Param("gain", float, 1.0, 0.0, 4.0, "output gain before 16-bit conversion"),

@@ -14,6 +14,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from ..backends.base import Session
+from ..contract import TOKENIZER, Task
 from ..errors import BadRequest, BundleError
 from .base import CancelToken, Event, Progress, Result, Token
 from .detok import TextStreamer
@@ -40,13 +42,13 @@ def make_kv_loop(session, task_config: dict[str, Any]) -> KvCacheLoop | SharedKv
 
 
 class TextTask:
-    task = "text-generation"
+    task = Task.TEXT
 
-    def __init__(self, name: str, root: Path, task_config: dict[str, Any], session):
+    def __init__(self, name: str, root: Path, task_config: dict[str, Any], session: Session):
         from tokenizers import Tokenizer
 
         self.name, self.cfg = name, task_config
-        tok_path = root / task_config.get("tokenizer", "tokenizer.json")
+        tok_path = root / task_config.get("tokenizer", TOKENIZER)
         if not tok_path.is_file():
             raise BundleError(f"{name}: text bundle has no {tok_path.name}")
         self.tokenizer = Tokenizer.from_file(str(tok_path))

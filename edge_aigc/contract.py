@@ -1,0 +1,76 @@
+"""The contract's vocabulary, defined once: tasks, formats, recipes, actions, event kinds,
+bundle file names and KV-cache tensor name templates.
+
+Every module that speaks one of these words imports it from here. The enums are
+``StrEnum``s, so a member equals its string (``Task.TEXT == "text-generation"``) and JSON,
+TOML and manifests keep plain strings. What each word means on the wire: docs/bundle.md
+(tasks, formats, recipes, file names, templates) and docs/protocol.md (actions, events).
+"""
+from __future__ import annotations
+
+from enum import StrEnum
+
+__all__ = ["Task", "Format", "Recipe", "Action", "EventKind", "MANIFEST", "SIGNATURE", "TOKENIZER",
+           "model_file", "KV_INPUTS", "KV_OUTPUTS", "kv_name"]
+
+
+class Task(StrEnum):
+    TEXT = "text-generation"
+    IMAGE = "image-generation"
+    AUDIO = "audio-generation"
+
+
+class Format(StrEnum):
+    ONNX = "onnx"
+    TFLITE = "tflite"
+
+
+class Recipe(StrEnum):
+    FP32 = "fp32"
+    FP16 = "fp16"
+    INT8_DYNAMIC = "int8-dynamic"
+    INT8_STATIC = "int8-static"
+    INT4 = "int4"
+
+
+class Action(StrEnum):
+    """What a request over MQTT asks the device to do (the ``action`` field)."""
+
+    GENERATE = "generate"
+    CANCEL = "cancel"
+    STATUS = "status"
+    MODELS = "models"
+    LOAD = "load"
+    UNLOAD = "unload"
+
+
+class EventKind(StrEnum):
+    """The ``event`` field of what the device sends back, in the order a request sees them."""
+
+    ACCEPTED = "accepted"
+    PROGRESS = "progress"
+    TOKEN = "token"
+    RESULT = "result"
+    ERROR = "error"
+
+
+# File names inside a bundle.
+MANIFEST = "manifest.json"
+SIGNATURE = "manifest.sig"
+TOKENIZER = "tokenizer.json"
+
+
+def model_file(fmt: str) -> str:
+    """The model's file name in a bundle of format ``fmt`` (``model.onnx``, ``model.tflite``)."""
+    return f"model.{Format(fmt)}"
+
+
+# KV-cache tensor names of an exported LM (Hugging Face Optimum's), written into each text
+# bundle's task_config as kv_inputs / kv_outputs and read back from there by the runtime.
+KV_INPUTS = "past_key_values.{layer}.{kind}"
+KV_OUTPUTS = "present.{layer}.{kind}"
+
+
+def kv_name(template: str, layer: int, kind: str) -> str:
+    """One cache tensor's name: ``kind`` is ``key`` or ``value``."""
+    return template.format(layer=layer, kind=kind)
