@@ -19,7 +19,7 @@ import numpy as np
 from edge_aigc.contract import KV_INPUTS, Task, kv_name
 from edge_aigc.tasks.notes import note_frames, random_notes
 
-from .sources import Source
+from .source_types import Source
 
 __all__ = ["sample_feeds", "CALIBRATION_SEED", "VALIDATION_SEED"]
 

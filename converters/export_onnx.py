@@ -19,7 +19,7 @@ import numpy as np
 from edge_aigc.errors import ConversionError, SourceError
 
 from . import kv_cache
-from .sources import Source, TorchGenerator
+from .source_types import Source, TorchGenerator
 
 __all__ = ["ExportResult", "export_onnx", "OPSET"]
 

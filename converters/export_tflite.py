@@ -30,7 +30,7 @@ from edge_aigc.errors import ConversionError
 
 from .export_onnx import _reason
 from .quantize_tflite import INT4_BLOCK, POST_CONVERSION, calibrate_static, quantize_weights, static_quant_config
-from .sources import Source, TorchGenerator
+from .source_types import Source, TorchGenerator
 from .tflite_lm import lm_signatures
 
 __all__ = ["export_tflite", "DEFAULT_BATCH_SIZES"]

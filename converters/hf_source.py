@@ -6,7 +6,7 @@ from pathlib import Path
 from edge_aigc.contract import KV_INPUTS, KV_OUTPUTS, TOKENIZER, Task
 from edge_aigc.errors import SourceError
 
-from .sources import LmSpec, Source, model_name
+from .source_types import LmSpec, Source, model_name
 
 __all__ = ["load_hf_dir", "lm_spec", "generation_defaults", "eos_token_ids"]
 

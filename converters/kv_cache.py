@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from .sources import LmSpec
+from .source_types import LmSpec
 
 __all__ = ["KvCacheWrapper", "kv_names", "example_inputs", "dynamic_shapes"]
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from edge_aigc.contract import KV_INPUTS, KV_OUTPUTS
 from edge_aigc.errors import ConversionError
 
-from .sources import Source
+from .source_types import Source
 
 __all__ = ["PRECISION", "supports", "build_fused_lm", "fused_task_config"]
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from .sources import LmSpec
+from .source_types import LmSpec
 
 __all__ = ["TfliteLmWrapper", "lm_signatures", "cache_names", "PREFILL_SIZES", "MAX_CACHE"]
 

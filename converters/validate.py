@@ -25,7 +25,7 @@ from edge_aigc.contract import Task
 from edge_aigc.errors import ConversionError
 
 from . import metrics
-from .sources import Source
+from .source_types import Source
 
 __all__ = ["THRESHOLDS", "FORMAT_THRESHOLDS", "HIGHER_IS_BETTER", "FidelityReport", "evaluate", "IDENTICAL_DB"]
 

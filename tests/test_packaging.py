@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).parent.parent
-HOST_ONLY = ("torch", "onnx", "onnxslim", "transformers", "litert_torch", "converters")
+HOST_ONLY = ("torch", "onnx", "onnxslim", "transformers", "litert_torch", "converters", "benchmarks")
 
 
 def test_every_python_package_is_listed_in_setup_cfg():
@@ -36,3 +36,17 @@ def test_device_side_imports_no_host_package():
             "print(','.join(bad))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", f"device side imported: {out.stdout}"
+
+
+def test_the_wheel_ships_no_benchmarks():
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "setup.cfg")
+    listed = set(cfg["options"]["packages"].split())
+    assert not any(p == "benchmarks" or p.startswith("benchmarks.") for p in listed)
+
+
+def test_the_bench_command_imports_no_benchmarks_until_it_runs():
+    code = ("import sys, edge_aigc.cli.bench; from edge_aigc.cli import build_parser; build_parser();"
+            "print(','.join(m for m in sys.modules if m.split('.')[0] == 'benchmarks'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""

@@ -8,6 +8,8 @@ this module back.
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 from ..errors import BackendUnavailable, UsageError
 
@@ -32,8 +34,20 @@ def parts(only: str) -> set[str]:
     return chosen
 
 
+def _checkout() -> Path | None:
+    """The source checkout this edge_aigc runs from (an editable install), if it is one."""
+    root = Path(__file__).resolve().parents[2]
+    return root if (root / "benchmarks" / "run.py").is_file() else None
+
+
 def _bench(args: argparse.Namespace) -> int:
     only = parts(args.only)
+    root = _checkout()
+    if root is None:
+        raise BackendUnavailable("bench runs from a source checkout of edge-aigc (benchmarks/ is not "
+                                 f"in the wheel): clone it, then {BENCH_HINT}")
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
     try:
         import matplotlib  # noqa: F401
         import onnxruntime_genai  # noqa: F401
