@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from edge_aigc.system import usable_cpus
+
 __all__ = ["Timing", "time_repeats", "machine", "threads", "write_json", "Report", "median"]
 
 
@@ -18,8 +20,9 @@ def median(values: list[float]) -> float:
 
 
 def threads() -> int:
-    """One thread count for every compared system (EDGE_AIGC_BENCH_THREADS, else all cores)."""
-    return int(os.environ.get("EDGE_AIGC_BENCH_THREADS") or os.cpu_count() or 1)
+    """One thread count for every compared system (EDGE_AIGC_BENCH_THREADS, else every CPU this
+    process may use: its affinity mask and cgroup quota, as the runtime fits them)."""
+    return int(os.environ.get("EDGE_AIGC_BENCH_THREADS") or usable_cpus().count)
 
 
 @dataclass

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from edge_aigc.contract import Task
-from edge_aigc.errors import SourceError
+from edge_aigc.errors import CorruptBundle, SourceError
 from edge_aigc.manifest import TASKS
+from edge_aigc.task_config import parse_task_config
 
 from .source_types import LmSpec, Source, TorchGenerator, model_name
 
@@ -93,8 +94,17 @@ def _load_onnx(path: Path) -> Source:
 
 
 def load_source(ref: str | os.PathLike) -> Source:
-    """Load a source from a factory reference, an ``.onnx`` path or a Hugging Face directory."""
-    text = str(ref)
+    """Load a source from a factory reference, an ``.onnx`` path or a Hugging Face directory;
+    its ``task_config`` is checked against the task's schema before any work is done."""
+    source = _load(str(ref))
+    try:
+        parse_task_config(source.task, source.task_config)
+    except CorruptBundle as exc:
+        raise SourceError(f"{source.ref}: {str(exc).replace('manifest field ', '')}") from None
+    return source
+
+
+def _load(text: str) -> Source:
     path = Path(text)
     if path.is_dir():
         from .hf_source import load_hf_dir  # transformers is only needed for this kind

@@ -27,6 +27,7 @@ from . import signing, zoo
 from .bundle import load_bundle, resign_bundle
 from .errors import ConfigError, StoreError
 from .profiles import Profile
+from .service.config import DEFAULT_BROKER
 from .store import ModelStore
 
 __all__ = ["FlashPlan", "flash", "estimate_rss_mb", "BASE_RSS_MB"]
@@ -49,7 +50,7 @@ class FlashPlan:
     profile: Profile
     models: list[str]              # prebuilt names or bundle paths
     device_id: str
-    broker: str = "mqtt://127.0.0.1:1883"
+    broker: str = DEFAULT_BROKER
     pubkey: Path | None = None     # key the bundles are signed with (default: the zoo key)
     sign_key: Path | None = None   # re-sign with this key; the device then trusts its public half
 

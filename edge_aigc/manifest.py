@@ -8,11 +8,13 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import PurePosixPath
 from typing import Any
 
-from .errors import CorruptBundle, UnsupportedSchema
 from .contract import MANIFEST, SIGNATURE, Format, Task
+from .errors import CorruptBundle, UnsupportedSchema
+from .task_config import TaskConfig, parse_task_config
 
 __all__ = ["Manifest", "SCHEMA_VERSION", "TASKS", "FORMATS", "check_member_name"]
 
@@ -119,3 +121,9 @@ class Manifest:
                 raise bad("files", f"{path!r} has no valid sha256 (64 lowercase hex digits)")
         if self.size_bytes < 0:
             raise bad("size_bytes", "must not be negative")
+        _ = self.config  # task_config against its task's schema
+
+    @cached_property
+    def config(self) -> TaskConfig:
+        """``task_config`` parsed into the task's typed schema (edge_aigc/task_config.py)."""
+        return parse_task_config(self.task, self.task_config)

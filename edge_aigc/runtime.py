@@ -40,15 +40,15 @@ class LoadedModel:
 
     @property
     def defaults(self) -> dict[str, Any]:
-        return self.bundle.manifest.task_config.get("sampling", {})
+        return getattr(self.bundle.manifest.config, "sampling", {})
 
 
-# One task class per task name; each takes (name, bundle root, task_config, session).
+# One task class per task name; each takes (name, bundle root, typed task config, session).
 TASKS: dict[Task, Callable[..., TaskRunner]] = {Task.TEXT: TextTask, Task.IMAGE: ImageTask, Task.AUDIO: AudioTask}
 
 
 def _make_task(name: str, bundle: Bundle, session: Session) -> TaskRunner:
-    return TASKS[Task(bundle.manifest.task)](name, bundle.root, bundle.manifest.task_config, session)
+    return TASKS[Task(bundle.manifest.task)](name, bundle.root, bundle.manifest.config, session)
 
 
 class Runtime:
@@ -109,7 +109,7 @@ class Runtime:
             bundle.close()
             return name
         cache = self.state_dir / "trt-cache" / f"{name}-{bundle.manifest.version}" if self.state_dir else None
-        model = bundle.manifest.task_config.get("model", model_file(bundle.manifest.format))
+        model = bundle.manifest.config.model or model_file(bundle.manifest.format)
         session = open_session(bundle.manifest.format, bundle.file(model), self.profile, name, cache, self.threads)
         self._loaded[name] = LoadedModel(bundle, session, _make_task(name, bundle, session))
         log.info("loaded %s (%s, %s) on %s with %d threads", name, bundle.manifest.task,

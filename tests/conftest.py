@@ -41,7 +41,7 @@ MODEL_BYTES = bytes(range(256)) * 64  # 16 KiB stands in for weights; hashes don
 def bundle_meta(name: str = "tiny-gen", version: str = "1.0.0", **extra) -> dict:
     return {"name": name, "version": version, "task": "image-generation", "format": "onnx",
             "profile": "x86-avx2", "recipe": "fp32",
-            "task_config": {"image_size": [8, 8], "classes": ["a", "b"]},
+            "task_config": {"image_size": [8, 8], "class_labels": ["a", "b"]},
             "io": {"inputs": {"z": {"dtype": "float32", "shape": [1, 4]}}}, **extra}
 
 

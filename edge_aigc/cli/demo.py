@@ -17,14 +17,15 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from ..contract import EventKind
 from .. import zoo
+from ..contract import EventKind
 from ..detect import detect_profile
 from ..errors import ConfigError, ProfileError, RequestError
 from ..service.app import build_service
 from ..service.brokers import EmbeddedBroker, Mosquitto, find_mosquitto
 from ..service.client import DeviceClient
 from ..service.config import Limits, MqttConfig, ServiceConfig
+from ..service.protocol import parse_broker_url
 from ..store import ModelStore
 from .output import human_bytes, table
 
@@ -76,10 +77,10 @@ def _demo(args: argparse.Namespace) -> int:
             store.install(zoo.zoo_bundle(model, profile).path)
         say(f"installed {', '.join(zoo.MODELS)} for profile {profile} (signatures verified)")
         started = time.perf_counter()
-        host, port = url.split("://", 1)[1].rsplit(":", 1)
+        broker = parse_broker_url(url)
         cfg = ServiceConfig(device_id=DEVICE, models=tuple(zoo.MODELS), profile=profile, state_dir=tmp,
                             pubkey=str(zoo.zoo_public_key_path()),
-                            mqtt=MqttConfig(host=host, port=int(port), tls=False, protocol=protocol),
+                            mqtt=MqttConfig(host=broker.host, port=broker.port, tls=broker.tls, protocol=protocol),
                             limits=Limits(metrics_interval_s=5))
         runtime, service = build_service(cfg)
         service.start()

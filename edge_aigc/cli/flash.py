@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ..flash import FlashPlan, flash
 from ..profiles import get_profile
+from ..service.config import DEFAULT_BROKER
 
 
 def _flash(args: argparse.Namespace) -> int:
@@ -32,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--models", required=True, help="comma-separated prebuilt names and/or .eaigc paths")
     p.add_argument("--root", required=True, help="the device root, e.g. the mounted rootfs of an SD card")
     p.add_argument("--device-id", default="edge-device", help="the device's id (a topic level)")
-    p.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="broker URL the device connects to")
+    p.add_argument("--broker", default=DEFAULT_BROKER, help="broker URL the device connects to")
     p.add_argument("--pubkey", help="key the bundles are signed with (default: the prebuilt models' key)")
     p.add_argument("--sign-key", help="re-sign the bundles with this private key; the device trusts it")
     p.set_defaults(func=_flash)

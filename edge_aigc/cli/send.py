@@ -15,6 +15,7 @@ from pathlib import Path
 from ..contract import EventKind
 from ..errors import ConfigError, RequestError
 from ..service.client import DeviceClient
+from ..service.config import DEFAULT_BROKER
 from ..service.protocol import ACTIONS
 from .params import add_param_options, given_params
 
@@ -83,7 +84,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--target", help="cancel: the id of the request to stop")
     p.add_argument("--id", help="request id (default: random); re-sending an id is not run twice")
     p.add_argument("-o", "--output", help="where to save a binary result (default: ./<id>-<name>)")
-    p.add_argument("--broker", default=os.environ.get("EDGE_AIGC_BROKER", "mqtt://127.0.0.1:1883"),
+    p.add_argument("--broker", default=os.environ.get("EDGE_AIGC_BROKER", DEFAULT_BROKER),
                    help="mqtt://host:port or mqtts://host:port (default: $EDGE_AIGC_BROKER or local)")
     p.add_argument("--mqtt", choices=("5", "3.1.1"), default="5", help="MQTT protocol version")
     p.add_argument("--topic-root", default="edge-aigc")

@@ -14,7 +14,6 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
-from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -22,7 +21,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from ..contract import EventKind
-from ..errors import BrokerError, ConfigError, IntegrityError, Timeout
+from ..errors import BrokerError, IntegrityError, Timeout
+from .config import DEFAULT_BROKER
+from .protocol import Topics, parse_broker_url
 from .transport import no_delay
 
 __all__ = ["DeviceClient", "Response"]
@@ -45,20 +46,18 @@ class Response:
 
 
 class DeviceClient:
-    def __init__(self, url: str = "mqtt://127.0.0.1:1883", protocol: int = 5, topic_root: str = "edge-aigc",
+    def __init__(self, url: str = DEFAULT_BROKER, protocol: int = 5, topic_root: str = "edge-aigc",
                  username: str | None = None, password: str | None = None, ca_file: str | None = None,
                  cert_file: str | None = None, key_file: str | None = None, client_id: str | None = None):
-        parts = urlsplit(url)
-        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-            raise ConfigError(f"broker URL {url!r} must look like mqtt://host:port or mqtts://host:port")
-        self.host, self.port = parts.hostname, parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+        broker = parse_broker_url(url)
+        self.host, self.port = broker.host, broker.port
         self.root, self.v5 = topic_root, protocol == 5
         self.client_id = client_id or f"edge-aigc-client-{uuid.uuid4().hex[:12]}"
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
                                   protocol=mqtt.MQTTv5 if self.v5 else mqtt.MQTTv311)
         if username:
             self.client.username_pw_set(username, password)
-        if parts.scheme == "mqtts":
+        if broker.tls:
             self.client.tls_set(ca_certs=ca_file, certfile=cert_file, keyfile=key_file,
                                 cert_reqs=ssl.CERT_REQUIRED)
         self._inbox: queue.Queue = queue.Queue()
@@ -110,12 +109,12 @@ class DeviceClient:
                 on_event: Callable[[dict[str, Any]], None] | None = None, **fields: Any) -> Response:
         """Send one request and wait for its result or error (raises Timeout if neither comes)."""
         rid = request_id or uuid.uuid4().hex[:16]
+        topics = Topics.for_device(self.root, device)
         if pool:  # a pool member answers: replies come to a topic of ours, data from any device
-            reply, data_prefix = f"{self.root}/clients/{self.client_id}/res/{rid}", f"{self.root}/+/data/{rid}"
-            cmd = f"{self.root}/pool/{pool}/cmd"
+            reply, data_prefix = topics.client_reply(self.client_id, rid), topics.any_device_data(rid)
+            cmd = topics.pool_requests(pool)
         else:
-            reply, data_prefix = f"{self.root}/{device}/res/{rid}", f"{self.root}/{device}/data/{rid}"
-            cmd = f"{self.root}/{device}/cmd"
+            reply, data_prefix, cmd = topics.reply(rid), topics.data(rid), topics.cmd
         for topic in (reply, data_prefix, data_prefix + "/#"):
             self.subscribe(topic)
         body = {"id": rid, "action": action, **({"model": model} if model else {}),
@@ -144,7 +143,7 @@ class DeviceClient:
                 response.correlation = getattr(props, "CorrelationData", None) if props else None
                 if on_event is not None:
                     on_event(ev)
-            elif "/data/" in msg.topic:
+            elif Topics.is_data(msg.topic):
                 response.data[msg.topic] = msg.payload
         self._verify(response)
         return response

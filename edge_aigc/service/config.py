@@ -12,15 +12,16 @@ import os
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from ..errors import ConfigError
 from ..tomltable import TomlTable, read_toml
+from .protocol import parse_broker_url
 
 __all__ = ["ServiceConfig", "MqttConfig", "Limits", "load_config", "read_password", "rooted"]
 
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 CREDENTIAL_NAME = "mqtt-password"
+DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
 
 
 @dataclass(frozen=True)
@@ -80,15 +81,13 @@ class ServiceConfig:
 
 
 def _mqtt(t: TomlTable) -> MqttConfig:
-    url = t.get("url", str, "mqtt://127.0.0.1:1883")
-    parts = urlsplit(url)
-    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-        raise t.fail("url", f"{url!r} must look like mqtt://host:port or mqtts://host:port")
-    if parts.username or parts.password:
-        raise t.fail("url", "put credentials in username / password_file, not in the URL")
-    tls = parts.scheme == "mqtts"
+    url = t.get("url", str, DEFAULT_BROKER)
+    try:
+        broker = parse_broker_url(url)
+    except ConfigError as exc:
+        raise t.fail("url", str(exc)) from None
     cfg = MqttConfig(
-        host=parts.hostname, port=parts.port or (8883 if tls else 1883), tls=tls,
+        host=broker.host, port=broker.port, tls=broker.tls,
         protocol=t.get("protocol", int, 5, choices=(5, 311)),
         client_id=t.get("client_id", str, ""), username=t.get("username", str, ""),
         password_file=t.get("password_file", str, ""), ca_file=t.get("ca_file", str, ""),

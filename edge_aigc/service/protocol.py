@@ -1,4 +1,6 @@
-"""The MQTT contract, without MQTT: topics, request parsing, event payloads.
+"""The MQTT contract, without MQTT: broker URLs, topics, request parsing, event payloads.
+
+Both ends use it: the device service (server.py) and DeviceClient (client.py).
 
 Full reference with examples: docs/protocol.md. Parsing never raises anything but
 ``RequestError`` subclasses, and tries to recover ``id`` and ``reply_to`` from a bad
@@ -12,13 +14,14 @@ import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from ..contract import Action, EventKind
-from ..errors import BadRequest, RequestError, TooLarge
+from ..errors import BadRequest, ConfigError, RequestError, TooLarge
 from ..manifest import NAME_RE
 from ..tasks.params import is_text
 
-__all__ = ["ACTIONS", "Request", "Topics", "parse_request", "event", "error_event", "result_event"]
+__all__ = ["ACTIONS", "BrokerUrl", "parse_broker_url", "Request", "Topics", "parse_request", "event", "error_event", "result_event"]
 
 ACTIONS = tuple(Action)
 _ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -26,10 +29,55 @@ _FIELDS = {"id", "action", "model", "params", "reply_to", "target", "timeout_s"}
 
 
 @dataclass(frozen=True)
+class BrokerUrl:
+    host: str
+    port: int
+    tls: bool
+
+
+def parse_broker_url(url: str) -> BrokerUrl:
+    """``mqtt://host[:1883]`` or ``mqtts://host[:8883]``; credentials never ride in the URL."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        raise ConfigError(f"broker URL {url!r} has an invalid port") from None
+    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+        raise ConfigError(f"broker URL {url!r} must look like mqtt://host:port or mqtts://host:port")
+    if parts.username or parts.password:
+        raise ConfigError(f"broker URL {url!r}: put credentials in username / password_file, not in the URL")
+    tls = parts.scheme == "mqtts"
+    return BrokerUrl(parts.hostname, port or (8883 if tls else 1883), tls)
+
+
+@dataclass(frozen=True)
 class Topics:
+    """Every topic of the contract, for both ends: the device derives its own, a client
+    derives a device's with :meth:`for_device` (docs/protocol.md lists them)."""
+
     root: str          # edge-aigc/<device_id>
     topic_root: str    # edge-aigc
     pool: str = ""
+
+    @classmethod
+    def for_device(cls, topic_root: str, device_id: str) -> "Topics":
+        return cls(f"{topic_root}/{device_id}", topic_root)
+
+    def pool_requests(self, pool: str) -> str:
+        """Where a client publishes a request for any member of ``pool``."""
+        return f"{self.topic_root}/pool/{pool}/cmd"
+
+    def client_reply(self, client_id: str, request_id: str) -> str:
+        """A client's own reply topic, for requests whose answering device it cannot know."""
+        return f"{self.topic_root}/clients/{client_id}/res/{request_id}"
+
+    def any_device_data(self, request_id: str) -> str:
+        """The data topic of ``request_id`` from whichever device answers (a subscription)."""
+        return f"{self.topic_root}/+/data/{request_id}"
+
+    @staticmethod
+    def is_data(topic: str) -> bool:
+        return "/data/" in topic
 
     @property
     def cmd(self) -> str:
@@ -50,7 +98,7 @@ class Topics:
     @property
     def pool_cmd(self) -> str | None:
         """MQTT 5 shared subscription: the broker hands each request to one pool member."""
-        return f"$share/{self.pool}/{self.topic_root}/pool/{self.pool}/cmd" if self.pool else None
+        return f"$share/{self.pool}/{self.pool_requests(self.pool)}" if self.pool else None
 
     def reply(self, request_id: str) -> str:
         return f"{self.root}/res/{request_id}"

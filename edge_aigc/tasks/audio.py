@@ -12,6 +12,7 @@ import numpy as np
 from ..backends.base import Session
 from ..contract import Task
 from ..errors import BundleError
+from ..task_config import AudioConfig
 from .base import CancelToken, Event, Output, Result
 from .notes import note_frames, parse_notes
 
@@ -32,15 +33,13 @@ def to_wav(audio: np.ndarray, sample_rate: int, gain: float = 1.0) -> bytes:
 class AudioTask:
     task = Task.AUDIO
 
-    def __init__(self, name: str, root: Path, task_config: dict[str, Any], session: Session):
+    def __init__(self, name: str, root: Path, cfg: AudioConfig, session: Session):
         self.name, self.session = name, session
         names = {i.name for i in session.inputs}
         if not {"f0", "loudness"} <= names:
             raise BundleError(f"{name}: an audio generator takes 'f0' and 'loudness' frame inputs "
                               f"(this one takes {', '.join(sorted(names))})")
-        self.sample_rate = int(task_config["sample_rate"])
-        self.hop = int(task_config["hop_length"])
-        self.max_seconds = float(task_config.get("max_seconds", 30.0))
+        self.sample_rate, self.hop, self.max_seconds = cfg.sample_rate, cfg.hop_length, float(cfg.max_seconds)
 
     def stream(self, params: dict[str, Any], cancel: CancelToken) -> Iterator[Event]:
         start = time.perf_counter()

@@ -14,7 +14,7 @@ from typing import Any, Iterator, Protocol
 from ..contract import EventKind
 from ..errors import Cancelled, Timeout
 
-__all__ = ["Token", "Progress", "Output", "Result", "Event", "CancelToken", "TaskRunner"]
+__all__ = ["Token", "Progress", "Output", "Result", "Event", "CancelToken", "TaskRunner", "DecodeLoop"]
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,19 @@ class CancelToken:
             raise Cancelled("request cancelled")
         if self.deadline is not None and time.monotonic() > self.deadline:
             raise Timeout("request deadline passed")
+
+
+class DecodeLoop(Protocol):
+    """A text model's KV-cache loop (kv_loop, shared_kv_loop, litert_kv_loop): ``start`` a
+    batch, ``step`` token ids through it (logits back), ``reorder`` rows for beam search."""
+
+    cache_length: int                # tokens the cache holds (prompt + generated)
+
+    def start(self, batch: int = 1) -> Any: ...
+
+    def step(self, state: Any, ids: Any) -> Any: ...
+
+    def reorder(self, state: Any, rows: Any) -> None: ...
 
 
 class TaskRunner(Protocol):

@@ -14,6 +14,7 @@ from PIL import Image
 from ..backends.base import Session
 from ..contract import Task
 from ..errors import BadRequest, BundleError
+from ..task_config import ImageConfig
 from .base import CancelToken, Event, Output, Progress, Result
 
 __all__ = ["ImageTask", "to_png", "grid"]
@@ -48,18 +49,18 @@ def grid(images: list[Image.Image], pad: int = 2) -> Image.Image:
 class ImageTask:
     task = Task.IMAGE
 
-    def __init__(self, name: str, root: Path, task_config: dict[str, Any], session: Session):
-        self.name, self.cfg, self.session = name, task_config, session
+    def __init__(self, name: str, root: Path, cfg: ImageConfig, session: Session):
+        self.name, self.session = name, session
         floats = [i for i in session.inputs if i.dtype.startswith("float")]
         ints = [i for i in session.inputs if i.dtype.startswith("int")]
         if len(floats) != 1 or len(ints) > 1:
             raise BundleError(f"{name}: an image generator takes one float latent input and at "
                               "most one integer class input")
         self.latent, self.label_input = floats[0], (ints[0] if ints else None)
-        self.latent_dim = int(task_config.get("latent_dim") or self.latent.shape[-1])
-        self.labels = [str(x) for x in task_config.get("class_labels", [])]
-        self.num_classes = int(task_config.get("num_classes") or len(self.labels) or 0)
-        self.range = task_config.get("output_range", [-1.0, 1.0])
+        self.latent_dim = int(cfg.latent_dim or self.latent.shape[-1])
+        self.labels = [str(x) for x in cfg.class_labels]
+        self.num_classes = cfg.num_classes or len(self.labels)
+        self.range = list(cfg.output_range)
 
     def _label_index(self, label: str | None, count: int) -> np.ndarray:
         if self.label_input is None:

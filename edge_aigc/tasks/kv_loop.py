@@ -13,20 +13,18 @@ from typing import Any
 
 import numpy as np
 
-from ..contract import KV_INPUTS, KV_OUTPUTS, kv_name
 from ..backends import Session
+from ..contract import kv_name
 from ..errors import BundleError
+from ..task_config import TextConfig
 
 __all__ = ["KvCacheLoop", "KvState", "kv_names"]
 
 
-def kv_names(task_config: dict[str, Any]) -> tuple[list[str], list[str]]:
+def kv_names(cfg: TextConfig) -> tuple[list[str], list[str]]:
     """The cache's input and output names, layer by layer, key before value."""
-    layers = int(task_config["num_layers"])
-    past_tpl = task_config.get("kv_inputs", KV_INPUTS)  # bundles from before the key was written
-    present_tpl = task_config.get("kv_outputs", KV_OUTPUTS)
-    pairs = [(i, k) for i in range(layers) for k in ("key", "value")]
-    return [kv_name(past_tpl, i, k) for i, k in pairs], [kv_name(present_tpl, i, k) for i, k in pairs]
+    pairs = [(i, k) for i in range(cfg.num_layers) for k in ("key", "value")]
+    return [kv_name(cfg.kv_inputs, i, k) for i, k in pairs], [kv_name(cfg.kv_outputs, i, k) for i, k in pairs]
 
 
 @dataclass
@@ -38,13 +36,14 @@ class KvState:
 
 
 class KvCacheLoop:
-    def __init__(self, session: Session, task_config: dict[str, Any]):
+    def __init__(self, session: Session, cfg: TextConfig):
         import onnxruntime as ort
 
         self._ort = ort
         self._sess = session.native()
-        self.kv_heads, self.head_dim = int(task_config["num_kv_heads"]), int(task_config["head_dim"])
-        self.past_names, self.present_names = kv_names(task_config)
+        self.kv_heads, self.head_dim = cfg.num_kv_heads, cfg.head_dim
+        self.cache_length = cfg.max_context
+        self.past_names, self.present_names = kv_names(cfg)
         have = {i.name for i in session.inputs}
         missing = [n for n in ("input_ids", "attention_mask", "position_ids", *self.past_names) if n not in have]
         if missing:

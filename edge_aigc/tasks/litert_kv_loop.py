@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
+from ..backends.base import Session
 from ..errors import BadRequest, BundleError
+from ..task_config import TextConfig
 
 __all__ = ["LiteRtKvLoop", "LiteRtKvState"]
 
@@ -35,9 +36,9 @@ class LiteRtKvState:
 
 
 class LiteRtKvLoop:
-    def __init__(self, session, task_config: dict[str, Any]):
+    def __init__(self, session: Session, cfg: TextConfig):
         self._session = session
-        self.layers = int(task_config["num_layers"])
+        self.layers = cfg.num_layers
         self.cache_names = [f"{k}_{i}" for i in range(self.layers) for k in ("k", "v")]
         sigs = session.signatures
         if "decode" not in sigs or not all(n in sigs["decode"].inputs for n in self.cache_names):

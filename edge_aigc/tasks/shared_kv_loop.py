@@ -17,7 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from ..backends.base import Session
 from ..errors import BadRequest, BundleError
+from ..task_config import TextConfig
 from .kv_loop import kv_names
 
 __all__ = ["SharedKvLoop", "SharedKvState", "INITIAL_CAPACITY"]
@@ -52,13 +54,13 @@ class SharedKvState:
 
 
 class SharedKvLoop:
-    def __init__(self, session, task_config: dict[str, Any]):
+    def __init__(self, session: Session, cfg: TextConfig):
         import onnxruntime as ort
 
         self._ort, self._sess = ort, session.native()
-        self.past_names, self.present_names = kv_names(task_config)
-        self.kv_heads, self.head_dim = int(task_config["num_kv_heads"]), int(task_config["head_dim"])
-        self.cache_length = int(task_config["max_context"])
+        self.past_names, self.present_names = kv_names(cfg)
+        self.kv_heads, self.head_dim = cfg.num_kv_heads, cfg.head_dim
+        self.cache_length = cfg.max_context
         types = {i.name: i.dtype for i in session.inputs}
         missing = [n for n in ("input_ids", "attention_mask", *self.past_names) if n not in types]
         if missing:
@@ -68,7 +70,7 @@ class SharedKvLoop:
                                                                                np.float32))
         self._ones = np.ones((1, self.cache_length), np.int64)
         vocab = next((o.shape[-1] for o in session.outputs if o.name == "logits"), None)
-        self.vocab = vocab if isinstance(vocab, int) else int(task_config["vocab_size"])
+        self.vocab = vocab if isinstance(vocab, int) else cfg.vocab_size
 
     def start(self, batch: int = 1) -> SharedKvState:
         shape = (batch, self.kv_heads, min(INITIAL_CAPACITY, self.cache_length), self.head_dim)

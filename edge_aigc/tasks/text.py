@@ -15,9 +15,10 @@ from typing import Any, Iterator
 import numpy as np
 
 from ..backends.base import Session
-from ..contract import TOKENIZER, Task
+from ..contract import Task
 from ..errors import BadRequest, BundleError
-from .base import CancelToken, Event, Progress, Result, Token
+from ..task_config import TextConfig, parse_task_config
+from .base import CancelToken, DecodeLoop, Event, Progress, Result, Token
 from .detok import TextStreamer
 from .kv_loop import KvCacheLoop
 from .litert_kv_loop import LiteRtKvLoop
@@ -27,37 +28,33 @@ from .sampling import SamplingConfig, apply_repetition_penalty, choose_next, log
 __all__ = ["TextTask", "make_kv_loop"]
 
 
-def make_kv_loop(session, task_config: dict[str, Any]) -> KvCacheLoop | SharedKvLoop | LiteRtKvLoop:
+def make_kv_loop(session: Session, cfg: TextConfig | dict[str, Any]) -> DecodeLoop:
     """The decode loop for the session's backend and cache layout: LiteRT signatures, or
     ONNX Runtime IO binding with the cache shared in place (``kv_layout: shared``) or
-    passed from each step's outputs to the next step's inputs."""
+    passed from each step's outputs to the next step's inputs. A raw ``task_config`` dict
+    (what the converters hold) is parsed first."""
+    if isinstance(cfg, dict):
+        cfg = parse_task_config(Task.TEXT, cfg)
     if session.backend == "litert":
-        return LiteRtKvLoop(session, task_config)
-    layout = task_config.get("kv_layout", "concat")
-    if layout == "shared":
-        return SharedKvLoop(session, task_config)
-    if layout != "concat":
-        raise BundleError(f"unknown kv_layout {layout!r} in the text bundle (known: concat, shared)")
-    return KvCacheLoop(session, task_config)
+        return LiteRtKvLoop(session, cfg)
+    return SharedKvLoop(session, cfg) if cfg.kv_layout == "shared" else KvCacheLoop(session, cfg)
 
 
 class TextTask:
     task = Task.TEXT
 
-    def __init__(self, name: str, root: Path, task_config: dict[str, Any], session: Session):
+    def __init__(self, name: str, root: Path, cfg: TextConfig, session: Session):
         from tokenizers import Tokenizer
 
-        self.name, self.cfg = name, task_config
-        tok_path = root / task_config.get("tokenizer", TOKENIZER)
+        self.name, self.cfg = name, cfg
+        tok_path = root / cfg.tokenizer
         if not tok_path.is_file():
             raise BundleError(f"{name}: text bundle has no {tok_path.name}")
         self.tokenizer = Tokenizer.from_file(str(tok_path))
-        self.loop = make_kv_loop(session, task_config)
+        self.loop = make_kv_loop(session, cfg)
         # A TFLite LM's cache has a fixed length, which bounds its context.
-        self.max_context = min(int(task_config["max_context"]), getattr(self.loop, "cache_length", 1 << 30))
-        eos = task_config.get("eos_token_id")
-        # every id that ends generation (generation_config.json may list several)
-        self.eos: frozenset[int] = frozenset(eos if isinstance(eos, list) else [] if eos is None else [eos])
+        self.max_context = min(cfg.max_context, self.loop.cache_length)
+        self.eos = frozenset(cfg.eos_token_id)  # every id that ends generation
 
     def encode(self, prompt: str) -> list[int]:
         ids = self.tokenizer.encode(prompt).ids
