@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from edge_aigc.contract import Task
+from edge_aigc.service.config import device_toml
 
 from .common import Report, median, threads
 
@@ -23,9 +24,9 @@ PROFILE = "x86-avx2"
 
 
 def _config(path: Path, port: int, models: list[Path], queue: int = 8) -> Path:
-    path.write_text(f'device_id = "bench"\nprofile = "{PROFILE}"\nmodels = {json.dumps([str(m) for m in models])}\n'
-                    f'state_dir = "{path.parent / "state"}"\n[mqtt]\nurl = "mqtt://127.0.0.1:{port}"\n'
-                    f'[limits]\nqueue_size = {queue}\nmetrics_interval_s = 60\n')
+    path.write_text(device_toml("bench", [str(m) for m in models], f"mqtt://127.0.0.1:{port}", profile=PROFILE,
+                                state_dir=str(path.parent / "state"),
+                                limits={"queue_size": queue, "metrics_interval_s": 60}))
     return path
 
 

@@ -11,7 +11,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -75,6 +75,21 @@ def _prompt(model_dir: Path) -> list[int]:
 
 
 # -- the systems: each returns a function (prompt, steps) -> DecodeRun ----------------------------
+def _timed_greedy(prefill: Callable[[list[int]], Any], step: Callable[[int], Any], prompt: list[int],
+                  steps: int) -> DecodeRun:
+    """Greedy decode timed step by step: ``prefill(prompt)`` and ``step(token)`` return logits."""
+    start = time.perf_counter()
+    logits = prefill(prompt)
+    prefill_s, lat, toks = time.perf_counter() - start, [], []
+    for _ in range(steps):
+        tok = int(np.argmax(logits))
+        toks.append(tok)
+        start = time.perf_counter()
+        logits = step(tok)
+        lat.append(time.perf_counter() - start)
+    return DecodeRun(prefill_s, lat, toks)
+
+
 def ours(bundle: Path) -> Callable[[list[int], int], DecodeRun]:
     from edge_aigc import Runtime
 
@@ -83,16 +98,8 @@ def ours(bundle: Path) -> Callable[[list[int], int], DecodeRun]:
 
     def run(prompt: list[int], steps: int) -> DecodeRun:
         state = loop.start(1)
-        start = time.perf_counter()
-        logits = loop.step(state, np.array([prompt]))[0, -1]
-        prefill, lat, toks = time.perf_counter() - start, [], []
-        for _ in range(steps):
-            tok = int(np.argmax(logits))
-            toks.append(tok)
-            start = time.perf_counter()
-            logits = loop.step(state, np.array([[tok]]))[0, -1]
-            lat.append(time.perf_counter() - start)
-        return DecodeRun(prefill, lat, toks)
+        return _timed_greedy(lambda ids: loop.step(state, np.array([ids]))[0, -1],
+                             lambda tok: loop.step(state, np.array([[tok]]))[0, -1], prompt, steps)
     return run
 
 
@@ -106,18 +113,13 @@ def eager(model_dir: Path) -> Callable[[list[int], int], DecodeRun]:
 
     @torch.no_grad()
     def run(prompt: list[int], steps: int) -> DecodeRun:
-        start = time.perf_counter()
-        out = model(input_ids=torch.tensor([prompt]), use_cache=True)
-        prefill, lat, toks = time.perf_counter() - start, [], []
-        past, logits = out.past_key_values, out.logits[0, -1]
-        for _ in range(steps):
-            tok = int(torch.argmax(logits))
-            toks.append(tok)
-            start = time.perf_counter()
-            out = model(input_ids=torch.tensor([[tok]]), past_key_values=past, use_cache=True)
-            past, logits = out.past_key_values, out.logits[0, -1]
-            lat.append(time.perf_counter() - start)
-        return DecodeRun(prefill, lat, toks)
+        cache: dict[str, Any] = {}
+
+        def forward(ids: list[int]):
+            out = model(input_ids=torch.tensor([ids]), past_key_values=cache.get("past"), use_cache=True)
+            cache["past"] = out.past_key_values
+            return out.logits[0, -1].numpy()
+        return _timed_greedy(forward, lambda tok: forward([tok]), prompt, steps)
     return run
 
 

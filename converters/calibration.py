@@ -16,6 +16,7 @@ from typing import Iterator
 
 import numpy as np
 
+from edge_aigc.backends import open_session
 from edge_aigc.contract import KV_INPUTS, Task, kv_name
 from edge_aigc.tasks.notes import note_frames, random_notes
 
@@ -45,9 +46,7 @@ BUILTIN_TEXTS = [
 
 
 def _session_inputs(model_path: Path):
-    import onnxruntime as ort
-
-    return ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"]).get_inputs()
+    return open_session("onnx", model_path, None, "calibration").inputs
 
 
 def _dim(source: Source, name: str, axis: int, dim) -> int:
@@ -96,8 +95,8 @@ def _generator_feeds(source: Source, model_path: Path, n: int,
             if inp.name in feed:
                 continue
             shape = [_dim(source, inp.name, ax, d) for ax, d in enumerate(inp.shape)]
-            if "int" in inp.type:
-                dtype = np.int32 if inp.type == "tensor(int32)" else np.int64
+            if "int" in inp.dtype:
+                dtype = np.int32 if inp.dtype == "int32" else np.int64
                 feed[inp.name] = ((np.arange(np.prod(shape)) + k) % classes).reshape(shape).astype(dtype)
             else:
                 feed[inp.name] = rng.standard_normal(shape).astype(np.float32)

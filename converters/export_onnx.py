@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_aigc.backends import open_session
+from edge_aigc.contract import KV_INPUTS, KV_OUTPUTS
 from edge_aigc.errors import ConversionError, SourceError
 
 from . import kv_cache
@@ -72,10 +74,8 @@ def _torch_outputs(module, args) -> list[np.ndarray]:
 
 
 def _parity(path: Path, names: list[str], args: tuple, expected: list[np.ndarray]) -> float:
-    import onnxruntime as ort
-
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = sess.run(None, {n: a.numpy() for n, a in zip(names, args)})
+    sess = open_session("onnx", path, None, "export parity")
+    got = list(sess.run({n: a.numpy() for n, a in zip(names, args)}).values())
     if len(got) != len(expected):
         raise ConversionError(f"exported graph has {len(got)} outputs, PyTorch returned {len(expected)}")
     worst = 0.0
@@ -118,8 +118,8 @@ def export_onnx(source: Source, out: Path) -> ExportResult:
     _quiet_exporter()
     if source.lm is not None:
         module = kv_cache.KvCacheWrapper(source.lm_model, source.lm).eval()
-        names = ["input_ids", "attention_mask", "position_ids", *kv_cache.kv_names(source.lm, "past_key_values")]
-        outputs = ["logits", *kv_cache.kv_names(source.lm, "present")]
+        names = ["input_ids", "attention_mask", "position_ids", *kv_cache.cache_tensor_names(source.lm, KV_INPUTS)]
+        outputs = ["logits", *kv_cache.cache_tensor_names(source.lm, KV_OUTPUTS)]
         args, shapes = kv_cache.example_inputs(source.lm), kv_cache.dynamic_shapes(source.lm)
     else:
         gen = source.generator

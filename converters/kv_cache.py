@@ -13,14 +13,17 @@ from __future__ import annotations
 
 import torch
 
+from edge_aigc.contract import kv_name
+
 from .source_types import LmSpec
 
-__all__ = ["KvCacheWrapper", "kv_names", "example_inputs", "dynamic_shapes"]
+__all__ = ["KvCacheWrapper", "cache_tensor_names", "example_inputs", "dynamic_shapes"]
 
 
-def kv_names(spec: LmSpec, prefix: str) -> list[str]:
-    """``past_key_values.0.key, past_key_values.0.value, …`` (or ``present.…``)."""
-    return [f"{prefix}.{i}.{kind}" for i in range(spec.num_layers) for kind in ("key", "value")]
+def cache_tensor_names(spec: LmSpec, template: str) -> list[str]:
+    """Every layer's key and value tensor name from a template of edge_aigc.contract
+    (``KV_INPUTS``: ``past_key_values.0.key, past_key_values.0.value, …``; ``KV_OUTPUTS``)."""
+    return [kv_name(template, i, kind) for i in range(spec.num_layers) for kind in ("key", "value")]
 
 
 class KvCacheWrapper(torch.nn.Module):

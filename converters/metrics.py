@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from edge_aigc.tasks.sampling import log_softmax
+
 __all__ = ["psnr_db", "snr_db", "log_mel_distance", "top1_agreement", "mean_kl", "mel_filterbank"]
 
 
@@ -52,17 +54,11 @@ def log_mel_distance(ref: np.ndarray, out: np.ndarray, sample_rate: int, top_db:
     return float(np.mean(np.abs(np.log10(np.maximum(r, floor)) - np.log10(np.maximum(o, floor)))))
 
 
-def _log_softmax(x: np.ndarray) -> np.ndarray:
-    x = x.astype(np.float64)
-    x = x - x.max(axis=-1, keepdims=True)
-    return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
-
-
 def top1_agreement(ref_logits: np.ndarray, logits: np.ndarray) -> float:
     return float(np.mean(ref_logits.argmax(-1) == logits.argmax(-1)))
 
 
 def mean_kl(ref_logits: np.ndarray, logits: np.ndarray) -> float:
     """Mean over positions of KL(reference || converted), in nats."""
-    p_log, q_log = _log_softmax(ref_logits), _log_softmax(logits)
+    p_log, q_log = log_softmax(ref_logits), log_softmax(logits)
     return float(np.mean(np.sum(np.exp(p_log) * (p_log - q_log), axis=-1)))

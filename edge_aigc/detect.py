@@ -12,9 +12,11 @@ import platform
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import ProfileError
 from .profiles import Profile, list_profiles
 
-__all__ = ["MachineFacts", "Candidate", "read_machine", "rank_profiles", "detect_profile"]
+__all__ = ["MachineFacts", "Candidate", "read_machine", "rank_profiles", "detect_profile",
+           "profile_name_or_detect"]
 
 # MemTotal is below the RAM printed on the box (firmware, GPU carve-outs): a 4 GB Pi 5
 # reports about 4,000 MB, a 512 MB Zero 2 W about 430 MB.
@@ -118,6 +120,16 @@ def rank_profiles(machine: MachineFacts, profiles: list[Profile] | None = None) 
     """Every profile judged against the machine, best fit first."""
     judged = [_judge(p, machine) for p in (profiles if profiles is not None else list_profiles())]
     return sorted(judged, key=lambda c: (c.fits, c.score), reverse=True)
+
+
+def profile_name_or_detect(name: str | None) -> str:
+    """``name`` when given, else the best fitting profile's name (ProfileError when none fits)."""
+    if name:
+        return name
+    found = detect_profile()
+    if found is None:
+        raise ProfileError("no profile fits this machine; pass --profile NAME")
+    return found.profile.name
 
 
 def detect_profile(machine: MachineFacts | None = None,

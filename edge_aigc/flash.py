@@ -16,6 +16,7 @@ Running it again with the same inputs changes nothing.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from importlib import resources
@@ -27,7 +28,7 @@ from . import signing, zoo
 from .bundle import load_bundle, resign_bundle
 from .errors import ConfigError, StoreError
 from .profiles import Profile
-from .service.config import DEFAULT_BROKER
+from .service.config import DEFAULT_BROKER, device_toml
 from .store import ModelStore
 
 __all__ = ["FlashPlan", "flash", "estimate_rss_mb", "BASE_RSS_MB"]
@@ -76,16 +77,18 @@ def _write(path: Path, content: bytes, written: list[str], root: Path) -> None:
 
 def _unit(profile: Profile) -> bytes:
     text = (resources.files("edge_aigc.systemd") / "edge-aigc.service").read_text()
-    return text.replace("MemoryMax=1536M", f"MemoryMax={profile.budget.max_rss_mb}M").encode()
+    text, found = re.subn(r"(?m)^MemoryMax=\S+$", f"MemoryMax={profile.budget.max_rss_mb}M", text)
+    if found != 1:  # the shipped unit lost its line: fail here, not with an unbounded service
+        raise StoreError(f"edge-aigc.service has {found} MemoryMax= lines; expected exactly one")
+    return text.encode()
 
 
 def _config(plan: FlashPlan, names: list[str]) -> bytes:
-    models = ", ".join(f'"{n}"' for n in names)
-    return (f'# Written by edge-aigc flash for profile {plan.profile.name}. Reference: docs/deploy.md\n'
-            f'device_id = "{plan.device_id}"\nprofile = "{plan.profile.name}"\nmodels = [{models}]\n'
-            f'state_dir = "/{STATE}"\npubkey = "/{ETC}/trusted.pub"   # every bundle must be signed by it\n\n'
-            f'[mqtt]\nurl = "{plan.broker}"\n# username = "{plan.device_id}"   '
-            f'# password: /{ETC}/mqtt-password (systemd LoadCredential)\n').encode()
+    header = (f"Written by edge-aigc flash for profile {plan.profile.name}. Reference: docs/deploy.md\n"
+              f"Every bundle must be signed by pubkey. For a broker login add, under [mqtt]:\n"
+              f'username = "{plan.device_id}" (the password goes in /{ETC}/mqtt-password, a systemd credential)')
+    return device_toml(plan.device_id, names, plan.broker, header=header, profile=plan.profile.name,
+                       state_dir=f"/{STATE}", pubkey=f"/{ETC}/trusted.pub").encode()
 
 
 def flash(plan: FlashPlan) -> list[str]:

@@ -17,7 +17,7 @@ from .backends import Session, open_session
 from .bundle import Bundle, is_bundle_path, load_bundle
 from .contract import Task, model_file
 from .detect import detect_profile
-from .errors import BadRequest, UnknownModel
+from .errors import BadRequest, RequestError, UnknownModel
 from .manifest import NAME_RE
 from .profiles import Profile, get_profile
 from .store import ModelStore
@@ -54,14 +54,14 @@ def _make_task(name: str, bundle: Bundle, session: Session) -> TaskRunner:
 class Runtime:
     def __init__(self, models: ModelStore | Iterable[str | os.PathLike] | None = None,
                  profile: Profile | str | None = None, *, state_dir: str | os.PathLike | None = None,
-                 threads: int | None = None, public_key=None, require_signature: bool = False):
+                 threads: int | None = None, public_key=None, require_signature: bool | None = None):
         self.profile = get_profile(profile) if isinstance(profile, str) else profile
         if self.profile is None:
             found = detect_profile()
             self.profile = found.profile if found else None
         self.state_dir = Path(state_dir) if state_dir else None
         self.threads = threads
-        self.public_key, self.require_signature = public_key, require_signature
+        self.public_key, self.require_signature = public_key, require_signature  # as ModelStore's
         self.store: ModelStore | None = models if isinstance(models, ModelStore) else None
         self._paths: dict[str, Path] = {}
         self._loaded: dict[str, LoadedModel] = {}
@@ -83,7 +83,7 @@ class Runtime:
         """Load an installed model by name or a bundle by path; returns the model name."""
         if is_bundle_path(model):
             path = Path(model)
-            bundle = load_bundle(path, self.public_key, self.require_signature or None)
+            bundle = load_bundle(path, self.public_key, self.require_signature)
             name = self._open(bundle)
             self._paths[name] = path
             return name
@@ -98,7 +98,7 @@ class Runtime:
         if name in self._loaded:
             return name
         if name in self._paths:
-            return self._open(load_bundle(self._paths[name], self.public_key, self.require_signature or None))
+            return self._open(load_bundle(self._paths[name], self.public_key, self.require_signature))
         if self.store is not None and name in self.store.names():
             return self._open(self.store.open(name))
         raise UnknownModel(f"model {name!r} is not installed (installed: {', '.join(self.available()) or 'none'})")
@@ -149,8 +149,8 @@ class Runtime:
         for event in self.stream(model, cancel, **params):
             if isinstance(event, Result):
                 result = event
-        if result is None:  # every task ends with a Result; guard the contract anyway
-            raise BadRequest(f"{model}: generation produced no result")
+        if result is None:  # every task ends with a Result: a task that does not is our bug
+            raise RequestError(f"{model}: generation produced no result")  # code "internal"
         return result
 
     def close(self) -> None:

@@ -63,8 +63,10 @@ class InstalledModel:
 
 class ModelStore:
     def __init__(self, state_dir: str | os.PathLike, public_key: Ed25519PublicKey | None = None,
-                 require_signature: bool = False, max_bytes: int = DEFAULT_MAX_BYTES):
+                 require_signature: bool | None = None, max_bytes: int = DEFAULT_MAX_BYTES):
         self.root = Path(state_dir) / "models"
+        # True: unsigned bundles are refused; None: refused whenever public_key is given;
+        # False: accepted even then (a signed one must still verify). As load_bundle.
         self.public_key, self.require_signature = public_key, require_signature
         self.max_bytes = max_bytes
 
@@ -102,7 +104,7 @@ class ModelStore:
     def open(self, name: str) -> Bundle:
         """The active version of ``name``, re-verified (hashes and, if configured, signature)."""
         path = self.active_path(name)
-        manifest, signer = verify_tree(path, self.public_key, self.require_signature or None)
+        manifest, signer = verify_tree(path, self.public_key, self.require_signature)
         return Bundle(manifest, path, signer)
 
     # -- writing -------------------------------------------------------------------
@@ -127,7 +129,7 @@ class ModelStore:
             tmp = Path(tempfile.mkdtemp(dir=staging))
             try:
                 extract_archive(bundle_path, tmp, max_bytes=self.max_bytes)
-                manifest, _ = verify_tree(tmp, self.public_key, self.require_signature or None)
+                manifest, _ = verify_tree(tmp, self.public_key, self.require_signature)
                 return self._place(tmp, manifest, activate)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)

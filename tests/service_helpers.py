@@ -6,6 +6,7 @@ import queue
 import subprocess
 import sys
 import time
+import tomllib
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -13,19 +14,17 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_aigc.service.app import build_service
-from edge_aigc.service.config import load_config
+from edge_aigc.service.config import device_toml, load_config
 
 
 def write_config(path: Path, port: int, models: list[Path], device_id: str = "dev", scheme: str = "mqtt",
                  mqtt_extra: str = "", limits: str = "", allow_unsigned: bool = True, **top: str) -> Path:
-    """A device.toml; the tiny test bundles are unsigned, so ``allow_unsigned`` is on unless asked."""
-    extra_top = "".join(f'{k} = "{v}"\n' for k, v in top.items())
-    extra_top += "allow_unsigned = true\n" if allow_unsigned else ""
-    path.write_text(
-        f'device_id = "{device_id}"\nprofile = "x86-avx2"\nmodels = {json.dumps([str(m) for m in models])}\n'
-        f'state_dir = "{path.parent / ("state-" + device_id)}"\n{extra_top}'
-        f'[mqtt]\nurl = "{scheme}://127.0.0.1:{port}"\n{mqtt_extra}\n'
-        f'[limits]\nmetrics_interval_s = 0.5\n{limits}\n')
+    """A device.toml; the tiny test bundles are unsigned, so ``allow_unsigned`` is on unless asked.
+    ``mqtt_extra`` and ``limits`` are TOML lines for those tables."""
+    path.write_text(device_toml(
+        device_id, [str(m) for m in models], f"{scheme}://127.0.0.1:{port}", profile="x86-avx2",
+        state_dir=str(path.parent / ("state-" + device_id)), allow_unsigned=allow_unsigned or None, **top,
+        mqtt=tomllib.loads(mqtt_extra), limits={"metrics_interval_s": 0.5, **tomllib.loads(limits)}))
     return path
 
 

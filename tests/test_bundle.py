@@ -217,7 +217,7 @@ def test_archive_expanding_past_the_cap_is_refused(tmp_path):
 def test_inspect_reads_manifest_without_verifying(make_bundle, keypair):
     info = inspect_bundle(make_bundle(key=keypair[0]))
     assert info.signed and info.manifest.recipe == "fp32"
-    assert info.manifest.task_config["classes"] == ["a", "b"]
+    assert info.manifest.task_config["class_labels"] == ["a", "b"]
 
 
 def test_pack_refuses_an_invalid_manifest(tmp_path):

@@ -160,6 +160,9 @@ def test_flash_lays_out_a_root_that_serves_exactly_as_written(broker, tmp_path):
     unit = (root / "etc/systemd/system/edge-aigc.service").read_text()
     assert "MemoryMax=1536M" in unit  # rpi5's max_rss_mb
     assert flash(plan) == [], "a second run changes nothing"
+    rpi4 = FlashPlan(root=tmp_path / "card-rpi4", profile=get_profile("rpi4"), models=["digits"], device_id="pi-4")
+    flash(rpi4)
+    assert "MemoryMax=768M" in (rpi4.root / "etc/systemd/system/edge-aigc.service").read_text()  # not the unit's 1536
     # The unit's ExecStart, plus --root to resolve the card's absolute paths on this host.
     proc = serve_process(root / "etc/edge-aigc/device.toml", extra=["--root", str(root)])
     try:

@@ -90,7 +90,7 @@ def _io_lines(side: str, tensors: dict, cfg: dict) -> list[str]:
 
 def _verify(args: argparse.Namespace) -> int:
     key = signing.load_public_key(args.pubkey) if args.pubkey else None
-    with load_bundle(args.bundle, public_key=key, require_signature=args.require_signature or None) as b:
+    with load_bundle(args.bundle, public_key=key, require_signature=True if args.require_signature else None) as b:
         m = b.manifest
         sig = f"valid (key {b.signer})" if b.signer else "not checked (unsigned or no --pubkey)"
         print(f"OK  {m.name} {m.version} ({m.task}, {m.format}/{m.recipe}): "

@@ -19,8 +19,8 @@ from typing import Iterator
 
 from .. import zoo
 from ..contract import EventKind
-from ..detect import detect_profile
-from ..errors import ConfigError, ProfileError, RequestError
+from ..detect import profile_name_or_detect
+from ..errors import ConfigError, RequestError
 from ..service.app import build_service
 from ..service.brokers import EmbeddedBroker, Mosquitto, find_mosquitto
 from ..service.client import DeviceClient
@@ -54,19 +54,11 @@ def _broker(url: str | None, workdir: Path, embedded: bool = False) -> Iterator[
             broker.stop()
 
 
-def _profile(name: str | None) -> str:
-    if name:
-        return name
-    found = detect_profile()
-    if found is None:
-        raise ProfileError("no profile fits this machine; pass --profile NAME")
-    return found.profile.name
-
 
 def _demo(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    profile = _profile(args.profile)
+    profile = profile_name_or_detect(args.profile)
     say = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
     with tempfile.TemporaryDirectory(prefix="edge-aigc-demo-") as tmp, \
             _broker(args.broker or os.environ.get("EDGE_AIGC_BROKER"), Path(tmp), args.embedded_broker) \

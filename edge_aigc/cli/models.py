@@ -7,8 +7,7 @@ import sys
 from pathlib import Path
 
 from .. import signing, zoo
-from ..detect import detect_profile
-from ..errors import ProfileError
+from ..detect import profile_name_or_detect
 from ..store import ModelStore, default_state_dir
 from .output import human_bytes, table
 
@@ -16,7 +15,7 @@ from .output import human_bytes, table
 def _store(args: argparse.Namespace) -> ModelStore:
     key = signing.load_public_key(args.pubkey) if getattr(args, "pubkey", None) else None
     return ModelStore(args.state_dir or default_state_dir(), public_key=key,
-                      require_signature=getattr(args, "require_signature", False))
+                      require_signature=True if getattr(args, "require_signature", False) else None)
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -34,7 +33,7 @@ def _list(args: argparse.Namespace) -> int:
 def _install(args: argparse.Namespace) -> int:
     bundle = Path(args.bundle)
     if not bundle.exists() and args.bundle in zoo.MODELS:  # a prebuilt model, for this device's profile
-        profile = args.profile or _detected_profile()
+        profile = profile_name_or_detect(args.profile)
         bundle = zoo.zoo_bundle(args.bundle, profile).path
         if not args.pubkey:  # prebuilt bundles must carry the zoo's signature
             args.pubkey, args.require_signature = str(zoo.zoo_public_key_path()), True
@@ -43,13 +42,6 @@ def _install(args: argparse.Namespace) -> int:
     state = "active" if m.active else "installed, not active"
     print(f"{m.name} {m.version} {state} ({m.path})")
     return 0
-
-
-def _detected_profile() -> str:
-    found = detect_profile()
-    if found is None:
-        raise ProfileError("no profile fits this machine; pass --profile NAME")
-    return found.profile.name
 
 
 def _available(args: argparse.Namespace) -> int:

@@ -1,6 +1,7 @@
 """Plain-text tables for the CLI (no dependency for a few columns)."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 
@@ -10,6 +11,11 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def numbered(path: Path, index: int, count: int) -> Path:
+    """``path`` for output ``index`` of ``count``: ``x.png`` alone, ``x-0.png``, ``x-1.png``… of several."""
+    return path.with_name(f"{path.stem}-{index}{path.suffix}") if count > 1 else path
 
 
 def human_bytes(n: int) -> str:

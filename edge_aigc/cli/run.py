@@ -16,6 +16,7 @@ from ..runtime import Runtime
 from ..store import ModelStore, default_state_dir
 from ..tasks.base import Progress, Result, Token
 from ..tasks.params import TASK_PARAMS
+from .output import numbered
 from .params import add_param_options, given_params, option_name
 
 
@@ -42,9 +43,8 @@ def _play(data: bytes) -> None:
 def _write(result: Result, out: str | None) -> list[Path]:
     paths = []
     for i, item in enumerate(result.outputs):
-        path = Path(out) if out else Path(f"{result.model}{Path(item.name).suffix}")
-        if len(result.outputs) > 1:
-            path = path.with_name(f"{path.stem}-{i}{path.suffix}")
+        path = numbered(Path(out) if out else Path(f"{result.model}{Path(item.name).suffix}"), i,
+                        len(result.outputs))
         path.write_bytes(item.data)
         paths.append(path)
     return paths
@@ -76,7 +76,7 @@ def _run(args: argparse.Namespace) -> int:
 def _finish(result: Result, args: argparse.Namespace) -> None:
     if sys.stderr.isatty():
         print("\r", end="", file=sys.stderr)
-    meta = {k: v for k, v in result.meta.items() if k != "token_ids"}
+    meta = result.summary()
     if result.text is not None:
         print()
     for path in _write(result, args.output):

@@ -17,6 +17,7 @@ from ..errors import ConfigError, RequestError
 from ..service.client import DeviceClient
 from ..service.config import DEFAULT_BROKER
 from ..service.protocol import ACTIONS
+from .output import numbered
 from .params import add_param_options, given_params
 
 
@@ -41,9 +42,7 @@ def _save(response, output: str | None) -> list[Path]:
     paths = []
     entries = response.final.get("data", [])
     for i, d in enumerate(entries):
-        path = Path(output) if output else Path(f"{response.id}-{d['name']}")
-        if len(entries) > 1:
-            path = path.with_name(f"{path.stem}-{i}{path.suffix}")
+        path = numbered(Path(output) if output else Path(f"{response.id}-{d['name']}"), i, len(entries))
         path.write_bytes(response.data[d["topic"]])
         paths.append(path)
     return paths

@@ -8,16 +8,19 @@ models; see :func:`ServiceConfig.trusted_key`). Secrets never come from the comm
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from ..errors import ConfigError
 from ..tomltable import TomlTable, read_toml
 from .protocol import parse_broker_url
 
-__all__ = ["ServiceConfig", "MqttConfig", "Limits", "load_config", "read_password", "rooted"]
+__all__ = ["ServiceConfig", "MqttConfig", "Limits", "load_config", "read_password", "rooted", "device_toml",
+           "DEFAULT_BROKER"]
 
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 CREDENTIAL_NAME = "mqtt-password"
@@ -133,6 +136,32 @@ def rooted(cfg: ServiceConfig, root: str | os.PathLike) -> ServiceConfig:
     return replace(cfg, mqtt=mqtt, state_dir=_under(root, cfg.state_dir) if cfg.state_dir else "",
                    pubkey=_under(root, cfg.pubkey) if cfg.pubkey else "",
                    models=tuple(_under(root, m) for m in cfg.models))
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(str(value), ensure_ascii=False)  # a JSON string is a TOML basic string
+
+
+def device_toml(device_id: str, models: list[str], broker: str = DEFAULT_BROKER, *,
+                mqtt: dict[str, Any] | None = None, limits: dict[str, Any] | None = None,
+                header: str = "", **top: Any) -> str:
+    """A device.toml that :func:`load_config` reads: top-level keys (``profile``, ``state_dir``,
+    ``pubkey``, ``allow_unsigned``, …) then ``[mqtt]`` and ``[limits]``. Used by ``flash``, the
+    benchmarks and the tests, so there is one writer of the format."""
+    lines = [f"# {line}" for line in header.splitlines()]
+    lines += [f"device_id = {_toml_value(device_id)}", f"models = {_toml_value(list(models))}"]
+    lines += [f"{k} = {_toml_value(v)}" for k, v in top.items() if v not in (None, "")]
+    lines += ["", "[mqtt]", f"url = {_toml_value(broker)}"]
+    lines += [f"{k} = {_toml_value(v)}" for k, v in (mqtt or {}).items()]
+    if limits:
+        lines += ["", "[limits]"] + [f"{k} = {_toml_value(v)}" for k, v in limits.items()]
+    return "\n".join(lines) + "\n"
 
 
 def load_config(path: str | os.PathLike) -> ServiceConfig:

@@ -229,8 +229,7 @@ class DeviceService:
             topic = self.topics.data(req.id, i)
             replies.append(Reply(topic, out.data, out.content_type, req.correlation))
             data.append((topic, out.content_type, out.data, out.name))
-        meta = {k: v for k, v in result.meta.items() if k != "token_ids"}
-        fields: dict[str, Any] = {"model": result.model, "task": result.task, "meta": meta}
+        fields: dict[str, Any] = {"model": result.model, "task": result.task, "meta": result.summary()}
         if result.text is not None:
             fields["text"] = result.text
         replies.append(self._result(req, data, **fields))

@@ -49,6 +49,10 @@ class Result:
     meta: dict[str, Any] = field(default_factory=dict)
     kind: str = EventKind.RESULT
 
+    def summary(self) -> dict[str, Any]:
+        """``meta`` as shown to people and sent over MQTT: without the generated token ids."""
+        return {k: v for k, v in self.meta.items() if k != "token_ids"}
+
 
 Event = Token | Progress | Result
 
