@@ -21,13 +21,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from . import signing
 from .archive import DEFAULT_MAX_BYTES, extract_archive, read_member, write_archive
+from .contract import MANIFEST, SIGNATURE
 from .errors import BundleError, CorruptBundle, IntegrityError, SignatureError
 from .manifest import SCHEMA_VERSION, Manifest
 
 __all__ = ["Bundle", "BundleInfo", "pack_bundle", "load_bundle", "is_bundle_path", "verify_tree", "inspect_bundle",
            "sha256_file", "resign_bundle"]
 
-from .contract import MANIFEST, SIGNATURE  # noqa: E402  (re-exported: bundle.MANIFEST)
 
 
 def sha256_file(path: str | os.PathLike) -> str:

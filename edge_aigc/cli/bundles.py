@@ -55,7 +55,7 @@ def _print_rows(rows: list[tuple[str, object]]) -> None:
 
 # task_config keys the LM summary shows; the rest is printed as the task config.
 _LM_KEYS = ("architecture", "num_layers", "num_kv_heads", "head_dim", "max_context", "kv_layout",
-            "kv_inputs", "kv_outputs", "tokenizer", "vocab_size", "chat_template", "cache_length")
+            "kv_inputs", "kv_outputs", "tokenizer", "vocab_size", "chat_template")
 
 
 def _lm_rows(cfg: dict) -> list[tuple[str, object]]:
@@ -65,8 +65,6 @@ def _lm_rows(cfg: dict) -> list[tuple[str, object]]:
     layout_text = {"shared": "one buffer per layer, written in place (GroupQueryAttention)",
                    "concat": "passed from each step's outputs to the next step's inputs"}.get(layout, layout)
     cache = f"{layout}: {layout_text}; {got.get('kv_inputs', '?')} -> {got.get('kv_outputs', '?')}"
-    if "cache_length" in got:
-        cache += f"; fixed length {got['cache_length']}"
     return [("model", f"{got.get('architecture', '?')}, {got.get('num_layers', '?')} layers, "
                       f"{got.get('num_kv_heads', '?')} KV heads of {got.get('head_dim', '?')}"),
             ("context", f"{got.get('max_context', '?')} tokens"),
