@@ -1,6 +1,7 @@
 """A local Hugging Face causal-LM directory as a conversion source (no hub access)."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from edge_aigc.contract import KV_INPUTS, KV_OUTPUTS, TOKENIZER, Task
@@ -8,7 +9,7 @@ from edge_aigc.errors import SourceError
 
 from .source_types import LmSpec, Source, model_name
 
-__all__ = ["load_hf_dir", "lm_spec", "generation_defaults", "eos_token_ids"]
+__all__ = ["load_hf_dir", "lm_spec", "generation_defaults", "eos_token_ids", "chat_template"]
 
 
 def generation_defaults(gen) -> dict:
@@ -73,6 +74,20 @@ def _tokenizer(path: Path):
                       "save the tokenizer next to the model")
 
 
+def chat_template(path: Path) -> str:
+    """The directory's chat template: ``chat_template.jinja`` (transformers >= 4.50 writes it),
+    else ``tokenizer_config.json``'s ``chat_template`` (a string, or named templates: the default)."""
+    if (path / "chat_template.jinja").is_file():
+        return (path / "chat_template.jinja").read_text(encoding="utf-8")
+    try:
+        value = json.loads((path / "tokenizer_config.json").read_text(encoding="utf-8")).get("chat_template")
+    except (OSError, ValueError):
+        return ""
+    if isinstance(value, list):  # [{"name": "default", "template": "..."}, ...]
+        value = next((t.get("template") for t in value if isinstance(t, dict) and t.get("name") == "default"), None)
+    return value if isinstance(value, str) else ""
+
+
 def load_hf_dir(path: Path) -> Source:
     if not (path / "config.json").is_file():
         raise SourceError(f"{path}: a directory source must be a Hugging Face model directory "
@@ -95,6 +110,7 @@ def load_hf_dir(path: Path) -> Source:
         "eos_token_id": eos_token_ids(gen, config), "bos_token_id": spec.bos_token_id,
         "architecture": spec.architecture, "kv_inputs": KV_INPUTS,
         "kv_outputs": KV_OUTPUTS, "sampling": generation_defaults(gen),
+        "chat_template": chat_template(path),
     }
     name = model_name(path.resolve().name)
     return Source("hf", str(path), name, Task.TEXT, task_config, lm=spec,

@@ -143,7 +143,7 @@ def convert(source_ref: str | Path | Source, profiles: list[Profile], out: Path,
         fp32_path = optimized.path
         validation = sample_feeds(source, fp32_path, opts.validation_samples, VALIDATION_SEED)
         source_record = {"kind": source.kind, "ref": source.ref, "fp32_sha256": _sha256(fp32_path),
-                         "opset": OPSET, "export_max_abs_diff": exported.max_abs_diff}
+                         "opset": OPSET, "export_max_abs_diff": exported.max_abs_diff, **source.origin}
         done: dict[tuple, tuple[Path, FidelityReport, dict, float]] = {}
         results, failed = [], []
         for profile in profiles:

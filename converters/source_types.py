@@ -59,6 +59,7 @@ class Source:
     lm: LmSpec | None = None
     lm_model: Any = None                           # the transformers causal LM (hf sources)
     tokenizer: Any = None                          # tokenizers.Tokenizer for text sources
+    origin: dict[str, Any] = field(default_factory=dict)  # recorded in the manifest's source (e.g. the GGUF file)
 
     @property
     def quantize_hints(self) -> dict[str, Any]:

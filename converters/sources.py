@@ -1,13 +1,15 @@
 """Sources: what a conversion starts from, loaded into one :class:`Source` shape.
 
-Three kinds, told apart by the reference the user gives:
+Four kinds, told apart by the reference the user gives:
 
 - ``package.module:function`` — a PyTorch factory returning a :class:`TorchGenerator`
   (or a ``(module, example_inputs, task[, task_config])`` tuple);
 - ``path/to/model.onnx`` — an existing ONNX file with a sidecar ``model.onnx.json`` or
   ``model.toml`` holding at least ``task`` (and ``task_config``);
 - ``path/to/hf-dir`` — a local Hugging Face causal-LM directory (config.json, weights,
-  tokenizer files). Nothing is fetched from a hub.
+  tokenizer files). Nothing is fetched from a hub;
+- ``path/to/model.gguf`` — a llama.cpp GGUF file (``gguf_source``), read through an HF
+  directory it is dequantized into once.
 """
 from __future__ import annotations
 
@@ -110,6 +112,10 @@ def _load(text: str) -> Source:
         from .hf_source import load_hf_dir  # transformers is only needed for this kind
 
         return load_hf_dir(path)
+    if path.suffix == ".gguf":
+        from .gguf_source import load_gguf  # gguf and transformers only for this kind
+
+        return load_gguf(path)
     if path.suffix == ".onnx":
         if not path.is_file():
             raise SourceError(f"{path}: no such ONNX file")

@@ -55,6 +55,8 @@ class TextConfig(_Common):
     kv_outputs: str = field(default=KV_OUTPUTS, metadata=_kinds(str))
     # request-parameter defaults from the model (generate()'s own), by parameter name
     sampling: dict = field(default_factory=dict, metadata=_kinds(dict))
+    # the model's chat template (Hugging Face / jinja2 semantics), "" when it has none
+    chat_template: str = field(default="", metadata=_kinds(str))
 
 
 @dataclass(frozen=True, kw_only=True)
