@@ -18,7 +18,7 @@ def add_param_options(p: argparse.ArgumentParser) -> None:
     group = p.add_argument_group("generation parameters (each applies to the tasks noted)")
     for task, params in TASK_PARAMS.items():
         for spec in params:
-            if spec.name in seen:
+            if spec.name in seen or spec.items == "message":  # chat turns: `run --chat`, not an option
                 continue
             seen.add(spec.name)
             tasks = [t.split("-")[0] for t, ps in TASK_PARAMS.items() if any(x.name == spec.name for x in ps)]
@@ -35,5 +35,5 @@ def add_param_options(p: argparse.ArgumentParser) -> None:
 
 def given_params(args: argparse.Namespace) -> dict[str, Any]:
     """The generation parameters the user set on the command line."""
-    names = {p.name for ps in TASK_PARAMS.values() for p in ps}
+    names = {p.name for ps in TASK_PARAMS.values() for p in ps if p.items != "message"}
     return {n: getattr(args, n) for n in sorted(names) if getattr(args, n, None) is not None}

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .. import signing
 from ..bundle import is_bundle_path
+from ..contract import Task
 from ..errors import BackendUnavailable, BadRequest
 from ..runtime import Runtime
 from ..store import ModelStore, default_state_dir
@@ -62,15 +63,48 @@ def _run(args: argparse.Namespace) -> int:
         for n in given:
             if n not in names:
                 raise BadRequest(f"{option_name(n)} does not apply to {task} models")
-        for event in rt.stream(name, **given):
-            if isinstance(event, Token):
-                sys.stdout.write(event.text)
-                sys.stdout.flush()
-            elif isinstance(event, Progress) and sys.stderr.isatty():
-                print(f"\r{event.message} {event.step}/{event.total}", end="", file=sys.stderr, flush=True)
-            elif isinstance(event, Result):
-                _finish(event, args)
+        if args.chat:
+            return _chat(rt, name, task, given, args.system)
+        _show(rt.stream(name, **given), args)
     return 0
+
+
+def _show(events, args: argparse.Namespace | None) -> Result | None:
+    """Stream tokens to stdout and progress to a terminal; ``_finish`` the result unless args is None."""
+    result = None
+    for event in events:
+        if isinstance(event, Token):
+            sys.stdout.write(event.text)
+            sys.stdout.flush()
+        elif isinstance(event, Progress) and sys.stderr.isatty():
+            print(f"\r{event.message} {event.step}/{event.total}", end="", file=sys.stderr, flush=True)
+        elif isinstance(event, Result):
+            result = event
+            if args is not None:
+                _finish(event, args)
+    return result
+
+
+def _chat(rt: Runtime, name: str, task: str, given: dict, system: str | None) -> int:
+    """An interactive chat, like ``ollama run``: one user turn per line, EOF or an empty line ends it."""
+    if task != Task.TEXT:
+        raise BadRequest(f"--chat applies to text models; {name} is {task}")
+    if given.pop("prompt", None) is not None:
+        raise BadRequest("--chat reads its turns from standard input; drop --prompt")
+    if rt.model(name).task.chat is None:
+        raise BadRequest(f"{name} has no chat template; use --prompt")
+    messages = [{"role": "system", "content": system}] if system else []
+    tty = sys.stdin.isatty()
+    while True:
+        if tty:
+            print(">>> ", end="", file=sys.stderr, flush=True)
+        line = sys.stdin.readline()
+        if not line.strip():
+            return 0
+        messages.append({"role": "user", "content": line.rstrip("\n")})
+        result = _show(rt.stream(name, messages=messages, **given), None)
+        print()
+        messages.append({"role": "assistant", "content": result.text if result else ""})
 
 
 def _finish(result: Result, args: argparse.Namespace) -> None:
@@ -100,5 +134,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--state-dir", help="model store location (see edge-aigc models --help)")
     p.add_argument("--pubkey", help="Ed25519 public key the bundle must be signed with")
     p.add_argument("--play", action="store_true", help="play generated audio (needs the audio extra)")
+    p.add_argument("--chat", action="store_true",
+                   help="chat with a text model: one turn per line on standard input (an empty line ends it)")
+    p.add_argument("--system", help="with --chat: a system message to start the conversation")
     add_param_options(p)
     p.set_defaults(func=_run)

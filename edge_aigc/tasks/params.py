@@ -25,11 +25,14 @@ class Param:
     help: str = ""
     required: bool = False
     max_len: int | None = None  # str: characters; list: items (each str ≤ 64 chars)
+    items: str = "str"          # list: "str", or "message" ({"role", "content"} chat turns)
 
 
 def _text_params() -> list[Param]:
     return [
-        Param("prompt", str, required=True, max_len=8192, help="text to continue"),
+        Param("prompt", str, max_len=8192, help="text to continue (or give messages)"),
+        Param("messages", list, None, max_len=64, items="message",
+              help="chat turns [{role, content}] rendered with the model's chat template"),
         Param("max_new_tokens", int, 64, 1, 2048, "tokens to generate (capped by the context)"),
         Param("temperature", float, 0.8, 0.0, 5.0, "0 = greedy; higher = more random"),
         Param("top_k", int, 40, 0, 100_000, "sample from the k most likely tokens (0 = all)"),
@@ -81,11 +84,41 @@ def _coerce(p: Param, value: Any) -> Any:
         raise BadRequest(f"parameter {p.name!r}: longer than {p.max_len} characters")
     if any(isinstance(v, str) and not is_text(v) for v in (value if p.kind is list else [value])):
         raise BadRequest(f"parameter {p.name!r}: holds a lone UTF-16 surrogate; not valid Unicode text")
+    if p.kind is list and p.items == "message":
+        return _messages(p, value)
     if p.kind is list:
         if len(value) > (p.max_len or 0) or not all(isinstance(v, str) and 0 < len(v) <= 64 for v in value):
             raise BadRequest(f"parameter {p.name!r}: expected up to {p.max_len} non-empty strings "
                              "of at most 64 characters")
     return value
+
+
+MAX_CHAT_CHARS = 32768
+
+
+def _messages(p: Param, value: list) -> list[dict[str, str]]:
+    """Chat turns: 1..max_len objects of exactly a known ``role`` and a string ``content``."""
+    from .chat import ROLES
+
+    if not value or len(value) > (p.max_len or 0):
+        raise BadRequest(f"parameter {p.name!r}: expected 1 to {p.max_len} messages, got {len(value)}")
+    total = 0
+    for i, m in enumerate(value):
+        if not isinstance(m, dict) or set(m) != {"role", "content"}:
+            raise BadRequest(f"parameter {p.name!r}: message {i} must be an object of exactly 'role' and 'content'")
+        if m["role"] not in ROLES:
+            raise BadRequest(f"parameter {p.name!r}: message {i} has role {m['role']!r} "
+                             f"(known: {', '.join(ROLES)})")
+        if not isinstance(m["content"], str) or not is_text(m["content"]):
+            raise BadRequest(f"parameter {p.name!r}: message {i}'s content must be text")
+        total += len(m["content"])
+    if total > MAX_CHAT_CHARS:
+        raise BadRequest(f"parameter {p.name!r}: {total} characters of content; at most {MAX_CHAT_CHARS}")
+    return [{"role": m["role"], "content": m["content"]} for m in value]
+
+
+# Parameters of which a request gives exactly one.
+ONE_OF = {Task.TEXT: ("prompt", "messages")}
 
 
 def validate_params(task: str, params: dict[str, Any], defaults: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -106,4 +139,10 @@ def validate_params(task: str, params: dict[str, Any], defaults: dict[str, Any] 
         else:
             default = (defaults or {}).get(name, p.default)
             out[name] = list(default) if isinstance(default, list) else default
+    for group in [ONE_OF[task]] if task in ONE_OF else []:
+        given = [n for n in group if out.get(n) is not None]
+        if len(given) != 1:
+            raise BadRequest(f"parameter {group[0]!r} is required for {task} (or give "
+                             f"{' or '.join(repr(n) for n in group[1:])})" if not given else
+                             f"give one of {', '.join(repr(n) for n in group)}, not both")
     return out

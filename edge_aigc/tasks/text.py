@@ -19,6 +19,7 @@ from ..contract import Task
 from ..errors import BadRequest, BundleError
 from ..task_config import TextConfig, parse_task_config
 from .base import CancelToken, DecodeLoop, Event, Progress, Result, Token
+from .chat import ChatTemplate
 from .detok import TextStreamer
 from .kv_loop import KvCacheLoop
 from .litert_kv_loop import LiteRtKvLoop
@@ -54,19 +55,31 @@ class TextTask:
         self.loop = make_kv_loop(session, cfg)
         # A TFLite LM's cache has a fixed length, which bounds its context.
         self.max_context = min(cfg.max_context, self.loop.cache_length)
-        self.eos = frozenset(cfg.eos_token_id)  # every id that ends generation
+        self.eos = frozenset(cfg.eos_token_id)  # every id that ends generation (end of turn too)
+        self.chat = ChatTemplate(cfg.chat_template, self._token(cfg.bos_token_id),
+                                 self._token(next(iter(cfg.eos_token_id), None)), name) if cfg.chat_template else None
 
-    def encode(self, prompt: str) -> list[int]:
-        ids = self.tokenizer.encode(prompt).ids
+    def _token(self, token_id: int | None) -> str:
+        return (self.tokenizer.id_to_token(token_id) or "") if token_id is not None else ""
+
+    def encode(self, prompt: str, param: str = "prompt", special: bool = True) -> list[int]:
+        ids = self.tokenizer.encode(prompt, add_special_tokens=special).ids
         if not ids:
-            raise BadRequest("parameter 'prompt': encodes to no tokens")
+            raise BadRequest(f"parameter {param!r}: encodes to no tokens")
         if len(ids) >= self.max_context:
-            raise BadRequest(f"parameter 'prompt': {len(ids)} tokens; the model's context is "
+            raise BadRequest(f"parameter {param!r}: {len(ids)} tokens; the model's context is "
                              f"{self.max_context}")
         return ids
 
+    def encode_chat(self, messages: list[dict[str, str]]) -> list[int]:
+        """The turns rendered with the model's chat template, then tokenized as transformers'
+        ``apply_chat_template`` does (the template writes the special tokens itself)."""
+        if self.chat is None:
+            raise BadRequest(f"parameter 'messages': {self.name} has no chat template; give 'prompt'")
+        return self.encode(self.chat.render(messages), "messages", special=False)
+
     def stream(self, params: dict[str, Any], cancel: CancelToken) -> Iterator[Event]:
-        ids = self.encode(params["prompt"])
+        ids = self.encode_chat(params["messages"]) if params.get("messages") else self.encode(params["prompt"])
         budget = min(params["max_new_tokens"], self.max_context - len(ids))
         if params["num_beams"] > 1:
             yield from self._beam_events(ids, budget, params, cancel)

@@ -51,7 +51,8 @@ grep -q '^flags:.*F' /proc/sys/fs/binfmt_misc/qemu-aarch64 \
 # -- the dependency set and its cache key --------------------------------------------------
 DEPS=$("$PYTHON" - <<'EOF'
 from importlib.metadata import version
-for name in ("onnxruntime", "numpy", "pillow", "paho-mqtt", "tokenizers", "cryptography", "ai-edge-litert"):
+for name in ("onnxruntime", "numpy", "pillow", "paho-mqtt", "tokenizers", "cryptography", "jinja2", "markupsafe",
+             "ai-edge-litert"):
     print(f"{name}=={version(name)}")
 EOF
 )
@@ -149,6 +150,8 @@ device_id = "arm64-pi"
 profile = "$PROFILE"
 models = [${models%, }]
 state_dir = "/work/state"
+# the zoo bundles are signed; the TFLite one the test converts is not
+allow_unsigned = true
 
 [mqtt]
 url = "mqtt://127.0.0.1:$BROKER_PORT"
