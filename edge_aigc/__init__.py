@@ -2,6 +2,7 @@
 
 The public surface is listed in ``__all__``; everything else is internal.
 """
+from ._version import __version__
 from .bundle import Bundle, load_bundle, pack_bundle
 from .errors import (BackendUnavailable, BadRequest, BundleError, Busy, Cancelled, ConfigError,
                      CorruptBundle, EdgeAigcError, IntegrityError, ProfileError, RequestError,
@@ -12,8 +13,6 @@ from .profiles import Profile, get_profile, list_profiles
 from .runtime import Runtime
 from .store import ModelStore
 from .tasks.base import CancelToken, Output, Progress, Result, Token
-
-__version__ = "0.1.0"
 
 __all__ = [
     "__version__", "load_bundle", "pack_bundle", "Bundle", "Manifest", "ModelStore", "Runtime",

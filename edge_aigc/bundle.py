@@ -20,6 +20,7 @@ from typing import Any, Mapping
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from . import signing
+from ._version import __version__
 from .archive import DEFAULT_MAX_BYTES, extract_archive, read_member, write_archive
 from .contract import MANIFEST, SIGNATURE
 from .errors import BundleError, CorruptBundle, IntegrityError, SignatureError
@@ -41,8 +42,6 @@ def sha256_file(path: str | os.PathLike) -> str:
 def pack_bundle(out: str | os.PathLike, meta: Mapping[str, Any], files: Mapping[str, Path | bytes],
                 key: Ed25519PrivateKey | None = None, compress: bool = True) -> Manifest:
     """Write a bundle. ``meta`` holds the manifest fields except files/size_bytes/schema."""
-    from . import __version__
-
     digests: dict[str, str] = {}
     size = 0
     for name, content in sorted(files.items()):

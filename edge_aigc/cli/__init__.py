@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 
-from .. import __version__
+from .._version import __version__
 from ..errors import EdgeAigcError
 from . import bench, bundles, convert, demo, flash, models, profiles, run, send, serve
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from .. import __version__
+from .._version import __version__
 from ..contract import Action, EventKind
 from ..errors import Busy, Cancelled, EdgeAigcError, RequestError
 from ..runtime import Runtime
