@@ -19,16 +19,17 @@ from edge_aigc.errors import ConversionError, FidelityError
 from edge_aigc.manifest import Manifest
 from edge_aigc.profiles import RECIPES, Profile
 
-from .calibration import CALIBRATION_SEED, VALIDATION_SEED, sample_feeds
+from .calibration import CALIBRATION_SEED, sample_feeds
 from .export_onnx import OPSET, export_onnx
 from .export_tflite import export_tflite
+from .gguf_blocks import import_gguf_blocks
 from .lm_builder import build_fused_lm, fused_task_config, supports
 from .optimize import optimize_onnx
 from .package import package_bundle
 from .quantize import QuantizeOptions, quantize_onnx
 from .quantize_embedding import quantize_embeddings
 from .sources import Source, load_source
-from .validate import FidelityReport, evaluate
+from .validate import FidelityReport, Reference, evaluate
 
 __all__ = ["ConvertOptions", "ConversionResult", "convert", "SUPPORTED_FORMATS"]
 
@@ -141,7 +142,7 @@ def convert(source_ref: str | Path | Source, profiles: list[Profile], out: Path,
             optimized = optimize_onnx(exported.path, work / "reference-fp32.onnx")
             s["detail"] = optimized.note or f"{optimized.nodes_before} → {optimized.nodes_after} nodes"
         fp32_path = optimized.path
-        validation = sample_feeds(source, fp32_path, opts.validation_samples, VALIDATION_SEED)
+        reference = Reference(source, fp32_path, opts.validation_samples)
         source_record = {"kind": source.kind, "ref": source.ref, "fp32_sha256": _sha256(fp32_path),
                          "opset": OPSET, "export_max_abs_diff": exported.max_abs_diff, **source.origin}
         done: dict[tuple, tuple[Path, FidelityReport, dict, float]] = {}
@@ -159,7 +160,7 @@ def convert(source_ref: str | Path | Source, profiles: list[Profile], out: Path,
                 build = _build_onnx if fmt == "onnx" else _build_tflite
                 model_path, facts = build(source, fp32_path, recipe, reduce_range, opts, work, progress)
                 config = {**source.task_config, **facts.get("task_config", {})}
-                report = _validate(source, fmt, recipe, fp32_path, model_path, validation, opts, progress,
+                report = _validate(reference, fmt, recipe, model_path, opts, progress,
                                    config)
                 done[cache_key] = (model_path, report, facts, time.perf_counter() - start)
             model_path, report, facts, spent = done[cache_key]
@@ -185,6 +186,9 @@ def _build_onnx(source: Source, fp32_path: Path, recipe: str, reduce_range: bool
     dst = _fused_lm(source, fp32_path, recipe, opts, work, progress)
     if dst is not None:
         facts = {"task_config": fused_task_config()}
+        if recipe == "int4" and source.origin.get("gguf"):
+            with _step(progress, "keep the GGUF file's quantized blocks") as s:
+                s["detail"] = import_gguf_blocks(dst, Path(source.origin["gguf"]), opts.accuracy_level).summary()
     else:
         dst, facts = _quantize_dynamo(source, fp32_path, recipe, reduce_range, opts, work, progress), {}
     if recipe.startswith("int"):
@@ -235,12 +239,12 @@ def _build_tflite(source: Source, fp32_path: Path, recipe: str, reduce_range: bo
     return dst, facts
 
 
-def _validate(source: Source, fmt: str, recipe: str, fp32_path: Path, model_path: Path,
-              validation: list, opts: ConvertOptions, progress: Progress, task_config: dict) -> FidelityReport:
-    with _step(progress, f"validate {fmt} {recipe} vs fp32 on {len(validation)} seeded inputs") as s:
-        report = evaluate(source, recipe, fp32_path, model_path, validation, opts.thresholds,
-                          opts.allow_degraded, fmt, task_config)
-        s["detail"] = report.summary() + ("" if report.passed else " — BELOW THRESHOLD")
+def _validate(reference: Reference, fmt: str, recipe: str, model_path: Path, opts: ConvertOptions,
+              progress: Progress, task_config: dict) -> FidelityReport:
+    with _step(progress, f"validate {fmt} {recipe} vs fp32") as s:
+        report = evaluate(reference, recipe, model_path, opts.thresholds, opts.allow_degraded, fmt, task_config)
+        s["detail"] = (f"on {report.inputs}: {report.summary()}"
+                       + ("" if report.passed else " — BELOW THRESHOLD"))
     return report
 
 

@@ -20,7 +20,7 @@ from tiny_lm import check_beam_search, hf_greedy, save_tiny_lm
 @pytest.fixture(scope="module")
 def fused(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("fused")
-    src = save_tiny_lm(tmp / "tiny-llama", context=64)
+    src = save_tiny_lm(tmp / "tiny-llama", context=64, gate_text=True)
     bundle = tmp / "fp32.eaigc"
     convert(str(src), [get_profile("x86-avx2")], bundle, ConvertOptions(recipe="fp32"))
     return src, bundle

@@ -17,7 +17,10 @@ def _permute(w: np.ndarray, heads: int) -> np.ndarray:
     return w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def write_tiny_gguf(hf_dir: Path, out: Path, architecture: str = "llama") -> Path:
+def write_tiny_gguf(hf_dir: Path, out: Path, architecture: str = "llama",
+                    quant: dict[str, str] | None = None) -> Path:
+    """``quant`` maps a GGUF tensor-name part (``attn_q``, ``token_embd``; ``*`` for the rest)
+    to a block type (``Q4_0``, ``Q4_1``, ``Q8_0``) for 2-D weights; F32 without it."""
     import gguf
     from safetensors.numpy import load_file
 
@@ -66,7 +69,14 @@ def write_tiny_gguf(hf_dir: Path, out: Path, architecture: str = "llama") -> Pat
                 value = _permute(value, heads)
             elif part == "self_attn.k_proj":
                 value = _permute(value, kv_heads)
-        w.add_tensor(name, value)
+        kind = None
+        if quant and value.ndim == 2:
+            kind = next((t for part, t in quant.items() if part != "*" and f"{part}." in name), quant.get("*"))
+        if kind:
+            qtype = gguf.GGMLQuantizationType[kind]
+            w.add_tensor(name, gguf.quants.quantize(value, qtype), raw_dtype=qtype)
+        else:
+            w.add_tensor(name, value)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
