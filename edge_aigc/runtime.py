@@ -25,6 +25,7 @@ from .tasks.audio import AudioTask
 from .tasks.base import CancelToken, Event, Result, TaskRunner
 from .tasks.image import ImageTask
 from .tasks.params import validate_params
+from .tasks.sessions import SessionCache, SessionLimits
 from .tasks.text import TextTask
 
 __all__ = ["Runtime", "LoadedModel"]
@@ -54,7 +55,8 @@ def _make_task(name: str, bundle: Bundle, session: Session) -> TaskRunner:
 class Runtime:
     def __init__(self, models: ModelStore | Iterable[str | os.PathLike] | None = None,
                  profile: Profile | str | None = None, *, state_dir: str | os.PathLike | None = None,
-                 threads: int | None = None, public_key=None, require_signature: bool | None = None):
+                 threads: int | None = None, public_key=None, require_signature: bool | None = None,
+                 session_limits: SessionLimits | None = None):
         self.profile = get_profile(profile) if isinstance(profile, str) else profile
         if self.profile is None:
             found = detect_profile()
@@ -63,6 +65,7 @@ class Runtime:
         self.threads = threads
         self.public_key, self.require_signature = public_key, require_signature  # as ModelStore's
         self.store: ModelStore | None = models if isinstance(models, ModelStore) else None
+        self.sessions = SessionCache(session_limits)  # chat sessions of every text model
         self._paths: dict[str, Path] = {}
         self._loaded: dict[str, LoadedModel] = {}
         if models is not None and self.store is None:
@@ -111,7 +114,10 @@ class Runtime:
         cache = self.state_dir / "trt-cache" / f"{name}-{bundle.manifest.version}" if self.state_dir else None
         model = bundle.manifest.config.model or model_file(bundle.manifest.format)
         session = open_session(bundle.manifest.format, bundle.file(model), self.profile, name, cache, self.threads)
-        self._loaded[name] = LoadedModel(bundle, session, _make_task(name, bundle, session))
+        task = _make_task(name, bundle, session)
+        if isinstance(task, TextTask):
+            task.sessions = self.sessions
+        self._loaded[name] = LoadedModel(bundle, session, task)
         log.info("loaded %s (%s, %s) on %s with %d threads", name, bundle.manifest.task,
                  bundle.manifest.recipe, ", ".join(session.providers), session.threads.threads)
         return name
@@ -120,6 +126,7 @@ class Runtime:
         model = self._loaded.pop(name, None)
         if model is None:
             raise UnknownModel(f"model {name!r} is not loaded")
+        self.sessions.drop_model(name)
         model.bundle.close()
 
     def model(self, name: str) -> LoadedModel:
@@ -138,15 +145,20 @@ class Runtime:
                 "threads": m.session.threads.threads}
 
     # -- generation ---------------------------------------------------------------
-    def stream(self, model: str, cancel: CancelToken | None = None, **params: Any) -> Iterator[Event]:
-        """Validate, then run; yields Token/Progress events and one Result."""
+    def stream(self, model: str, cancel: CancelToken | None = None, *, owner: str = "",
+               **params: Any) -> Iterator[Event]:
+        """Validate, then run; yields Token/Progress events and one Result. ``owner`` is whose
+        chat ``session`` ids these are (the service passes the client's reply topic)."""
         m = self.model(model)
         checked = validate_params(m.bundle.manifest.task, params, m.defaults)
+        if checked.get("session"):
+            checked["session_owner"] = owner
         return m.task.stream(checked, cancel or CancelToken())
 
-    def generate(self, model: str, cancel: CancelToken | None = None, **params: Any) -> Result:
+    def generate(self, model: str, cancel: CancelToken | None = None, *, owner: str = "",
+                 **params: Any) -> Result:
         result = None
-        for event in self.stream(model, cancel, **params):
+        for event in self.stream(model, cancel, owner=owner, **params):
             if isinstance(event, Result):
                 result = event
         if result is None:  # every task ends with a Result: a task that does not is our bug

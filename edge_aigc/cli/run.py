@@ -94,6 +94,8 @@ def _chat(rt: Runtime, name: str, task: str, given: dict, system: str | None) ->
     if rt.model(name).task.chat is None:
         raise BadRequest(f"{name} has no chat template; use --prompt")
     messages = [{"role": "system", "content": system}] if system else []
+    # one chat session: each turn prefills only its new tokens (beam search keeps no session)
+    session = {"session": "cli"} if given.get("num_beams", 1) == 1 else {}
     tty = sys.stdin.isatty()
     while True:
         if tty:
@@ -102,7 +104,7 @@ def _chat(rt: Runtime, name: str, task: str, given: dict, system: str | None) ->
         if not line.strip():
             return 0
         messages.append({"role": "user", "content": line.rstrip("\n")})
-        result = _show(rt.stream(name, messages=messages, **given), None)
+        result = _show(rt.stream(name, messages=messages, **session, **given), None)
         print()
         messages.append({"role": "assistant", "content": result.text if result else ""})
 

@@ -5,6 +5,7 @@ import logging
 
 from .. import signing
 from ..runtime import Runtime
+from ..tasks.sessions import SessionLimits
 from ..store import ModelStore, default_state_dir
 from .config import ServiceConfig
 from .server import DeviceService
@@ -23,8 +24,10 @@ def build_service(cfg: ServiceConfig) -> tuple[Runtime, DeviceService]:
                     "not a signature")
     state = cfg.state_dir or str(default_state_dir())
     store = ModelStore(state, public_key=key, require_signature=key is not None)
+    lim = cfg.limits
     runtime = Runtime(store, cfg.profile or None, state_dir=state, public_key=key,
-                      require_signature=key is not None)
+                      require_signature=key is not None,
+                      session_limits=SessionLimits(lim.max_sessions, lim.session_mb << 20, lim.session_ttl_s))
     try:
         for model in cfg.models:
             runtime.load(model)

@@ -54,6 +54,10 @@ class Limits:
     outbox_bytes: int = 32 << 20
     dedup_ids: int = 1024
     drain_timeout_s: float = 10.0
+    # chat sessions (edge_aigc/tasks/sessions.py): how many, their KV bytes, idle time
+    max_sessions: int = 8
+    session_mb: int = 256
+    session_ttl_s: float = 600.0
 
 
 @dataclass(frozen=True)
@@ -119,7 +123,10 @@ def _limits(t: TomlTable | None) -> Limits:
         outbox_messages=t.get("outbox_messages", int, d.outbox_messages, lo=1, hi=1_000_000),
         outbox_bytes=t.get("outbox_bytes", int, d.outbox_bytes, lo=1024, hi=1 << 32),
         dedup_ids=t.get("dedup_ids", int, d.dedup_ids, lo=1, hi=1_000_000),
-        drain_timeout_s=t.get("drain_timeout_s", float, d.drain_timeout_s, lo=0, hi=3600))
+        drain_timeout_s=t.get("drain_timeout_s", float, d.drain_timeout_s, lo=0, hi=3600),
+        max_sessions=t.get("max_sessions", int, d.max_sessions, lo=0, hi=1024),
+        session_mb=t.get("session_mb", int, d.session_mb, lo=0, hi=1 << 20),
+        session_ttl_s=t.get("session_ttl_s", float, d.session_ttl_s, lo=1, hi=7 * 86400))
     t.finish()
     return out
 

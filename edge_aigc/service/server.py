@@ -211,7 +211,9 @@ class DeviceService:
             self.rt.unload(req.model)
             fields = {"model": req.model, "loaded": self.rt.loaded()}
         else:
-            for ev in self.rt.stream(req.model, cancel, **req.params):
+            # a client's chat sessions are its own: keyed by its reply topic's parent
+            owner = req.reply_to.rsplit("/", 1)[0]
+            for ev in self.rt.stream(req.model, cancel, owner=owner, **req.params):
                 if isinstance(ev, Token):
                     self._reply(req, event(EventKind.TOKEN, req.id, text=ev.text, index=ev.index))
                 elif isinstance(ev, Progress):

@@ -80,7 +80,8 @@ class CancelToken:
 
 class DecodeLoop(Protocol):
     """A text model's KV-cache loop (kv_loop, shared_kv_loop, litert_kv_loop): ``start`` a
-    batch, ``step`` token ids through it (logits back), ``reorder`` rows for beam search."""
+    batch, ``step`` token ids through it (logits back), ``reorder`` rows for beam search,
+    ``truncate`` the cache to a prefix and say how many bytes it holds (chat sessions)."""
 
     cache_length: int                # tokens the cache holds (prompt + generated)
 
@@ -89,6 +90,10 @@ class DecodeLoop(Protocol):
     def step(self, state: Any, ids: Any) -> Any: ...
 
     def reorder(self, state: Any, rows: Any) -> None: ...
+
+    def truncate(self, state: Any, length: int) -> None: ...
+
+    def state_bytes(self, state: Any) -> int: ...
 
 
 class TaskRunner(Protocol):

@@ -75,6 +75,15 @@ class KvCacheLoop:
         state.past, state.length, state.steps = list(outputs[1:]), state.length + n, state.steps + 1
         return outputs[0].numpy()
 
+    def truncate(self, state: KvState, length: int) -> None:
+        """Keep the first ``length`` cached tokens (a chat session's common prefix)."""
+        state.past = [self._ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(v.numpy()[:, :, :length]))
+                      for v in state.past]
+        state.length = length
+
+    def state_bytes(self, state: KvState) -> int:
+        return state.batch * self.kv_heads * state.length * self.head_dim * 4 * len(state.past)
+
     def reorder(self, state: KvState, rows: np.ndarray) -> None:
         """Keep cache rows ``rows`` (beam parents), in that order; the batch may change size."""
         rows = np.asarray(rows)

@@ -88,6 +88,14 @@ class LiteRtKvLoop:
         state.steps += 1
         return np.concatenate([logits for _, logits in results], axis=0)
 
+    def truncate(self, state: LiteRtKvState, length: int) -> None:
+        """Keep the first ``length`` cached tokens: the fixed cache is written by position, and
+        attention masks positions past the one being decoded."""
+        state.length = length
+
+    def state_bytes(self, state: LiteRtKvState) -> int:
+        return sum(a.nbytes for row in state.rows for a in row.values())
+
     def reorder(self, state: LiteRtKvState, rows: np.ndarray) -> None:
         """Keep cache rows ``rows`` (beam parents), in that order. Arrays are never written in
         place, so two beams may share a parent's arrays."""

@@ -41,6 +41,8 @@ def _text_params() -> list[Param]:
         Param("seed", int, None, 0, 2**32 - 1, "seed for reproducible sampling"),
         Param("num_beams", int, 1, 1, 8, "beam search width (1 = no beam search)"),
         Param("stop", list, [], help="stop strings (up to 4, each up to 64 characters)", max_len=4),
+        Param("session", str, None, max_len=64,
+              help="chat session id: later turns reuse its KV cache (edge_aigc/tasks/sessions.py)"),
     ]
 
 

@@ -125,6 +125,13 @@ class SharedKvLoop:
         state.buffers, state.values, state.binding = fresh.buffers, fresh.values, fresh.binding
         state.logits, state.logits_value = fresh.logits, fresh.logits_value
 
+    def truncate(self, state: SharedKvState, length: int) -> None:
+        """Keep the first ``length`` cached tokens: later positions are written over."""
+        state.length = length
+
+    def state_bytes(self, state: SharedKvState) -> int:
+        return sum(b.nbytes for b in state.buffers)
+
     def reorder(self, state: SharedKvState, rows: np.ndarray) -> None:
         """Keep cache rows ``rows`` (beam parents), in that order; the batch may change size."""
         rows = np.asarray(rows)

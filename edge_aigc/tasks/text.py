@@ -23,6 +23,7 @@ from .chat import ChatTemplate
 from .detok import TextStreamer
 from .kv_loop import KvCacheLoop
 from .litert_kv_loop import LiteRtKvLoop
+from .sessions import Session, SessionCache
 from .shared_kv_loop import SharedKvLoop
 from .sampling import SamplingConfig, apply_repetition_penalty, choose_next, log_softmax
 
@@ -58,6 +59,7 @@ class TextTask:
         self.eos = frozenset(cfg.eos_token_id)  # every id that ends generation (end of turn too)
         self.chat = ChatTemplate(cfg.chat_template, self._token(cfg.bos_token_id),
                                  self._token(next(iter(cfg.eos_token_id), None)), name) if cfg.chat_template else None
+        self.sessions: SessionCache | None = None  # the runtime's, shared by its text models
 
     def _token(self, token_id: int | None) -> str:
         return (self.tokenizer.id_to_token(token_id) or "") if token_id is not None else ""
@@ -82,6 +84,8 @@ class TextTask:
         ids = self.encode_chat(params["messages"]) if params.get("messages") else self.encode(params["prompt"])
         budget = min(params["max_new_tokens"], self.max_context - len(ids))
         if params["num_beams"] > 1:
+            if params.get("session"):
+                raise BadRequest("parameter 'session': not with beam search (num_beams > 1)")
             yield from self._beam_events(ids, budget, params, cancel)
         else:
             yield from self._sample(ids, budget, params, cancel)
@@ -94,8 +98,9 @@ class TextTask:
         rng = np.random.default_rng(seed)
         streamer = TextStreamer(self.tokenizer, params["stop"])
         start = time.perf_counter()
-        state = self.loop.start(1)
-        logits = self.loop.step(state, np.array([ids]))[0, -1]
+        state, kept, status = self._resume(params, ids)
+        logits = self.loop.step(state, np.array([ids[kept:]]))[0, -1]
+        fed = list(ids)  # the ids in the cache, for the session
         prefill_s = time.perf_counter() - start
         seen, generated, finish = list(ids), [], "length"
         for index in range(budget):
@@ -113,9 +118,34 @@ class TextTask:
                 break
             if index + 1 < budget:
                 logits = self.loop.step(state, np.array([[token]]))[0, -1]
+                fed.append(token)
         if tail := streamer.flush():
             yield Token(tail, generated[-1] if generated else -1, len(generated))
-        yield self._result(streamer.text, ids, generated, finish, start, prefill_s, seed=seed)
+        extra: dict[str, Any] = {"seed": seed}
+        if params.get("session"):
+            self.sessions.put(params["session_owner"], params["session"],
+                              Session(self.name, state, fed, self.loop.state_bytes(state), 0.0))
+            extra["session"] = {"id": params["session"], "status": status, "reused_tokens": kept,
+                                "prefilled_tokens": len(ids) - kept}
+        yield self._result(streamer.text, ids, generated, finish, start, prefill_s, **extra)
+
+    def _resume(self, params: dict[str, Any], ids: list[int]) -> tuple[Any, int, str]:
+        """(decode state, tokens of ``ids`` already in it, session status): a session's cache
+        cut back to what it shares with ``ids`` (at least one token is left to feed)."""
+        if not params.get("session"):
+            return self.loop.start(1), 0, ""
+        if self.sessions is None:
+            raise BadRequest("parameter 'session': this runtime keeps no sessions")
+        found, status = self.sessions.take(params["session_owner"], params["session"], self.name)
+        if found is None:
+            return self.loop.start(1), 0, status
+        kept = 0
+        for a, b in zip(found.tokens, ids[:-1]):
+            if a != b:
+                break
+            kept += 1
+        self.loop.truncate(found.state, kept)
+        return found.state, kept, status
 
     def _result(self, text: str, ids: list[int], generated: list[int], finish: str, start: float,
                 prefill_s: float, **extra: Any) -> Result:
