@@ -128,7 +128,7 @@ def _check_budget(profile: Profile, bundles, names: list[str]) -> None:
     sizes = []
     for name, b in zip(names, bundles):
         m = b.manifest
-        if m.profile and m.profile not in zoo.accepts(profile.name):
+        if m.profile and m.profile not in zoo.accepts(profile.name, m.name):
             raise StoreError(f"{name}: converted for profile {m.profile}, not {profile.name}")
         if m.size_bytes > profile.budget.max_bundle_mb * 2**20:
             raise StoreError(f"{name}: {m.size_bytes / 2**20:.1f} MB is over {profile.name}'s "

@@ -5,6 +5,10 @@ per profile, with the fidelity gate. The signing key's public half is written to
 ``edge_aigc/zoo/zoo.pub``; the private key stays with whoever builds releases.
 
     python -m converters.zoo.build --sign release.key [--models digits,tones] [--profiles rpi5,x86-avx2]
+    python -m converters.zoo.build --sign release.key --resign   # new key, same bundles
+
+A portable model (``edge_aigc.zoo.PORTABLE``) is built once, for the first profile it
+serves, and that one bundle serves all of them.
 """
 from __future__ import annotations
 
@@ -15,16 +19,22 @@ from pathlib import Path
 
 from edge_aigc import signing
 from edge_aigc.profiles import get_profile
-from edge_aigc.zoo import DEFAULT_PROFILES, zoo_dir
+from edge_aigc.bundle import load_bundle, resign_bundle
+from edge_aigc.zoo import DEFAULT_PROFILES, PORTABLE, zoo_dir
 
 from ..pipeline import ConvertOptions, convert
+from . import smollm2
 from .text import ARTIFACTS
 
 SOURCES = {
-    "fortune-gpt": str(ARTIFACTS / "fortune-gpt"),
-    "digits": "converters.zoo.image:factory",
-    "tones": "converters.zoo.audio:factory",
+    "fortune-gpt": lambda: str(ARTIFACTS / "fortune-gpt"),
+    "digits": lambda: "converters.zoo.image:factory",
+    "tones": lambda: "converters.zoo.audio:factory",
+    "smollm2-135m": lambda: str(smollm2.gguf_path()),
 }
+# The file's own 4-bit blocks with float32 activations (and the head's best logits exact):
+# the one setting that kept every answer fp32 knows (converters/zoo/README.md has the figures).
+OPTIONS = {"smollm2-135m": {"recipe": "int4", "accuracy_level": 1}}
 VERSION = "1.0.0"
 
 
@@ -32,21 +42,40 @@ def build(models: list[str], profile_names: list[str], key_path: Path, out: Path
     profiles = [get_profile(p) for p in profile_names or DEFAULT_PROFILES]
     results = []
     for model in models:
-        print(f"== {model} for {', '.join(p.name for p in profiles)}", file=sys.stderr, flush=True)
+        targets = [get_profile(PORTABLE[model][0])] if model in PORTABLE else profiles
+        print(f"== {model} for {', '.join(p.name for p in targets)}", file=sys.stderr, flush=True)
         stage = out / ".staging"
         stage.mkdir(parents=True, exist_ok=True)
-        results += convert(SOURCES[model], profiles, stage if len(profiles) > 1 else stage / f"{model}-{profiles[0].name}.eaigc",
-                           ConvertOptions(name=model, version=VERSION, sign_key=key_path),
+        results += convert(SOURCES[model](), targets, stage if len(targets) > 1 else stage / f"{model}-{targets[0].name}.eaigc",
+                           ConvertOptions(name=model, version=VERSION, sign_key=key_path, **OPTIONS.get(model, {})),
                            progress=lambda line: print(f"   {line}", file=sys.stderr, flush=True))
         for bundle in stage.glob("*.eaigc"):
             shutil.move(str(bundle), out / bundle.name)
         stage.rmdir()
-    pub = signing.load_private_key(key_path).public_key()
+    _write_public_key(key_path, out)
+    return results
+
+
+def _write_public_key(key_path: Path, out: Path) -> None:
     from cryptography.hazmat.primitives import serialization
 
+    pub = signing.load_private_key(key_path).public_key()
     (out / "zoo.pub").write_bytes(pub.public_bytes(serialization.Encoding.PEM,
                                                    serialization.PublicFormat.SubjectPublicKeyInfo))
-    return results
+
+
+def resign(key_path: Path, out: Path) -> list[Path]:
+    """Sign every bundle in ``out`` with ``key_path`` (each verified against the old zoo.pub
+    first) and replace zoo.pub: a new release key without rebuilding anything."""
+    old, key = signing.load_public_key(out / "zoo.pub"), signing.load_private_key(key_path)
+    done = []
+    for path in sorted(out.glob("*.eaigc")):
+        with load_bundle(path, public_key=old) as bundle:
+            resign_bundle(bundle, path.with_suffix(".resigned"), key)
+        path.with_suffix(".resigned").replace(path)
+        done.append(path)
+    _write_public_key(key_path, out)
+    return done
 
 
 def main() -> None:
@@ -56,7 +85,12 @@ def main() -> None:
     parser.add_argument("--profiles", default="", help="comma-separated (default: the shipped set, "
                                                        f"{','.join(DEFAULT_PROFILES)})")
     parser.add_argument("--out", type=Path, default=zoo_dir())
+    parser.add_argument("--resign", action="store_true", help="only re-sign the bundles in --out with --sign")
     args = parser.parse_args()
+    if args.resign:
+        for path in resign(args.sign, args.out):
+            print(f"re-signed {path.name}")
+        return
     results = build([m for m in args.models.split(",") if m], [p for p in args.profiles.split(",") if p],
                     args.sign, args.out)
     for r in results:

@@ -1,4 +1,4 @@
-"""``edge-aigc demo``: the prebuilt models, served over MQTT, asked for text, an image and a WAV.
+"""``edge-aigc demo``: the prebuilt models, served over MQTT, asked a question, for text, an image and a WAV.
 
 Broker: ``--broker`` / ``$EDGE_AIGC_BROKER`` if given; else a private Mosquitto on a free
 loopback port when one is installed; else the embedded amqtt broker (``broker`` extra).
@@ -20,7 +20,7 @@ from typing import Iterator
 from .. import zoo
 from ..contract import EventKind
 from ..detect import profile_name_or_detect
-from ..errors import ConfigError, RequestError
+from ..errors import ConfigError, RequestError, UnknownModel
 from ..service.app import build_service
 from ..service.brokers import EmbeddedBroker, Mosquitto, find_mosquitto
 from ..service.client import DeviceClient
@@ -30,7 +30,10 @@ from ..store import ModelStore
 from .output import human_bytes, table
 
 DEVICE = "demo"
+QUESTION = "What is the capital of France?"
 REQUESTS = [  # (what, model, params, file)
+    ("chat", "smollm2-135m", {"messages": [{"role": "user", "content": QUESTION}], "max_new_tokens": 48,
+                              "temperature": 0}, "answer.txt"),
     ("text", "fortune-gpt", {"prompt": "You will", "max_new_tokens": 48, "temperature": 0.7, "seed": 7},
      "fortune.txt"),
     ("image", "digits", {"count": 16, "seed": 7, "scale": 3}, "digits.png"),
@@ -65,12 +68,17 @@ def _demo(args: argparse.Namespace) -> int:
             as (url, protocol, what):
         say(f"broker: {what}")
         store = ModelStore(tmp, public_key=_zoo_key(), require_signature=True)
+        models = []
         for model in zoo.MODELS:
-            store.install(zoo.zoo_bundle(model, profile).path)
-        say(f"installed {', '.join(zoo.MODELS)} for profile {profile} (signatures verified)")
+            try:
+                store.install(zoo.zoo_bundle(model, profile).path)
+                models.append(model)
+            except UnknownModel as exc:  # SmolLM2 ships no bundle small enough for rpi-zero-2w
+                say(f"skipping {model}: {exc}")
+        say(f"installed {', '.join(models)} for profile {profile} (signatures verified)")
         started = time.perf_counter()
         broker = parse_broker_url(url)
-        cfg = ServiceConfig(device_id=DEVICE, models=tuple(zoo.MODELS), profile=profile, state_dir=tmp,
+        cfg = ServiceConfig(device_id=DEVICE, models=tuple(models), profile=profile, state_dir=tmp,
                             pubkey=str(zoo.zoo_public_key_path()),
                             mqtt=MqttConfig(host=broker.host, port=broker.port, tls=broker.tls, protocol=protocol),
                             limits=Limits(metrics_interval_s=5))
@@ -82,7 +90,7 @@ def _demo(args: argparse.Namespace) -> int:
             digits = runtime.info("digits")
             say(f"service '{DEVICE}' online in {time.perf_counter() - started:.2f} s "
                 f"(models on {', '.join(digits['providers'])}, {digits['threads']} threads)\n")
-            rows = _requests(url, protocol, out, say)
+            rows = _requests(url, protocol, out, say, models)
         finally:
             service.stop()
             runtime.close()
@@ -97,10 +105,10 @@ def _zoo_key():
     return load_public_key(zoo.zoo_public_key_path())
 
 
-def _requests(url: str, protocol: int, out: Path, say) -> list[tuple]:
+def _requests(url: str, protocol: int, out: Path, say, models: list[str]) -> list[tuple]:
     rows = []
     with DeviceClient(url, protocol=protocol) as client:
-        for what, model, params, filename in REQUESTS:
+        for what, model, params, filename in (r for r in REQUESTS if r[1] in models):
             first: list[float] = []
             start = time.perf_counter()
 
@@ -114,15 +122,17 @@ def _requests(url: str, protocol: int, out: Path, say) -> list[tuple]:
             if what == "text":
                 say(f"> {model}: {params['prompt']!r}")
                 sys.stdout.write(params["prompt"])
+            elif what == "chat":
+                say(f"> {model}, asked: {params['messages'][-1]['content']!r}")
             response = client.request(DEVICE, "generate", model, params, on_event=on_event)
             total = time.perf_counter() - start
             final = response.final
             if final["event"] == EventKind.ERROR:
                 raise RequestError(f"{model}: {final['code']}: {final['message']}")
             path = out / filename
-            if what == "text":
+            if what in ("text", "chat"):
                 print("\n")
-                path.write_text(params["prompt"] + final["text"] + "\n")
+                path.write_text(params.get("prompt", "") + final["text"] + "\n")
             else:
                 path.write_bytes(response.data[final["data"][0]["topic"]])
             rows.append((what, model, f"{first[0] * 1000:.0f} ms", f"{total * 1000:.0f} ms",

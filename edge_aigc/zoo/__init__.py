@@ -1,7 +1,10 @@
 """The prebuilt models shipped with edge-aigc (package data), one bundle per model and profile.
 
 Bundles are named ``<model>-<profile>.eaigc`` and signed with the key in ``zoo.pub``. They
-were trained and converted by ``converters/zoo`` (see its README for how each was made).
+were trained or fetched, and converted, by ``converters/zoo`` (its README says how each was
+made). A portable model ships one bundle, built for the first profile it lists, that every
+profile it lists runs (SmolLM2's ONNX int4 graph is the same file for each CPU: 100 MB once,
+not four times).
 """
 from __future__ import annotations
 
@@ -12,13 +15,14 @@ from pathlib import Path
 from ..errors import UnknownModel
 
 __all__ = ["ZooBundle", "zoo_dir", "zoo_bundles", "zoo_bundle", "zoo_public_key_path", "MODELS",
-           "DEFAULT_PROFILES", "COMPATIBLE", "accepts"]
+           "DEFAULT_PROFILES", "COMPATIBLE", "PORTABLE", "accepts"]
 
 # name -> what it is, for listings
 MODELS = {
     "fortune-gpt": "text: a 3.7M-parameter GPT-2-style decoder trained on Debian's fortunes",
     "digits": "image: a class-conditional DCGAN generator of 28x28 handwritten digits",
     "tones": "audio: a source-filter MelGAN-style generator of instrument tones from notes",
+    "smollm2-135m": "text: SmolLM2-135M-Instruct (Apache-2.0), a chat model kept in its GGUF file's 4-bit blocks",
 }
 
 
@@ -27,11 +31,16 @@ MODELS = {
 # builds exact ones.
 DEFAULT_PROFILES = ("x86-avx2", "rpi5", "rpi4", "jetson-orin-nano")
 COMPATIBLE = {"x86-avx512-vnni": "x86-avx2", "rpi-zero-2w": "rpi4"}
+# model -> the profiles its one bundle serves; it is built for the first.
+PORTABLE = {"smollm2-135m": ("x86-avx2", "x86-avx512-vnni", "rpi5", "rpi4", "jetson-orin-nano")}
 
 
-def accepts(profile: str) -> set[str]:
-    """Profiles whose bundles a device of ``profile`` may run."""
-    return {profile} | ({COMPATIBLE[profile]} if profile in COMPATIBLE else set())
+def accepts(profile: str, model: str = "") -> set[str]:
+    """Profiles whose bundles (of ``model``) a device of ``profile`` may run."""
+    found = {profile} | ({COMPATIBLE[profile]} if profile in COMPATIBLE else set())
+    if profile in PORTABLE.get(model, ()):
+        found.add(PORTABLE[model][0])
+    return found
 
 
 @dataclass(frozen=True)
@@ -59,8 +68,8 @@ def zoo_bundles() -> list[ZooBundle]:
 
 
 def zoo_bundle(model: str, profile: str) -> ZooBundle:
-    """The bundle of ``model`` for ``profile``, or for its compatible shipped profile."""
-    for wanted in (profile, COMPATIBLE.get(profile)):
+    """The bundle of ``model`` for ``profile``, or for a compatible shipped profile."""
+    for wanted in (profile, COMPATIBLE.get(profile), *(accepts(profile, model) - {profile})):
         for b in zoo_bundles():
             if b.model == model and b.profile == wanted:
                 return b
