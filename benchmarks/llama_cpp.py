@@ -18,6 +18,8 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from converters.cache import cache_root
+
 __all__ = ["VERSION", "TOOLS", "cache_dir", "ensure_llama_cpp"]
 
 VERSION = "0.3.36"  # llama-cpp-python; its vendor/llama.cpp is the commit benchmarked
@@ -25,8 +27,7 @@ TOOLS = ("llama-bench", "llama-perplexity", "llama-quantize")
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("EDGE_AIGC_CACHE") or Path.home() / ".cache" / "edge-aigc"
-    return Path(base) / "llama.cpp" / VERSION
+    return cache_root() / "llama.cpp" / VERSION
 
 
 def _run(cmd: list[str], log, cwd: Path | None = None) -> None:

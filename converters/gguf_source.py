@@ -11,12 +11,12 @@ source. A GGUF file holds no generation config, so ``generate()``'s own defaults
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 from pathlib import Path
 
 from edge_aigc.errors import SourceError
 
+from .cache import cache_root
 from .hf_source import load_hf_dir
 from .source_types import Source, model_name
 
@@ -27,8 +27,7 @@ HOST_HINT = "GGUF sources need the host extra's gguf and accelerate: pip install
 
 def gguf_cache_dir() -> Path:
     """Where dequantized GGUF models are kept: ``$EDGE_AIGC_CACHE/gguf``, else ~/.cache/edge-aigc/gguf."""
-    base = os.environ.get("EDGE_AIGC_CACHE") or Path.home() / ".cache" / "edge-aigc"
-    return Path(base) / "gguf"
+    return cache_root() / "gguf"
 
 
 def _sha256(path: Path) -> str:

