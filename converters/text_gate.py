@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -73,7 +74,7 @@ class LmRun:
     greedy: list[list[int]]             # greedy continuation per question (eos included)
     right: list[bool]                   # per question: a known answer in the continuation
 
-    @property
+    @cached_property
     def perplexity(self) -> float:
         logp = log_softmax(self.logits)[np.arange(len(self.targets)), self.targets]
         return float(np.exp(-np.mean(logp.astype(np.float64))))
@@ -97,9 +98,7 @@ def gate_inputs(source: Source, context: int, text_path: Path = GATE_TEXT) -> Ga
     ids = tok.encode(_gate_text(text_path)).ids[:TEXT_TOKENS]
     window = min(WINDOW, context, len(ids))
     windows = [np.array(ids[i:i + window], np.int64) for i in range(0, len(ids) - window + 1, window)]
-    token = lambda i: (tok.id_to_token(i) or "") if i is not None else ""  # noqa: E731
-    chat = (ChatTemplate(cfg.chat_template, token(cfg.bos_token_id), token(next(iter(cfg.eos_token_id), None)),
-                         source.name) if cfg.chat_template else None)
+    chat = ChatTemplate.for_model(cfg, tok, source.name)
     budget = min(GREEDY_TOKENS, context // 4)
     prompts, answers = [], []
     for item in json.loads(PROMPTS.read_text(encoding="utf-8"))["prompts"]:

@@ -38,6 +38,14 @@ class ChatTemplate:
             raise BundleError(f"{model}: the bundle's chat template does not compile: {exc}") from None
         self.bos_token, self.eos_token, self.model = bos_token, eos_token, model
 
+    @classmethod
+    def for_model(cls, cfg, tokenizer, model: str) -> "ChatTemplate | None":
+        """The template of a text model's config, with its BOS and first EOS token as text (None without one)."""
+        if not cfg.chat_template:
+            return None
+        token = lambda i: (tokenizer.id_to_token(i) or "") if i is not None else ""  # noqa: E731
+        return cls(cfg.chat_template, token(cfg.bos_token_id), token(next(iter(cfg.eos_token_id), None)), model)
+
     def render(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True) -> str:
         try:
             return self._template.render(messages=messages, add_generation_prompt=add_generation_prompt,

@@ -57,12 +57,8 @@ class TextTask:
         # A TFLite LM's cache has a fixed length, which bounds its context.
         self.max_context = min(cfg.max_context, self.loop.cache_length)
         self.eos = frozenset(cfg.eos_token_id)  # every id that ends generation (end of turn too)
-        self.chat = ChatTemplate(cfg.chat_template, self._token(cfg.bos_token_id),
-                                 self._token(next(iter(cfg.eos_token_id), None)), name) if cfg.chat_template else None
+        self.chat = ChatTemplate.for_model(cfg, self.tokenizer, name)
         self.sessions: SessionCache | None = None  # the runtime's, shared by its text models
-
-    def _token(self, token_id: int | None) -> str:
-        return (self.tokenizer.id_to_token(token_id) or "") if token_id is not None else ""
 
     def encode(self, prompt: str, param: str = "prompt", special: bool = True) -> list[int]:
         ids = self.tokenizer.encode(prompt, add_special_tokens=special).ids
