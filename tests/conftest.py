@@ -74,3 +74,17 @@ def bundles(tmp_path_factory):
     convert("tiny_models:tiny_dcgan", x86, tmp / "image.eaigc", ConvertOptions(name="tiny-dcgan"))
     convert("tiny_models:tiny_synth", x86, tmp / "audio.eaigc", ConvertOptions(recipe="fp32", name="tiny-synth"))
     return {k: tmp / f"{k}.eaigc" for k in ("text", "slow", "image", "audio")}
+
+
+@pytest.fixture(scope="session")
+def chat_lm(tmp_path_factory):
+    """A tiny LM with a chat template: (its Hugging Face dir, its fp32 bundle)."""
+    from converters import ConvertOptions, convert
+    from edge_aigc.profiles import get_profile
+    from tiny_lm import save_chat_lm
+
+    d = tmp_path_factory.mktemp("chat")
+    hf = save_chat_lm(d)
+    out = d / "chatty.eaigc"
+    convert(str(hf), [get_profile("x86-avx2")], out, ConvertOptions(recipe="fp32"))
+    return hf, out

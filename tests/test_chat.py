@@ -2,36 +2,17 @@
 apply_chat_template does, in jinja2's sandbox; bad conversations are bad requests."""
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 
 import pytest
 import torch
 
-from converters import ConvertOptions, convert
 from edge_aigc import Runtime
 from edge_aigc.errors import BadRequest, BundleError
-from edge_aigc.profiles import get_profile
 from edge_aigc.tasks.chat import ChatTemplate
-from tiny_lm import save_tiny_lm
 
-TEMPLATE = ("{% if messages[0]['role'] == 'assistant' %}{{ raise_exception('the assistant cannot speak first') }}"
-            "{% endif %}{{ bos_token }}{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}"
-            "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 TURNS = [{"role": "system", "content": "You are brief."}, {"role": "user", "content": "Once upon a time"}]
-
-
-@pytest.fixture(scope="module")
-def chat_lm(tmp_path_factory):
-    d = tmp_path_factory.mktemp("chat")
-    hf = save_tiny_lm(d / "chatty", arch="llama", hidden=64, steps=80, seed=5)
-    (hf / "chat_template.jinja").write_text(TEMPLATE)
-    (hf / "tokenizer_config.json").write_text(json.dumps(
-        {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>"}))
-    out = d / "chatty.eaigc"
-    convert(str(hf), [get_profile("x86-avx2")], out, ConvertOptions(recipe="fp32"))
-    return hf, out
 
 
 @pytest.fixture(scope="module")

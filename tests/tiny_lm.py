@@ -9,6 +9,8 @@ worse than uniform on it, which added noise can *lower* (measured: 2,300 → 2,0
 """
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +74,21 @@ def save_tiny_lm(directory: Path, arch: str = "llama", hidden: int = 64, layers:
     model.save_pretrained(directory)
     tok.save(str(directory / "tokenizer.json"))
     return directory
+
+
+CHAT_TEMPLATE = (
+    "{% if messages[0]['role'] == 'assistant' %}{{ raise_exception('the assistant cannot speak first') }}"
+    "{% endif %}{{ bos_token }}{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}"
+    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def save_chat_lm(directory: Path) -> Path:
+    """A tiny llama with a ChatML template and its tokenizer config ("chatty")."""
+    hf = save_tiny_lm(directory / "chatty", arch="llama", hidden=64, steps=80, seed=5)
+    (hf / "chat_template.jinja").write_text(CHAT_TEMPLATE)
+    (hf / "tokenizer_config.json").write_text(json.dumps(
+        {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>"}))
+    return hf
 
 
 def check_beam_search(rt, name: str) -> None:

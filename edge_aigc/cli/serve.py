@@ -5,9 +5,10 @@ import argparse
 import logging
 import signal
 import threading
+from dataclasses import replace
 
 from ..service.app import build_service
-from ..service.config import load_config, rooted
+from ..service.config import load_config, parse_listen, rooted
 from ..service.systemd import Watchdog, watchdog_interval
 
 log = logging.getLogger("edge_aigc.serve")
@@ -19,6 +20,9 @@ def _serve(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     if args.root:
         cfg = rooted(cfg, args.root)
+    if args.http:  # quick use: the OpenAI-compatible API on this address, whatever [http] says
+        parse_listen(args.http)
+        cfg = replace(cfg, http=replace(cfg.http, enabled=True, listen=args.http))
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -41,10 +45,13 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("serve", help="run the MQTT device service",
+    p = sub.add_parser("serve", help="run the device service (MQTT, and HTTP when asked)",
                        description="Load the configured models, connect to the broker, serve requests. "
                                    "SIGTERM drains and publishes 'offline'. See docs/deploy.md.")
     p.add_argument("--config", required=True, help="device config (TOML), e.g. /etc/edge-aigc/device.toml")
+    p.add_argument("--http", metavar="HOST:PORT",
+                   help="also serve the OpenAI-compatible HTTP API there, e.g. 127.0.0.1:8080 (turns "
+                        "[http] on and overrides its listen; see docs/http.md)")
     p.add_argument("--root", help="resolve the config's absolute paths inside this directory "
                                   "(serve a flashed device root from the host)")
     p.set_defaults(func=_serve)

@@ -19,11 +19,13 @@ from ..errors import ConfigError
 from ..tomltable import TomlTable, read_toml
 from .protocol import parse_broker_url
 
-__all__ = ["ServiceConfig", "MqttConfig", "Limits", "load_config", "read_password", "rooted", "device_toml",
-           "DEFAULT_BROKER"]
+__all__ = ["ServiceConfig", "MqttConfig", "Limits", "HttpConfig", "HomeAssistantConfig", "load_config",
+           "read_password", "read_tokens", "parse_listen", "rooted", "device_toml", "DEFAULT_BROKER"]
 
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 CREDENTIAL_NAME = "mqtt-password"
+TOKENS_CREDENTIAL = "http-tokens"
+MIN_TOKEN_CHARS = 16
 DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
 
 
@@ -61,6 +63,39 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class HttpConfig:
+    """``[http]``: the OpenAI-compatible API (docs/http.md). Off unless ``enabled``."""
+
+    enabled: bool = False
+    listen: str = "127.0.0.1:8080"
+    tokens_file: str = ""             # bearer tokens, one per line; else $CREDENTIALS_DIRECTORY/http-tokens
+    cert_file: str = ""               # TLS: both or neither
+    key_file: str = ""
+    cors_origins: tuple[str, ...] = ()  # CORS off unless origins are listed
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return parse_listen(self.listen)
+
+    @property
+    def loopback(self) -> bool:
+        host = self.address[0]
+        return host == "localhost" or host.startswith("127.") or host == "::1"
+
+
+@dataclass(frozen=True)
+class HomeAssistantConfig:
+    """``[homeassistant]``: MQTT discovery (edge_aigc/service/homeassistant.py). Off unless ``enabled``.
+    The model names default to the first loaded model of each task."""
+
+    enabled: bool = False
+    discovery_prefix: str = "homeassistant"
+    text_model: str = ""
+    image_model: str = ""
+    audio_model: str = ""
+
+
+@dataclass(frozen=True)
 class ServiceConfig:
     device_id: str
     models: tuple[str, ...]
@@ -71,6 +106,8 @@ class ServiceConfig:
     pubkey: str = ""
     allow_unsigned: bool = False
     path: str = ""
+    http: HttpConfig = HttpConfig()
+    homeassistant: HomeAssistantConfig = HomeAssistantConfig()
 
     @property
     def root(self) -> str:
@@ -131,6 +168,74 @@ def _limits(t: TomlTable | None) -> Limits:
     return out
 
 
+def parse_listen(listen: str) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port`` to (host, port); a ConfigError names what is wrong."""
+    host, sep, port = listen.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"listen address {listen!r} must look like 127.0.0.1:8080 or [::1]:8080")
+    return host, int(port)
+
+
+def _http(t: TomlTable | None) -> HttpConfig:
+    if t is None:
+        return HttpConfig()
+    d = HttpConfig()
+    origins = t.strings("cors_origins", default=())
+    cfg = HttpConfig(enabled=t.get("enabled", bool, d.enabled), listen=t.get("listen", str, d.listen),
+                     tokens_file=t.get("tokens_file", str, ""), cert_file=t.get("cert_file", str, ""),
+                     key_file=t.get("key_file", str, ""), cors_origins=tuple(origins))
+    try:
+        cfg.address
+    except ConfigError as exc:
+        raise t.fail("listen", str(exc)) from None
+    if bool(cfg.cert_file) != bool(cfg.key_file):
+        raise t.fail("cert_file" if not cfg.cert_file else "key_file", "cert_file and key_file go together")
+    t.finish()
+    return cfg
+
+
+def _homeassistant(t: TomlTable | None) -> HomeAssistantConfig:
+    if t is None:
+        return HomeAssistantConfig()
+    cfg = HomeAssistantConfig(
+        enabled=t.get("enabled", bool, False), discovery_prefix=t.get("discovery_prefix", str, "homeassistant"),
+        text_model=t.get("text_model", str, ""), image_model=t.get("image_model", str, ""),
+        audio_model=t.get("audio_model", str, ""))
+    prefix = cfg.discovery_prefix
+    if not prefix or any(c in prefix for c in "+#$") or prefix.startswith("/") or prefix.endswith("/"):
+        raise t.fail("discovery_prefix", f"{prefix!r} must be a plain topic (no + # $ or leading/trailing /)")
+    t.finish()
+    return cfg
+
+
+def read_tokens(cfg: HttpConfig) -> frozenset[str]:
+    """The HTTP API's bearer tokens: ``tokens_file``, else ``$CREDENTIALS_DIRECTORY/http-tokens``
+    (systemd LoadCredential); one per line, ``#`` comments. None found: an empty set."""
+    candidates = [Path(cfg.tokens_file)] if cfg.tokens_file else []
+    if os.environ.get("CREDENTIALS_DIRECTORY"):
+        candidates.append(Path(os.environ["CREDENTIALS_DIRECTORY"]) / TOKENS_CREDENTIAL)
+    for path in candidates:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            if path == Path(cfg.tokens_file):
+                raise ConfigError(f"http.tokens_file {path} does not exist") from None
+            continue
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read HTTP tokens from {path}: {exc}") from None
+        tokens = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+        short = [i for i, tok in enumerate(tokens, 1) if len(tok) < MIN_TOKEN_CHARS or not tok.isprintable()
+                 or " " in tok]
+        if short:
+            raise ConfigError(f"HTTP tokens in {path}: token {short[0]} is shorter than {MIN_TOKEN_CHARS} "
+                              "characters or holds spaces or control characters")
+        if not tokens:
+            raise ConfigError(f"HTTP tokens file {path} holds no token")
+        return frozenset(tokens)
+    return frozenset()
+
+
 def _under(root: Path, value: str) -> str:
     return str(root / value.lstrip("/")) if value.startswith("/") else value
 
@@ -140,7 +245,9 @@ def rooted(cfg: ServiceConfig, root: str | os.PathLike) -> ServiceConfig:
     root = Path(root)
     mqtt = replace(cfg.mqtt, **{k: _under(root, getattr(cfg.mqtt, k)) for k in
                                 ("password_file", "ca_file", "cert_file", "key_file") if getattr(cfg.mqtt, k)})
-    return replace(cfg, mqtt=mqtt, state_dir=_under(root, cfg.state_dir) if cfg.state_dir else "",
+    http = replace(cfg.http, **{k: _under(root, getattr(cfg.http, k)) for k in
+                                ("tokens_file", "cert_file", "key_file") if getattr(cfg.http, k)})
+    return replace(cfg, mqtt=mqtt, http=http, state_dir=_under(root, cfg.state_dir) if cfg.state_dir else "",
                    pubkey=_under(root, cfg.pubkey) if cfg.pubkey else "",
                    models=tuple(_under(root, m) for m in cfg.models))
 
@@ -157,17 +264,19 @@ def _toml_value(value: Any) -> str:
 
 def device_toml(device_id: str, models: list[str], broker: str = DEFAULT_BROKER, *,
                 mqtt: dict[str, Any] | None = None, limits: dict[str, Any] | None = None,
+                http: dict[str, Any] | None = None, homeassistant: dict[str, Any] | None = None,
                 header: str = "", **top: Any) -> str:
     """A device.toml that :func:`load_config` reads: top-level keys (``profile``, ``state_dir``,
-    ``pubkey``, ``allow_unsigned``, …) then ``[mqtt]`` and ``[limits]``. Used by ``flash``, the
+    ``pubkey``, ``allow_unsigned``, …) then ``[mqtt]``, ``[limits]``, ``[http]``, ``[homeassistant]``. Used by ``flash``, the
     benchmarks and the tests, so there is one writer of the format."""
     lines = [f"# {line}" for line in header.splitlines()]
     lines += [f"device_id = {_toml_value(device_id)}", f"models = {_toml_value(list(models))}"]
     lines += [f"{k} = {_toml_value(v)}" for k, v in top.items() if v not in (None, "")]
     lines += ["", "[mqtt]", f"url = {_toml_value(broker)}"]
     lines += [f"{k} = {_toml_value(v)}" for k, v in (mqtt or {}).items()]
-    if limits:
-        lines += ["", "[limits]"] + [f"{k} = {_toml_value(v)}" for k, v in limits.items()]
+    for table, values in (("limits", limits), ("http", http), ("homeassistant", homeassistant)):
+        if values:
+            lines += ["", f"[{table}]"] + [f"{k} = {_toml_value(v)}" for k, v in values.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -181,6 +290,8 @@ def load_config(path: str | os.PathLike) -> ServiceConfig:
     cfg = ServiceConfig(
         device_id=device_id, models=top.strings("models"), mqtt=mqtt,
         limits=_limits(top.table("limits", required=False)),
+        http=_http(top.table("http", required=False)),
+        homeassistant=_homeassistant(top.table("homeassistant", required=False)),
         profile=top.get("profile", str, ""), state_dir=top.get("state_dir", str, ""),
         pubkey=top.get("pubkey", str, ""), allow_unsigned=top.get("allow_unsigned", bool, False),
         path=str(path))

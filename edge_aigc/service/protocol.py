@@ -13,7 +13,7 @@ import json
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from ..contract import Action, EventKind
@@ -21,7 +21,7 @@ from ..errors import BadRequest, ConfigError, RequestError, TooLarge
 from ..manifest import NAME_RE
 from ..tasks.params import is_text
 
-__all__ = ["ACTIONS", "BrokerUrl", "parse_broker_url", "Request", "Topics", "parse_request", "event", "error_event", "result_event"]
+__all__ = ["ACTIONS", "BrokerUrl", "parse_broker_url", "Request", "Topics", "parse_request", "decode_json", "event", "error_event", "result_event"]
 
 ACTIONS = tuple(Action)
 _ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -118,6 +118,14 @@ class Request:
     timeout_s: float | None = None
     correlation: bytes | None = None   # MQTT 5 CorrelationData, echoed on every reply
     received: float = field(default_factory=time.monotonic)
+    owner: str = ""                    # whose chat sessions these are (MQTT: the reply topic's parent)
+    # Another front end's request (HTTP): the worker hands it each event (Token, Progress,
+    # Result) or the RequestError that ended it, instead of publishing replies.
+    listener: Callable[[Any], None] | None = None
+
+    @property
+    def session_owner(self) -> str:
+        return self.owner or self.reply_to.rsplit("/", 1)[0]
 
 
 def _valid_topic(topic: Any) -> bool:
@@ -147,6 +155,14 @@ def _check_tree(value: Any, depth: int = 0) -> None:
     elif isinstance(value, list):
         for item in value:
             _check_tree(item, depth + 1)
+
+
+def decode_json(payload: bytes) -> Any:
+    """JSON text to a value, checked as a request's is (standard JSON, valid Unicode, shallow):
+    every way the bytes can be wrong is a BadRequest. The HTTP API parses bodies with it too."""
+    data = _decode(payload)
+    _check_tree(data)
+    return data
 
 
 def _decode(payload: bytes) -> Any:

@@ -21,7 +21,7 @@ from ..contract import Action, EventKind
 from ..errors import Busy, Cancelled, EdgeAigcError, RequestError
 from ..runtime import Runtime
 from ..tasks.base import CancelToken, Progress, Result, Token
-from .config import ServiceConfig
+from .config import ServiceConfig, read_tokens
 from ..system import cpu_temperature_c, rss_mb
 from .ledger import Reply, RequestLedger, Stats
 from .protocol import Request, Topics, error_event, event, parse_request, result_event
@@ -51,10 +51,17 @@ class DeviceService:
             outbox_bytes=cfg.limits.outbox_bytes, on_connected=self._on_connected)
         self._worker = threading.Thread(target=self._work, name="worker", daemon=True)
         self._metrics = threading.Thread(target=self._publish_metrics, name="metrics", daemon=True)
+        self.http = None
+        if cfg.http.enabled:  # the OpenAI-compatible API: same queue, same limits (http.py)
+            from .http import HttpServer
+
+            self.http = HttpServer(self, cfg.http, read_tokens(cfg.http))
 
     # -- lifecycle ------------------------------------------------------------------
     def start(self) -> None:
         self._worker.start()
+        if self.http is not None:
+            self.http.start()
         self.transport.start()
         self._metrics.start()
 
@@ -89,6 +96,8 @@ class DeviceService:
         if self._worker.is_alive() and self._running is not None:
             self._running[1].cancel()
             self._worker.join(5)
+        if self.http is not None:
+            self.http.stop()
         self.transport.stop(last=(self.topics.status, self._status("offline")))
 
     # -- status and metrics -----------------------------------------------------------
@@ -130,6 +139,27 @@ class DeviceService:
                              error_event(getattr(exc, "request_id", None), exc), None, correlation))
         except Exception:  # a bug must not take the network thread down
             log.exception("unexpected error handling a message on %s", msg.topic)
+
+    def submit(self, req: Request) -> int:
+        """Queue a request of another front end (HTTP: ``req.listener`` set); returns its queue
+        position. Raises Busy when the queue is full: MQTT and HTTP share the queue and its limit."""
+        if self._stopping.is_set():
+            raise Cancelled("service is stopping")
+        try:
+            self.queue.put_nowait(req)
+        except queue.Full:
+            self.stats.rejected += 1
+            raise _busy(self.cfg.limits.queue_size) from None
+        return self.queue.qsize()
+
+    def cancel(self, request_id: str) -> bool:
+        """Stop a queued or running request (any front end's); False when it is not here."""
+        return self._cancel(request_id)
+
+    def retry_after_s(self) -> int:
+        """Seconds a refused client should wait: the queue's length at the median latency."""
+        p50 = self.stats.latency_ms().get("p50", 1000.0) / 1000
+        return max(1, min(3600, round(p50 * max(self.queue.qsize(), 1) + 0.5)))
 
     def _dispatch(self, req: Request) -> None:
         existing = self.ledger.claim(req.id)
@@ -211,10 +241,13 @@ class DeviceService:
             self.rt.unload(req.model)
             fields = {"model": req.model, "loaded": self.rt.loaded()}
         else:
-            # a client's chat sessions are its own: keyed by its reply topic's parent
-            owner = req.reply_to.rsplit("/", 1)[0]
-            for ev in self.rt.stream(req.model, cancel, owner=owner, **req.params):
-                if isinstance(ev, Token):
+            # a client's chat sessions are its own: keyed by its reply topic's parent (or token)
+            for ev in self.rt.stream(req.model, cancel, owner=req.session_owner, **req.params):
+                if req.listener is not None:
+                    req.listener(ev)
+                    if isinstance(ev, Result):
+                        self._finish(req, [], req.received, True)
+                elif isinstance(ev, Token):
                     self._reply(req, event(EventKind.TOKEN, req.id, text=ev.text, index=ev.index))
                 elif isinstance(ev, Progress):
                     self._reply(req, event(EventKind.PROGRESS, req.id, step=ev.step, total=ev.total, message=ev.message))
@@ -253,12 +286,16 @@ class DeviceService:
     def _finish(self, req: Request, replies: list[Reply], started: float, ok: bool) -> None:
         # Ledger and stats first: a client may act on the result (re-send the id, read the
         # metrics) within a millisecond of receiving it.
-        self.ledger.finish(req.id, replies)
         self.stats.record(time.monotonic() - started, ok)
+        if req.listener is not None:  # another front end's request: its listener has the answer
+            return
+        self.ledger.finish(req.id, replies)
         for reply in replies:
             self._send(reply)
 
     def _fail(self, req: Request, exc: RequestError, started: float) -> None:
+        if req.listener is not None:
+            req.listener(exc)
         self._finish(req, [Reply(req.reply_to, error_event(req.id, exc), None, req.correlation)], started, False)
 
 
