@@ -84,6 +84,7 @@ class RequestLedger:
 class Stats:
     def __init__(self, window: int = 1000):
         self.done = self.failed = self.rejected = 0
+        self.last_ms: float | None = None  # the latest request's latency
         self._latencies: deque[float] = deque(maxlen=window)
         self._lock = threading.Lock()
         self.started = time.monotonic()
@@ -91,6 +92,7 @@ class Stats:
     def record(self, seconds: float, ok: bool) -> None:
         with self._lock:
             self._latencies.append(seconds)
+            self.last_ms = round(seconds * 1000, 2)
             if ok:
                 self.done += 1
             else:

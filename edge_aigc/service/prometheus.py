@@ -22,6 +22,8 @@ _GAUGES = (
      lambda m: None if m.get("rss_mb") is None else round(m["rss_mb"] * 2**20)),
     ("cpu_temperature_celsius", "gauge", "SoC temperature, where the board exposes one.",
      lambda m: m.get("cpu_temp_c")),
+    ("last_latency_seconds", "gauge", "Latency of the latest request.",
+     lambda m: None if m.get("last_latency_ms") is None else m["last_latency_ms"] / 1000),
     ("outbox_messages", "gauge", "MQTT messages waiting for the broker.", lambda m: m["outbox"]),
     ("outbox_dropped_total", "counter", "MQTT messages dropped because the outbox was full.",
      lambda m: m["outbox_dropped"]),

@@ -23,6 +23,7 @@ from ..runtime import Runtime
 from ..tasks.base import CancelToken, Progress, Result, Token
 from .config import ServiceConfig, read_tokens
 from ..system import cpu_temperature_c, rss_mb
+from .homeassistant import HomeAssistant
 from .ledger import Reply, RequestLedger, Stats
 from .protocol import Request, Topics, error_event, event, parse_request, result_event
 from .systemd import notify
@@ -45,6 +46,11 @@ class DeviceService:
         self._stopping = threading.Event()
         self._ready = threading.Event()
         subs = [self.topics.cmd] + ([self.topics.pool_cmd] if cfg.mqtt.pool else [])
+        self.ha = None
+        if cfg.homeassistant.enabled:  # MQTT discovery, prompt box and buttons (homeassistant.py)
+            self.ha = HomeAssistant(cfg.homeassistant, cfg.device_id, self.topics, runtime, self.submit,
+                                    self._publish_plain)
+            subs += self.ha.subscriptions
         self.transport = MqttTransport(
             cfg.mqtt, cfg.mqtt.client_id or f"edge-aigc-{cfg.device_id}", subs, self._on_message,
             will=(self.topics.status, self._status("offline")), outbox_messages=cfg.limits.outbox_messages,
@@ -74,6 +80,8 @@ class DeviceService:
 
     def _on_connected(self) -> None:
         self.publish_status()
+        if self.ha is not None:
+            self.ha.publish_discovery(cpu_temperature_c() is not None)
         if not self._ready.is_set():
             self._ready.set()
             notify(f"READY=1\nSTATUS=serving {', '.join(self.rt.loaded())} as {self.cfg.device_id}")
@@ -115,6 +123,7 @@ class DeviceService:
         return {"device": self.cfg.device_id, "queue_depth": self.queue.qsize(),
                 "busy": self._running is not None, "done": self.stats.done, "failed": self.stats.failed,
                 "rejected": self.stats.rejected, "latency_ms": self.stats.latency_ms(),
+                "last_latency_ms": self.stats.last_ms,
                 "rss_mb": rss_mb(), "cpu_temp_c": cpu_temperature_c(),
                 "outbox": self.transport.outbox_size, "outbox_dropped": self.transport.dropped,
                 "uptime_s": round(time.monotonic() - self.stats.started, 1), "ts": round(time.time(), 3)}
@@ -126,6 +135,12 @@ class DeviceService:
 
     # -- requests in ------------------------------------------------------------------
     def _on_message(self, msg: mqtt.MQTTMessage) -> None:
+        if self.ha is not None and self.ha.handles(msg.topic):
+            try:
+                self.ha.on_message(msg.topic, msg.payload, cpu_temperature_c() is not None)
+            except Exception:  # a bug must not take the network thread down
+                log.exception("unexpected error handling Home Assistant's message on %s", msg.topic)
+            return
         props = getattr(msg, "properties", None)
         response_topic = getattr(props, "ResponseTopic", None) if props else None
         correlation = getattr(props, "CorrelationData", None) if props else None
@@ -271,6 +286,10 @@ class DeviceService:
         self._finish(req, replies, req.received, True)
 
     # -- replies out --------------------------------------------------------------------
+    def _publish_plain(self, topic: str, payload: bytes, retain: bool = False,
+                       content_type: str | None = None) -> None:
+        self.transport.publish(topic, payload, qos=1, retain=retain, content_type=content_type)
+
     def _send(self, reply: Reply) -> None:
         self.transport.publish(reply.topic, reply.payload, qos=1, content_type=reply.content_type,
                                correlation=reply.correlation)

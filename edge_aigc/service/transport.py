@@ -41,7 +41,7 @@ def no_delay(client, userdata, sock) -> None:
 
 class MqttTransport:
     def __init__(self, cfg: MqttConfig, client_id: str, subscriptions: list[str],
-                 on_message: Callable[[mqtt.MQTTMessage], None], will: tuple[str, bytes],
+                 on_message: Callable[[mqtt.MQTTMessage], None], will: tuple[str, bytes] | None,
                  outbox_messages: int = 1000, outbox_bytes: int = 32 << 20,
                  on_connected: Callable[[], None] | None = None):
         self.cfg, self.subscriptions = cfg, subscriptions
@@ -54,7 +54,8 @@ class MqttTransport:
         if cfg.tls:
             self.client.tls_set(ca_certs=cfg.ca_file or None, certfile=cfg.cert_file or None,
                                 keyfile=cfg.key_file or None, cert_reqs=ssl.CERT_REQUIRED)
-        self.client.will_set(will[0], will[1], qos=1, retain=True)
+        if will is not None:
+            self.client.will_set(will[0], will[1], qos=1, retain=True)
         self.client.reconnect_delay_set(min_delay=1, max_delay=30)
         self.client.on_socket_open = no_delay
         self.client.on_connect = self._on_connect
