@@ -1,6 +1,6 @@
 """Run the benchmarks side by side and write JSON, plots and benchmarks/README.md.
 
-    edge-aigc bench [--quick] [--only text,image,audio,sizes,mqtt,cold,threads,llm] [--out DIR]
+    edge-aigc bench [--quick] [--only text,image,audio,sizes,mqtt,http,cold,threads,llm] [--out DIR]
 
 ``--quick`` (a few minutes once the artifacts are built): the 26M Llama and the zoo models,
 shorter decodes, fewer repeats. Without it: also a ~100M Llama, decodes to position 528,
@@ -15,7 +15,7 @@ import datetime as dt
 import time
 from pathlib import Path
 
-from . import generators, llm, service, sizes, text, threads
+from . import generators, http, llm, service, sizes, text, threads
 from .common import machine, write_json
 from .plots import plot_bars, plot_latency
 from .targets import targets
@@ -74,6 +74,11 @@ def run(quick: bool, only: set[str], out: Path, work: Path, progress=print) -> d
         r, d = service.bench_mqtt(zoo_bundles["digits"], 100 if quick else 300, 3.0 if quick else 10.0, progress)
         reports.append(r)
         data["mqtt"] = d
+    if "http" in only:
+        r, d = http.bench_http(zoo_bundles["digits"], zoo_bundles["fortune-gpt"], 100 if quick else 300,
+                               3.0 if quick else 10.0, 3 if quick else 5, progress)
+        reports.append(r)
+        data["http"] = d
     if "cold" in only:
         r, d = service.bench_cold_start(zoo_bundles, 3 if quick else 5, progress)
         reports.append(r)

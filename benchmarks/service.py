@@ -23,19 +23,20 @@ __all__ = ["bench_mqtt", "bench_cold_start"]
 PROFILE = "x86-avx2"
 
 
-def _config(path: Path, port: int, models: list[Path], queue: int = 8) -> Path:
+def device_config(path: Path, port: int, models: list[Path], queue: int = 8, http: dict | None = None) -> Path:
+    """The bench device's config: device id ``bench``, the x86 profile, ``[http]`` when given."""
     path.write_text(device_toml("bench", [str(m) for m in models], f"mqtt://127.0.0.1:{port}", profile=PROFILE,
                                 state_dir=str(path.parent / "state"),
-                                limits={"queue_size": queue, "metrics_interval_s": 60}))
+                                limits={"queue_size": queue, "metrics_interval_s": 60}, http=http))
     return path
 
 
-def _serve(config: Path) -> subprocess.Popen:
+def serve(config: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "edge_aigc", "serve", "--config", str(config)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def _wait_online(port: int, since: float, timeout: float = 60.0) -> float:
+def wait_online(port: int, since: float, timeout: float = 60.0) -> float:
     """Seconds from ``since`` until an ``online`` status arrives (retained or live)."""
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
@@ -62,13 +63,13 @@ def _wait_online(port: int, since: float, timeout: float = 60.0) -> float:
         c.loop_stop()
 
 
-def _clear_status(port: int) -> None:
+def clear_status(port: int) -> None:
     import paho.mqtt.publish as publish
 
     publish.single("edge-aigc/bench/status", b"", retain=True, hostname="127.0.0.1", port=port)
 
 
-def _percentile(values: list[float], q: float) -> float:
+def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
@@ -88,9 +89,9 @@ def bench_mqtt(bundle: Path, requests: int, seconds: float, progress=print) -> t
             rt.generate(name, **params)
             direct.append(time.perf_counter() - start)
     with tempfile.TemporaryDirectory() as tmp, Mosquitto(Path(tmp)) as broker:
-        proc = _serve(_config(Path(tmp) / "device.toml", broker.port, [bundle], queue=64))
+        proc = serve(device_config(Path(tmp) / "device.toml", broker.port, [bundle], queue=64))
         try:
-            _wait_online(broker.port, time.perf_counter())
+            wait_online(broker.port, time.perf_counter())
             url = f"mqtt://127.0.0.1:{broker.port}"
             with DeviceClient(url) as c:
                 c.request("bench", "generate", name, params)
@@ -106,9 +107,9 @@ def bench_mqtt(bundle: Path, requests: int, seconds: float, progress=print) -> t
             proc.wait(30)
     report = Report(f"MQTT — {name} (1 image) through Mosquitto vs the direct API, {requests} requests",
                     ["measure", "p50 ms", "p99 ms"])
-    report.add("direct Runtime.generate", median(direct) * 1e3, _percentile(direct, 0.99) * 1e3)
-    report.add("over MQTT (send → result, data verified)", median(e2e) * 1e3, _percentile(e2e, 0.99) * 1e3)
-    overhead = (median(e2e) - median(direct)) * 1e3, (_percentile(e2e, 0.99) - _percentile(direct, 0.99)) * 1e3
+    report.add("direct Runtime.generate", median(direct) * 1e3, percentile(direct, 0.99) * 1e3)
+    report.add("over MQTT (send → result, data verified)", median(e2e) * 1e3, percentile(e2e, 0.99) * 1e3)
+    overhead = (median(e2e) - median(direct)) * 1e3, (percentile(e2e, 0.99) - percentile(direct, 0.99)) * 1e3
     report.add("overhead", *overhead)
     for n, (done, busy) in rates.items():
         report.notes.append(f"{n} concurrent client(s): {done / seconds:.1f} requests/s completed, {busy} busy")
@@ -157,21 +158,21 @@ def bench_cold_start(bundles: dict[str, Path], repeats: int, progress=print) -> 
                 Task.IMAGE: {"count": 8}, Task.AUDIO: {"notes": "C4:1 E4:1 G4:2"}}
     starts, rss = [], {}
     with tempfile.TemporaryDirectory() as tmp, Mosquitto(Path(tmp)) as broker:
-        config = _config(Path(tmp) / "device.toml", broker.port, list(bundles.values()))
+        config = device_config(Path(tmp) / "device.toml", broker.port, list(bundles.values()))
         for _ in range(repeats):
-            _clear_status(broker.port)
+            clear_status(broker.port)
             t0 = time.perf_counter()
-            proc = _serve(config)
-            starts.append(_wait_online(broker.port, t0))
+            proc = serve(config)
+            starts.append(wait_online(broker.port, t0))
             proc.terminate()
             proc.wait(30)
         for name, bundle in bundles.items():
             progress(f"peak RSS: {name} …")
-            _clear_status(broker.port)
+            clear_status(broker.port)
             t0 = time.perf_counter()
-            proc = _serve(_config(Path(tmp) / f"{name}.toml", broker.port, [bundle]))
+            proc = serve(device_config(Path(tmp) / f"{name}.toml", broker.port, [bundle]))
             try:
-                _wait_online(broker.port, t0)
+                wait_online(broker.port, t0)
                 from edge_aigc import load_bundle
 
                 task = load_bundle(bundle).manifest.task

@@ -61,6 +61,8 @@ def targets(data: dict) -> list[dict[str, Any]]:
         rows += _llm_targets(llm["rows"])
     if m := data.get("mqtt"):
         rows.append(_row("MQTT overhead p50 ≤ 5 ms", m["overhead_p50_ms"], 5.0, "{:.1f} ms", at_least=False))
+    if m := data.get("http"):
+        rows.append(_row("HTTP overhead p50 ≤ 5 ms", m["overhead_p50_ms"], 5.0, "{:.1f} ms", at_least=False))
     if c := data.get("cold"):
         from statistics import median
 

@@ -367,3 +367,9 @@ def test_serve_http_flag_turns_the_api_on_for_quick_use(broker, bundles, tmp_pat
     refused = subprocess.run([sys.executable, "-m", "edge_aigc", "serve", "--config", str(cfg), "--http",
                               "0.0.0.0:0"], capture_output=True, text=True, timeout=120)
     assert refused.returncode == 6 and "bearer tokens" in refused.stderr
+
+
+def test_the_listening_socket_says_it_is_tcp_so_asyncio_turns_nagle_off(service):
+    # asyncio sets TCP_NODELAY on accepted sockets only when proto is IPPROTO_TCP; with proto 0
+    # a keep-alive client waited ~40 ms per response for its delayed ACK (benchmarks/http.py)
+    assert service.http._sock.proto == socket.IPPROTO_TCP

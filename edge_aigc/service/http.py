@@ -298,7 +298,11 @@ class HttpServer:
                               "or listen on 127.0.0.1")
         host, port = cfg.address
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self._sock = socket.socket(family, socket.SOCK_STREAM)
+        # proto IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say they are
+        # TCP, and without it a keep-alive client waited ~40 ms per response (headers and body
+        # are two writes; Nagle held the body for the client's delayed ACK). Measured: 44 ms
+        # per GET /healthz on a reused connection before, under 1 ms after.
+        self._sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             self._sock.bind((host, port))

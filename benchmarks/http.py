@@ -1,0 +1,176 @@
+"""The HTTP API: overhead over the direct API (next to MQTT's), streaming time to first
+token over HTTP and MQTT, requests/s at 1/4/16 clients, and the service's idle RSS with
+and without the HTTP server.
+
+The service runs as its own process (``edge-aigc serve``, MQTT and HTTP both on) beside a
+private Mosquitto; the direct, MQTT and HTTP requests take turns in one loop, so the
+three series see the same machine moments apart.
+"""
+from __future__ import annotations
+
+import json
+import socket
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from .common import Report, median, threads
+from .service import PROFILE, device_config, percentile, serve, wait_online
+
+__all__ = ["bench_http"]
+
+TOKEN = "bench-token-0123456789abcdef"
+IMAGE = {"count": 1, "seed": 1}
+TEXT = {"prompt": "You will", "max_new_tokens": 32, "temperature": 0}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _wait_http(url: str, timeout: float = 60.0) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise RuntimeError("the HTTP API did not come up")
+
+
+def _ttft_http(http, url: str, model: str) -> float:
+    body = {"model": model, "prompt": TEXT["prompt"], "max_tokens": TEXT["max_new_tokens"], "temperature": 0,
+            "stream": True}
+    start = time.perf_counter()
+    first = None
+    with http.stream("POST", f"{url}/v1/completions", json=body) as r:
+        for line in r.iter_lines():
+            if first is None and line.startswith("data: {") and json.loads(line[6:])["choices"][0]["text"]:
+                first = time.perf_counter() - start
+    return first
+
+
+def _ttft_mqtt(client, model: str) -> float:
+    start, first = time.perf_counter(), []
+    client.request("bench", "generate", model, TEXT, timeout=60,
+                   on_event=lambda e: first.append(time.perf_counter() - start) if e["event"] == "token" else None)
+    return first[0]
+
+
+def _rate(url: str, model: str, clients: int, seconds: float) -> tuple[int, int]:
+    import httpx
+
+    done, busy, stop = [0], [0], time.perf_counter() + seconds
+    lock = threading.Lock()
+    body = {"model": model, "prompt": "", "n": 1, "seed": 1}
+
+    def worker() -> None:
+        with httpx.Client(headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60) as http:
+            while time.perf_counter() < stop:
+                code = http.post(f"{url}/v1/images/generations", json=body).status_code
+                with lock:
+                    done[0] += code == 200
+                    busy[0] += code == 429
+    pool = [threading.Thread(target=worker) for _ in range(clients)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    return done[0], busy[0]
+
+
+def bench_http(image: Path, text: Path, requests: int, seconds: float, repeats: int,
+               progress=print) -> tuple[Report, dict]:
+    import httpx
+
+    from edge_aigc import Runtime, load_bundle
+    from edge_aigc.service.brokers import Mosquitto
+    from edge_aigc.service.client import DeviceClient
+
+    direct, mqtt_ms, http_ms, ttft = [], [], [], {"http": [], "mqtt": []}
+    idle = {"without HTTP": [], "with HTTP": []}
+    with tempfile.TemporaryDirectory() as tmp, Mosquitto(Path(tmp)) as broker, \
+            Runtime([image], profile=PROFILE, threads=threads()) as rt:
+        image_name = rt.loaded()[0]
+        (Path(tmp) / "tokens").write_text(TOKEN + "\n")
+        port = _free_port()
+        http_table = {"enabled": True, "listen": f"127.0.0.1:{port}", "tokens_file": str(Path(tmp) / "tokens")}
+        for _ in range(repeats):  # idle RSS, the two configs in turn
+            for label, table in (("without HTTP", None), ("with HTTP", http_table)):
+                proc = serve(device_config(Path(tmp) / "idle.toml", broker.port, [image, text], http=table))
+                try:
+                    wait_online(broker.port, time.perf_counter())
+                    time.sleep(1.0)
+                    idle[label].append(_rss_mb(proc.pid))
+                finally:
+                    proc.terminate()
+                    proc.wait(30)
+        progress("http: idle RSS done; latency …")
+        proc = serve(device_config(Path(tmp) / "device.toml", broker.port, [image, text], queue=64, http=http_table))
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_online(broker.port, time.perf_counter())
+            _wait_http(url)
+            text_name = load_bundle(text).manifest.name
+            with DeviceClient(f"mqtt://127.0.0.1:{broker.port}") as mqtt, \
+                    httpx.Client(headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60) as http:
+                body = {"model": image_name, "prompt": "", "n": 1, "seed": 1}
+                rt.generate(image_name, **IMAGE)
+                mqtt.request("bench", "generate", image_name, IMAGE)
+                http.post(f"{url}/v1/images/generations", json=body).raise_for_status()
+                for _ in range(requests):  # interleaved: direct, MQTT, HTTP
+                    t = time.perf_counter()
+                    rt.generate(image_name, **IMAGE)
+                    direct.append(time.perf_counter() - t)
+                    t = time.perf_counter()
+                    assert mqtt.request("bench", "generate", image_name, IMAGE).ok
+                    mqtt_ms.append(time.perf_counter() - t)
+                    t = time.perf_counter()
+                    http.post(f"{url}/v1/images/generations", json=body).raise_for_status()
+                    http_ms.append(time.perf_counter() - t)
+                progress("http: latency done; time to first token …")
+                for _ in range(requests // 4):
+                    ttft["mqtt"].append(_ttft_mqtt(mqtt, text_name))
+                    ttft["http"].append(_ttft_http(http, url, text_name))
+            progress("http: time to first token done; throughput …")
+            rates = {n: _rate(url, image_name, n, seconds) for n in (1, 4, 16)}
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    ms = lambda xs, q: (percentile(xs, q) if q != 0.5 else median(xs)) * 1e3  # noqa: E731
+    report = Report(f"HTTP — {image_name} (1 image) vs the direct API and MQTT, {requests} requests each, "
+                    "interleaved; time to first token on " + text_name, ["measure", "p50 ms", "p99 ms"])
+    report.add("direct Runtime.generate", ms(direct, 0.5), ms(direct, 0.99))
+    report.add("over MQTT (send → result, data verified)", ms(mqtt_ms, 0.5), ms(mqtt_ms, 0.99))
+    report.add("over HTTP (POST /v1/images/generations, b64 PNG)", ms(http_ms, 0.5), ms(http_ms, 0.99))
+    overhead = {"mqtt": (ms(mqtt_ms, 0.5) - ms(direct, 0.5), ms(mqtt_ms, 0.99) - ms(direct, 0.99)),
+                "http": (ms(http_ms, 0.5) - ms(direct, 0.5), ms(http_ms, 0.99) - ms(direct, 0.99))}
+    report.add("overhead MQTT", *overhead["mqtt"])
+    report.add("overhead HTTP", *overhead["http"])
+    report.add("time to first token, MQTT (token event)", ms(ttft["mqtt"], 0.5), ms(ttft["mqtt"], 0.99))
+    report.add("time to first token, HTTP (SSE chunk)", ms(ttft["http"], 0.5), ms(ttft["http"], 0.99))
+    for n, (done, busy) in rates.items():
+        report.notes.append(f"HTTP, {n} concurrent client(s): {done / seconds:.1f} requests/s completed, "
+                            f"{busy} answered 429")
+    report.notes.append("idle RSS of the service (both models loaded, median of "
+                        f"{repeats}): without HTTP {median(idle['without HTTP']):.1f} MB, with HTTP "
+                        f"{median(idle['with HTTP']):.1f} MB")
+    return report, {"direct_ms": [d * 1e3 for d in direct], "mqtt_ms": [d * 1e3 for d in mqtt_ms],
+                    "http_ms": [d * 1e3 for d in http_ms], "ttft_ms": {k: [v * 1e3 for v in vs] for k, vs in ttft.items()},
+                    "overhead_p50_ms": overhead["http"][0], "overhead_p99_ms": overhead["http"][1],
+                    "mqtt_overhead_p50_ms": overhead["mqtt"][0],
+                    "throughput": {n: {"per_s": d / seconds, "busy": b} for n, (d, b) in rates.items()},
+                    "idle_rss_mb": idle}
