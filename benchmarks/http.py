@@ -11,12 +11,11 @@ from __future__ import annotations
 import json
 import socket
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 from .common import Report, median, threads
-from .service import PROFILE, device_config, percentile, serve, wait_online
+from .service import PROFILE, closed_loop, device_config, percentile, proc_mb, serve, wait_online
 
 __all__ = ["bench_http"]
 
@@ -29,13 +28,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def _wait_http(url: str, timeout: float = 60.0) -> None:
@@ -73,23 +65,16 @@ def _ttft_mqtt(client, model: str) -> float:
 def _rate(url: str, model: str, clients: int, seconds: float) -> tuple[int, int]:
     import httpx
 
-    done, busy, stop = [0], [0], time.perf_counter() + seconds
-    lock = threading.Lock()
     body = {"model": model, "prompt": "", "n": 1, "seed": 1}
 
-    def worker() -> None:
-        with httpx.Client(headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60) as http:
-            while time.perf_counter() < stop:
-                code = http.post(f"{url}/v1/images/generations", json=body).status_code
-                with lock:
-                    done[0] += code == 200
-                    busy[0] += code == 429
-    pool = [threading.Thread(target=worker) for _ in range(clients)]
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join()
-    return done[0], busy[0]
+    def call(http) -> bool:
+        r = http.post(f"{url}/v1/images/generations", json=body)
+        if r.status_code != 429:
+            r.raise_for_status()
+        return r.status_code == 200
+
+    return closed_loop(clients, seconds, lambda: httpx.Client(headers={"Authorization": f"Bearer {TOKEN}"},
+                                                              timeout=60), call)
 
 
 def bench_http(image: Path, text: Path, requests: int, seconds: float, repeats: int,
@@ -114,7 +99,7 @@ def bench_http(image: Path, text: Path, requests: int, seconds: float, repeats: 
                 try:
                     wait_online(broker.port, time.perf_counter())
                     time.sleep(1.0)
-                    idle[label].append(_rss_mb(proc.pid))
+                    idle[label].append(proc_mb(proc.pid, "VmRSS"))
                 finally:
                     proc.terminate()
                     proc.wait(30)

@@ -12,6 +12,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 from edge_aigc.contract import Task
 from edge_aigc.service.config import device_toml
@@ -121,18 +122,23 @@ def bench_mqtt(bundle: Path, requests: int, seconds: float, progress=print) -> t
 def _throughput(url: str, name: str, params: dict, clients: int, seconds: float) -> tuple[int, int]:
     from edge_aigc.service.client import DeviceClient
 
+    return closed_loop(clients, seconds, lambda: DeviceClient(url),
+                       lambda c: c.request("bench", "generate", name, params, timeout=60).ok)
+
+
+def closed_loop(clients: int, seconds: float, connect: Callable[[], Any], call: Callable[[Any], bool]) -> tuple[int, int]:
+    """``clients`` threads, each with its own connection (``connect()``, a context manager), making
+    requests back to back for ``seconds``: (answered, refused as busy) counts."""
     done, busy, stop = [0], [0], time.perf_counter() + seconds
     lock = threading.Lock()
 
     def worker():
-        with DeviceClient(url) as c:
+        with connect() as c:
             while time.perf_counter() < stop:
-                r = c.request("bench", "generate", name, params, timeout=60)
+                ok = call(c)
                 with lock:
-                    if r.ok:
-                        done[0] += 1
-                    else:
-                        busy[0] += 1
+                    done[0] += ok
+                    busy[0] += not ok
     pool = [threading.Thread(target=worker) for _ in range(clients)]
     for t in pool:
         t.start()
@@ -141,9 +147,10 @@ def _throughput(url: str, name: str, params: dict, clients: int, seconds: float)
     return done[0], busy[0]
 
 
-def _peak_rss_mb(pid: int) -> float:
+def proc_mb(pid: int, field: str = "VmHWM") -> float:
+    """A memory figure of a process from /proc (VmHWM: peak RSS; VmRSS: now), in MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -178,7 +185,7 @@ def bench_cold_start(bundles: dict[str, Path], repeats: int, progress=print) -> 
                 task = load_bundle(bundle).manifest.task
                 with DeviceClient(f"mqtt://127.0.0.1:{broker.port}") as c:
                     assert c.request("bench", "generate", name, requests[task], timeout=120).ok
-                rss[name] = _peak_rss_mb(proc.pid)
+                rss[name] = proc_mb(proc.pid)
             finally:
                 proc.terminate()
                 proc.wait(30)
