@@ -117,6 +117,19 @@ def test_models_lists_what_is_loaded(client):
     assert models["tiny-dcgan"].owned_by == "edge-aigc" and models["tiny-dcgan"].task == "image-generation"
 
 
+def test_an_idempotency_key_gets_the_first_answer_again_not_a_second_run(service, client):
+    ask = dict(model="tiny-lm", prompt="Once", max_tokens=8, temperature=1.0)  # sampled: runs differ
+    key = {"Idempotency-Key": "order-42"}
+    first = client.completions.with_raw_response.create(**ask, extra_headers=key)
+    done = service.stats.done
+    again = client.completions.with_raw_response.create(**ask, extra_headers=key)
+    assert again.content == first.content and service.stats.done == done  # replayed, not run
+    other = client.completions.create(**ask, extra_headers={"Idempotency-Key": "order-43"})
+    assert service.stats.done == done + 1 and other.id != first.parse().id
+    with pytest.raises(openai.BadRequestError, match="Idempotency-Key"):
+        client.completions.create(**ask, extra_headers={"Idempotency-Key": "bad key!"})
+
+
 # -- images and speech ---------------------------------------------------------------------
 def test_images_come_back_as_base64_pngs_of_the_asked_size(client):
     out = client.images.generate(model="tiny-dcgan", prompt="b", n=2, response_format="b64_json",
@@ -158,8 +171,12 @@ def test_speech_is_a_wav_of_the_model(client):
     (lambda c: c.completions.create(model="tiny-lm", prompt=[1, 2, 3]), openai.BadRequestError, "token-id"),
     (lambda c: c.chat.completions.create(model="tiny-lm", messages=TURNS), openai.BadRequestError,
      "chat template"),
+    (lambda c: c.images.generate(model="chatty", prompt="", size="56x56"), openai.BadRequestError,
+     "text-generation model"),
+    (lambda c: c.images.generate(model="tiny-dcgan", prompt="", size="56x56", extra_body={"scale": 2}),
+     openai.BadRequestError, "not both"),
 ], ids=["unknown-model", "wrong-task", "out-of-range", "n", "role", "empty", "unknown-field", "token-ids",
-        "no-template"])
+        "no-template", "size-of-a-text-model", "size-and-scale"])
 def test_bad_requests_get_openai_errors(client, make, error, match):
     with pytest.raises(error, match=match) as info:
         make(client)
@@ -230,6 +247,27 @@ def test_a_client_that_disconnects_mid_stream_cancels_its_generation(service, ba
             assert service._running is not None
     wait_idle(service)  # bounded: fails if the 2,000-token request went on
     assert service.stats.failed == failed + 1
+
+
+def test_a_client_that_gives_up_while_queued_cancels_its_request(service, broker):
+    wait_idle(service)
+    failed = service.stats.failed
+    mqtt = Listener(broker, ["edge-aigc/web/res/#"])
+    try:
+        mqtt.publish("edge-aigc/web/cmd", json.dumps({"id": "hog", "action": "generate", "model": "slow-lm", "params": {
+            "prompt": "Once", "max_new_tokens": 1500, "temperature": 0}}).encode())
+        mqtt.next(topic="edge-aigc/web/res/hog", event="token", timeout=30)
+        with pytest.raises(httpx.ReadTimeout), httpx.Client(timeout=1.0) as http:  # gives up after 1 s
+            http.post(f"{base_url(service)}/v1/completions", headers={"Authorization": f"Bearer {TOKEN}"},
+                      json={"model": "tiny-lm", "prompt": "Once", "max_tokens": 4})
+        deadline = time.monotonic() + 10
+        while not service._cancelled and time.monotonic() < deadline:  # the queued request is marked
+            time.sleep(0.02)
+        mqtt.publish("edge-aigc/web/cmd", json.dumps({"id": "unhog", "action": "cancel", "target": "hog"}).encode())
+        wait_idle(service)
+    finally:
+        mqtt.close()
+    assert service.stats.failed == failed + 2  # the hog, cancelled; the HTTP request, never run
 
 
 def test_load_gets_429s_not_an_unbounded_queue_and_every_request_one_answer(service, base):

@@ -18,11 +18,12 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import socket
 import threading
 import time
 import uuid
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 from ..contract import Action, Task
 from ..errors import BadRequest, ConfigError, RequestError, TooLarge, UnknownModel
@@ -30,6 +31,7 @@ from ..tasks.base import Result, Token
 from ..tasks.params import validate_params
 from . import openai_api as oa
 from .config import HttpConfig
+from .ledger import Reply
 from .prometheus import CONTENT_TYPE, exposition
 from .protocol import Request, decode_json
 
@@ -53,6 +55,7 @@ log = logging.getLogger(__name__)
 STATUS = {"bad_request": 400, "unknown_model": 404, "too_large": 413, "busy": 429, "cancelled": 503,
           "timeout": 504, "internal": 500}
 _OPEN = {"/healthz"}  # everything else needs a token when tokens are configured
+_KEY_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")  # an Idempotency-Key: what MQTT allows as an id
 
 
 def _error(status: int, message: str, code: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -130,8 +133,9 @@ class Api:
         self.service.submit(req)  # Busy when the queue is full
         return req, job
 
-    async def result(self, request: HttpRequest, req: Request, job: _Job) -> Result:
-        """Wait for the end, cancelling the request if the client goes away first."""
+    async def events(self, request: HttpRequest, req: Request, job: _Job) -> AsyncIterator[Any]:
+        """The request's events up to its Result (a RequestError is raised), cancelling the
+        request if the client goes away first (while it waits in the queue, too)."""
         gone = asyncio.ensure_future(_disconnected(request))
         try:
             while True:
@@ -140,14 +144,47 @@ class Api:
                 if not step.done():
                     step.cancel()
                     self.service.cancel(req.id)
-                    raise _Failed(Response(status_code=499))
+                    raise _Failed(Response(status_code=499))  # nobody is listening any more
                 event = step.result()
                 if isinstance(event, RequestError):
                     raise event
+                yield event
                 if isinstance(event, Result):
-                    return event
+                    return
         finally:
             gone.cancel()
+
+    async def once(self, request: HttpRequest, call: oa.Call,
+                   answer: Callable[[Request, Result], Response]) -> Response:
+        """Run a non-streaming call. With an ``Idempotency-Key`` header, a repeat of a finished
+        request gets the first answer again instead of a second run, and one of a running
+        request a 409: the rule MQTT applies to request ids (the same ledger, per token)."""
+        key = request.headers.get("idempotency-key")
+        if key is None:
+            req, job = self.submit(call, request)
+            return answer(req, await self.result(request, req, job))
+        if not _KEY_RE.match(key):
+            raise BadRequest("Idempotency-Key must be 1-128 characters of A-Z a-z 0-9 . _ : -")
+        ledger, lid = self.service.ledger, f"http:{self.owner(request)}:{key}"
+        seen = ledger.claim(lid)
+        if seen is not None and seen.state != "done":
+            raise _Failed(_error(409, "a request with this Idempotency-Key is still running", "conflict"))
+        if seen is not None and seen.replies:
+            return Response(seen.replies[0].payload, media_type=seen.replies[0].content_type)
+        try:  # new, or answered so long ago that the ledger no longer holds the answer
+            req, job = self.submit(call, request)
+            response = answer(req, await self.result(request, req, job))
+        except BaseException:
+            ledger.forget(lid)  # refused or failed: the client may try again with the same key
+            raise
+        ledger.finish(lid, [Reply("", bytes(response.body), response.media_type)])
+        return response
+
+    async def result(self, request: HttpRequest, req: Request, job: _Job) -> Result:
+        async for event in self.events(request, req, job):
+            if isinstance(event, Result):
+                return event
+        raise RequestError("the request ended without a result")  # our bug: code "internal"
 
     # -- routes ---------------------------------------------------------------------------
     async def models(self, request: HttpRequest) -> Response:
@@ -168,15 +205,18 @@ class Api:
         return await self._text(request, oa.completion_call(await self.body(request)), chat=False)
 
     async def _text(self, request: HttpRequest, call: oa.Call, chat: bool) -> Response:
-        req, job = self.submit(call, request)
-        rid, created = ("chatcmpl-" if chat else "cmpl-") + req.id[5:], int(time.time())
+        prefix, created = "chatcmpl-" if chat else "cmpl-", int(time.time())
         if not call.stream:
-            result = await self.result(request, req, job)
             shape = oa.chat_response if chat else oa.completion_response
-            return JSONResponse(shape(rid, result, created))
-        first = await job.next()  # an error before the first token is still a plain HTTP error
-        if isinstance(first, RequestError):
-            raise first
+            return await self.once(request, call, lambda req, result: JSONResponse(
+                shape(prefix + req.id[5:], result, created)))
+        if "idempotency-key" in request.headers:
+            raise BadRequest("Idempotency-Key is honoured on non-streaming requests only")
+        req, job = self.submit(call, request)
+        rid = prefix + req.id[5:]
+        events = self.events(request, req, job)
+        first = await events.__anext__()  # an error before the first token is a plain HTTP error
+        await events.aclose()  # from here on Starlette watches for the client going away
         return StreamingResponse(self._sse(req, job, first, rid, created, call, chat),
                                  media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
@@ -209,14 +249,15 @@ class Api:
 
     async def images(self, request: HttpRequest) -> Response:
         call = oa.image_call(await self.body(request))
-        if call.size is not None:
+        if call.size is not None and call.model in self.rt.loaded() and \
+                self.rt.info(call.model)["task"] == Task.IMAGE:  # else submit() says what is wrong
+            if "scale" in call.params:
+                raise BadRequest("images: give 'size' or 'scale', not both")
             call = oa.Call(call.model, call.task, {**call.params, "scale": self._scale(call)}, size=call.size)
-        req, job = self.submit(call, request)
-        return JSONResponse(oa.image_response(await self.result(request, req, job), int(time.time())))
+        return await self.once(request, call, lambda req, result: JSONResponse(
+            oa.image_response(result, int(time.time()))))
 
     def _scale(self, call: oa.Call) -> int:
-        if call.model not in self.rt.loaded():
-            raise UnknownModel(f"model {call.model!r} is not loaded")
         native = tuple(self.rt.model(call.model).bundle.manifest.config.image_size[-2:])
         w, h = call.size
         if len(native) != 2 or w % native[1] or h % native[0] or w // native[1] != h // native[0] \
@@ -230,9 +271,8 @@ class Api:
         name = body.get("model") if isinstance(body, dict) else None
         task = self.rt.info(name)["task"] if isinstance(name, str) and name in self.rt.loaded() else Task.AUDIO
         call = oa.speech_call(body, Task(task))
-        req, job = self.submit(call, request)
-        result = await self.result(request, req, job)
-        return Response(result.outputs[0].data, media_type="audio/wav")
+        return await self.once(request, call, lambda req, result: Response(result.outputs[0].data,
+                                                                             media_type="audio/wav"))
 
 
 def _bearer(request: HttpRequest) -> str | None:
