@@ -384,8 +384,10 @@ def test_https_with_cors_serves_a_client_that_trusts_the_certificate(broker, bun
         assert curl(f"{url}/healthz").returncode != 0  # curl without the CA refuses the server
 
 
-def test_serve_http_flag_turns_the_api_on_for_quick_use(broker, bundles, tmp_path):
-    cfg = write_config(tmp_path / "device.toml", broker.port, [bundles["image"]], device_id="quick")
+def test_edge_aigc_serve_with_the_http_flag_answers_the_openai_client(broker, bundles, chat_lm, tmp_path):
+    """The real command, as a device runs it: chat, streaming chat, images and speech."""
+    cfg = write_config(tmp_path / "device.toml", broker.port, [chat_lm[1], bundles["image"], bundles["audio"]],
+                       device_id="quick")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -398,7 +400,14 @@ def test_serve_http_flag_turns_the_api_on_for_quick_use(broker, bundles, tmp_pat
                 health = json.loads(done.stdout)
                 break
             time.sleep(0.2)
-        assert health == {"status": "ok", "models": ["tiny-dcgan"], "queue_depth": 0}
+        assert health == {"status": "ok", "models": ["chatty", "tiny-dcgan", "tiny-synth"], "queue_depth": 0}
+        with openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0) as c:
+            ask = dict(model="chatty", messages=TURNS, temperature=0, max_tokens=8)
+            text = c.chat.completions.create(**ask).choices[0].message.content
+            assert text and "".join(ch.choices[0].delta.content or "" for ch in
+                                    c.chat.completions.create(**ask, stream=True) if ch.choices) == text
+            assert len(c.images.generate(model="tiny-dcgan", prompt="a", n=3).data) == 3
+            assert c.audio.speech.create(model="tiny-synth", voice="default", input="A4:0.25").content[:4] == b"RIFF"
     finally:
         proc.terminate()
         assert proc.wait(30) == 0
