@@ -18,6 +18,12 @@ PARTS = ("text", "image", "audio", "sizes", "mqtt", "http", "cold", "threads", "
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bundle", metavar="B", help="benchmark this one bundle on this machine instead, with only "
+                                                 "the device install (edge_aigc/bundle_bench.py)")
+    p.add_argument("--repeats", type=int, default=5, help="with --bundle: timed runs after the cold one (1-1000)")
+    p.add_argument("--profile", help="with --bundle: the device profile (default: detected)")
+    p.add_argument("--threads", type=int, help="with --bundle: at most this many threads")
+    p.add_argument("--pubkey", help="with --bundle: also check the bundle's signature against this key")
     p.add_argument("--quick", action="store_true", help="the short run (a few minutes once artifacts are built)")
     p.add_argument("--only", default=",".join(PARTS), help=f"comma-separated parts: {', '.join(PARTS)}")
     p.add_argument("--out", help="where JSON and plots go (default: benchmarks/results)")
@@ -40,7 +46,26 @@ def _checkout() -> Path | None:
     return root if (root / "benchmarks" / "run.py").is_file() else None
 
 
+def _bench_bundle(args: argparse.Namespace) -> int:
+    from .. import signing
+    from ..bundle_bench import bench_bundle, format_report, write_report
+
+    if not 1 <= args.repeats <= 1000:
+        raise UsageError(f"--repeats must be between 1 and 1000, got {args.repeats}")
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads must be at least 1, got {args.threads}")
+    key = signing.load_public_key(args.pubkey) if args.pubkey else None
+    report = bench_bundle(args.bundle, args.profile, args.repeats, args.threads, key,
+                          progress=lambda line: print(f"[bench] {line}", file=sys.stderr, flush=True))
+    print(format_report(report))
+    if args.out:
+        print(f"wrote {write_report(report, args.out)}")
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
+    if args.bundle:
+        return _bench_bundle(args)
     only = parts(args.only)
     root = _checkout()
     if root is None:
@@ -61,8 +86,11 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="benchmark against PyTorch eager and onnxruntime-genai (host)",
+    p = sub.add_parser("bench", help="benchmark against PyTorch eager and onnxruntime-genai (host), "
+                                     "or one bundle on a device (--bundle)",
                        description="Run the benchmarks side by side; writes JSON, PNG plots and "
-                                   "benchmarks/README.md.")
+                                   "benchmarks/README.md. With --bundle: the bundle's own workload on this "
+                                   "machine (throughput and its CV, cold start, peak RSS, machine facts), "
+                                   "needing only the device install.")
     add_arguments(p)
     p.set_defaults(func=_bench)
