@@ -19,6 +19,8 @@ from edge_aigc.errors import ConversionError, FidelityError
 from edge_aigc.manifest import Manifest
 from edge_aigc.profiles import RECIPES, Profile
 
+AUTO = "auto"  # the recipe that means: build, gate and measure every candidate (recipe_auto.py)
+
 from .calibration import CALIBRATION_SEED, sample_feeds
 from .export_onnx import OPSET, export_onnx
 from .export_tflite import export_tflite
@@ -28,6 +30,7 @@ from .optimize import optimize_onnx
 from .package import package_bundle
 from .quantize import QuantizeOptions, quantize_onnx
 from .quantize_embedding import quantize_embeddings
+from .recipe_auto import choose, load_measurements
 from .sources import Source, load_source
 from .validate import FidelityReport, Reference, evaluate
 
@@ -54,6 +57,9 @@ class ConvertOptions:
     # LMs the onnxruntime-genai builder knows get its fused graph for fp32/int8-dynamic/int4
     # ("fused"); "dynamo" keeps the plain export + our quantizers for every recipe.
     lm_export: str = "fused"
+    # recipe "auto": device reports of `edge-aigc bench --bundle` (files or directories) to rank
+    # the candidates by; without them each is measured on this host (converters/recipe_auto.py)
+    measurements: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -125,8 +131,10 @@ def convert(source_ref: str | Path | Source, profiles: list[Profile], out: Path,
     opts = options or ConvertOptions()
     if opts.lm_export not in ("fused", "dynamo"):
         raise ConversionError(f"unknown LM export {opts.lm_export!r}; choose fused or dynamo")
-    if opts.recipe is not None and opts.recipe not in RECIPES:
-        raise ConversionError(f"unknown recipe {opts.recipe!r}; choose one of {', '.join(RECIPES)}")
+    auto = opts.recipe == AUTO
+    if opts.recipe is not None and opts.recipe not in RECIPES and not auto:
+        raise ConversionError(f"unknown recipe {opts.recipe!r}; choose one of {', '.join(RECIPES)} or {AUTO}")
+    measurements = load_measurements(list(opts.measurements)) if auto else {}
     key = signing.load_private_key(opts.sign_key) if opts.sign_key else None
     with tempfile.TemporaryDirectory(prefix="edge-aigc-convert-") as tmp:
         work = Path(tmp)
@@ -146,30 +154,51 @@ def convert(source_ref: str | Path | Source, profiles: list[Profile], out: Path,
         source_record = {"kind": source.kind, "ref": source.ref, "fp32_sha256": _sha256(fp32_path),
                          "opset": OPSET, "export_max_abs_diff": exported.max_abs_diff, **source.origin}
         done: dict[tuple, tuple[Path, FidelityReport, dict, float]] = {}
-        results, failed = [], []
-        for profile in profiles:
-            fmt = formats[profile.name]
-            recipe = opts.recipe or profile.recipe_for(fmt)
+
+        def artifact(profile: Profile, fmt: str, recipe: str) -> tuple[tuple[Path, FidelityReport, dict, float], bool]:
+            """Built and gated once per (format, recipe, reduce_range); True when built before."""
             # reduce_range changes only ONNX int8 weights; other recipes share one artifact.
             reduce_range = (fmt == "onnx" and recipe.startswith("int8")
                             and bool(profile.onnx and profile.onnx.reduce_range))
             cache_key = (fmt, recipe, reduce_range)
-            shared = cache_key in done
-            if not shared:
-                start = time.perf_counter()
-                build = _build_onnx if fmt == "onnx" else _build_tflite
-                model_path, facts = build(source, fp32_path, recipe, reduce_range, opts, work, progress)
-                config = {**source.task_config, **facts.get("task_config", {})}
-                report = _validate(reference, fmt, recipe, model_path, opts, progress,
-                                   config)
-                done[cache_key] = (model_path, report, facts, time.perf_counter() - start)
-            model_path, report, facts, spent = done[cache_key]
+            if cache_key in done:
+                return done[cache_key], True
+            start = time.perf_counter()
+            build = _build_onnx if fmt == "onnx" else _build_tflite
+            model_path, facts = build(source, fp32_path, recipe, reduce_range, opts, work, progress)
+            config = {**source.task_config, **facts.get("task_config", {})}
+            report = _validate(reference, fmt, recipe, model_path, opts, progress, config)
+            done[cache_key] = (model_path, report, facts, time.perf_counter() - start)
+            return done[cache_key], False
+
+        results, failed = [], []
+        for profile in profiles:
+            fmt, selection = formats[profile.name], None
+            if auto:
+                def built(f: str, r: str, profile: Profile = profile) -> tuple[Path, FidelityReport, int]:
+                    (path, report, _, _), _ = artifact(profile, f, r)
+                    return path, report, path.stat().st_size
+
+                def probe(f: str, r: str, path: Path, profile: Profile = profile) -> Path:
+                    (_, report, facts, _), _ = artifact(profile, f, r)
+                    bundle = work / f"probe-{profile.name}-{f}-{r}.eaigc"
+                    _package(source, profile, f, r, path, fp32_path, report, facts, source_record, opts, None,
+                             bundle, False, lambda line: None, 0.0)
+                    return bundle
+                chosen, selection = choose(profile, [opts.format] if opts.format else
+                                           [f for f in profile.formats if f in _buildable(source)],
+                                           built, probe, measurements, progress)
+                fmt, recipe = chosen.format, chosen.recipe
+                progress(f"--recipe auto, {profile.name}: {selection['winner']}, {selection['why']}")
+            else:
+                recipe = opts.recipe or profile.recipe_for(fmt)
+            (model_path, report, facts, spent), shared = artifact(profile, fmt, recipe)
             if not report.passed and not opts.allow_degraded:
                 failed.append((profile.name, report))
                 continue
             results.append(_package(source, profile, fmt, recipe, model_path, fp32_path, report, facts,
                                     source_record, opts, key, out, len(profiles) > 1, progress,
-                                    0.0 if shared else spent))
+                                    0.0 if shared else spent, selection))
         if failed:
             lines = "; ".join(f"{name} ({r.recipe}): {', '.join(r.failures)}" for name, r in failed)
             raise FidelityError(f"fidelity gate failed for {lines}. Measured: {failed[0][1].summary()}. "
@@ -250,7 +279,8 @@ def _validate(reference: Reference, fmt: str, recipe: str, model_path: Path, opt
 
 def _package(source: Source, profile: Profile, fmt: str, recipe: str, model_path: Path,
              fp32_path: Path, report: FidelityReport, facts: dict, source_record: dict, opts: ConvertOptions,
-             key, out: Path, many: bool, progress: Progress, spent: float) -> ConversionResult:
+             key, out: Path, many: bool, progress: Progress, spent: float,
+             selection: dict | None = None) -> ConversionResult:
     name = opts.name or source.name
     bundle = out / f"{name}-{profile.name}.eaigc" if many else out
     assets = {}
@@ -258,7 +288,8 @@ def _package(source: Source, profile: Profile, fmt: str, recipe: str, model_path
         assets["tokenizer.json"] = source.tokenizer.to_str().encode()
     fp32_bytes, model_bytes = fp32_path.stat().st_size, model_path.stat().st_size
     fidelity = {**report.to_dict(), "recipe": recipe, "fp32_bytes": fp32_bytes,
-                "model_bytes": model_bytes, "size_ratio": round(model_bytes / fp32_bytes, 4)}
+                "model_bytes": model_bytes, "size_ratio": round(model_bytes / fp32_bytes, 4),
+                **({"recipe_selection": selection} if selection else {})}
     start = time.perf_counter()
     with _step(progress, f"package {bundle.name} for {profile.name}") as s:
         task_config = {**source.task_config, **facts.get("task_config", {})}

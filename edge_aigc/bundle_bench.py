@@ -26,7 +26,7 @@ from .runtime import Runtime
 from .system import cpu_temperature_c, usable_cpus
 from .tasks.base import Result
 
-__all__ = ["WORKLOADS", "bench_bundle", "machine_facts", "format_report", "write_report"]
+__all__ = ["WORKLOADS", "HIGHER_IS_BETTER", "bench_bundle", "machine_facts", "format_report", "write_report"]
 
 # The fixed workload of each task: the same on every device, so figures compare.
 WORKLOADS: dict[str, dict[str, Any]] = {
@@ -35,6 +35,9 @@ WORKLOADS: dict[str, dict[str, Any]] = {
     Task.IMAGE: {"count": 16, "seed": 1, "grid": False},
     Task.AUDIO: {"notes": "C4:0.5 E4:0.5 G4:0.5 C5:1.0 R:0.25 G4:0.5 C5:1.5"},
 }
+
+# Each task's headline figure, and which way is better (``convert --recipe auto`` ranks by it).
+HIGHER_IS_BETTER = {"decode_tokens_per_s": True, "images_per_s": True, "real_time_factor": False}
 
 
 def _read(path: str) -> str | None:

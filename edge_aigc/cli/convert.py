@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..errors import BackendUnavailable, ConfigError
+from ..errors import BackendUnavailable, ConfigError, UsageError
 from ..contract import Format
 from ..profiles import RECIPES, get_profile, list_profiles
 from .output import human_bytes, table
@@ -44,7 +44,10 @@ def _convert(args: argparse.Namespace) -> int:
         sign_key=Path(args.sign) if args.sign else None, allow_degraded=args.allow_degraded,
         thresholds=_thresholds(args.threshold), calibration_samples=args.calibration_samples,
         validation_samples=args.validation_samples, per_channel=not args.no_per_channel,
-        block_size=args.block_size, accuracy_level=args.accuracy_level, lm_export=args.lm_export)
+        block_size=args.block_size, accuracy_level=args.accuracy_level, lm_export=args.lm_export,
+        measurements=tuple(Path(m) for m in args.measurements))
+    if args.measurements and args.recipe != "auto":
+        raise UsageError("--measurements ranks the candidates of --recipe auto; give --recipe auto too")
     step = [0]
 
     def progress(line: str) -> None:
@@ -70,7 +73,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                                   "or a local Hugging Face model directory")
     p.add_argument("--profile", required=True, help="device profile name or .toml path, or 'all'")
     p.add_argument("-o", "--output", required=True, help="bundle path (.eaigc), or a directory with --profile all")
-    p.add_argument("--recipe", choices=RECIPES, help="override the profile's recipe")
+    p.add_argument("--recipe", choices=(*RECIPES, "auto"),
+                   help="override the profile's recipe; 'auto' builds, gates and measures every recipe the "
+                        "profile's formats allow and packages the fastest that passes and fits the budgets")
+    p.add_argument("--measurements", action="append", default=[], metavar="FILE",
+                   help="with --recipe auto: JSON from 'edge-aigc bench --bundle' run on the device (a file or "
+                        "a directory; repeatable), used instead of this host's figures")
     p.add_argument("--format", choices=tuple(Format), help="override the profile's preferred format")
     p.add_argument("--sign", metavar="KEY", help="Ed25519 private key (from edge-aigc keygen) to sign with")
     p.add_argument("--name", help="model name in the manifest (default: from the source)")
