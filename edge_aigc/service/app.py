@@ -31,7 +31,7 @@ def build_service(cfg: ServiceConfig) -> tuple[Runtime, DeviceService]:
     try:
         for model in cfg.models:
             runtime.load(model)
+        return runtime, DeviceService(cfg, runtime)  # refuses a bad [http] (tokens, TLS, address)
     except BaseException:
         runtime.close()
         raise
-    return runtime, DeviceService(cfg, runtime)

@@ -181,9 +181,13 @@ class Api:
         return response
 
     async def result(self, request: HttpRequest, req: Request, job: _Job) -> Result:
-        async for event in self.events(request, req, job):
-            if isinstance(event, Result):
-                return event
+        events = self.events(request, req, job)
+        try:
+            async for event in events:
+                if isinstance(event, Result):
+                    return event
+        finally:
+            await events.aclose()  # stops its disconnect watcher now, not when it is collected
         raise RequestError("the request ended without a result")  # our bug: code "internal"
 
     # -- routes ---------------------------------------------------------------------------

@@ -259,9 +259,9 @@ class DeviceService:
             # a client's chat sessions are its own: keyed by its reply topic's parent (or token)
             for ev in self.rt.stream(req.model, cancel, owner=req.session_owner, **req.params):
                 if req.listener is not None:
-                    req.listener(ev)
-                    if isinstance(ev, Result):
+                    if isinstance(ev, Result):  # stats first, as for MQTT: the client may read them next
                         self._finish(req, [], req.received, True)
+                    req.listener(ev)
                 elif isinstance(ev, Token):
                     self._reply(req, event(EventKind.TOKEN, req.id, text=ev.text, index=ev.index))
                 elif isinstance(ev, Progress):
@@ -314,7 +314,9 @@ class DeviceService:
 
     def _fail(self, req: Request, exc: RequestError, started: float) -> None:
         if req.listener is not None:
+            self._finish(req, [], started, False)
             req.listener(exc)
+            return
         self._finish(req, [Reply(req.reply_to, error_event(req.id, exc), None, req.correlation)], started, False)
 
 
