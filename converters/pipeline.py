@@ -101,7 +101,7 @@ def _format_for(profile: Profile, source: Source, opts: ConvertOptions, progress
                                   "export needs a PyTorch factory or a Hugging Face directory")
         return requested
     if (opts.lm_export == "fused" and profile.preferred_format != "onnx" and "onnx" in profile.formats
-            and supports(source, opts.recipe or profile.recipe_for("onnx"))):
+            and supports(source, opts.recipe or profile.recipe_for("onnx", source.task))):
         progress(f"{profile.name} prefers {profile.preferred_format}, but this LM gets the fused ONNX graph, "
                  "whose in-place KV cache decodes far faster than TFLite's fixed cache (docs/converting.md); "
                  "using onnx (--format tflite to override)")
@@ -191,7 +191,7 @@ def convert(source_ref: str | Path | Source, profiles: list[Profile], out: Path,
                 fmt, recipe = chosen.format, chosen.recipe
                 progress(f"--recipe auto, {profile.name}: {selection['winner']}, {selection['why']}")
             else:
-                recipe = opts.recipe or profile.recipe_for(fmt)
+                recipe = opts.recipe or profile.recipe_for(fmt, source.task)
             (model_path, report, facts, spent), shared = artifact(profile, fmt, recipe)
             if not report.passed and not opts.allow_degraded:
                 failed.append((profile.name, report))

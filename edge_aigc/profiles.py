@@ -15,7 +15,7 @@ from typing import Any
 
 from .errors import ProfileError
 from .tomltable import TomlTable, read_toml
-from .contract import Format, Recipe
+from .contract import Format, Recipe, Task
 
 __all__ = ["Profile", "OnnxConfig", "TfliteConfig", "Budget", "RECIPES", "FORMATS",
            "load_profile", "list_profiles", "get_profile", "profile_dirs"]
@@ -41,12 +41,14 @@ class OnnxConfig:
     threads: int
     graph_optimization: str = "all"
     reduce_range: bool = False  # int8 on AVX2 without VNNI: avoid u8s8 saturation
+    task_recipes: tuple[tuple[str, str], ...] = ()  # (task, recipe): measured exceptions to `recipe`
 
 
 @dataclass(frozen=True)
 class TfliteConfig:
     recipe: str
     threads: int
+    task_recipes: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -72,15 +74,30 @@ class Profile:
     device_model: str = ""  # substring of /proc/device-tree/model that identifies the board
     path: str = ""
 
-    def recipe_for(self, fmt: str) -> str:
+    def recipe_for(self, fmt: str, task: str | None = None) -> str:
+        """The format's recipe for ``task``: its ``task_recipes`` entry, else ``recipe``."""
         section = self.onnx if fmt == "onnx" else self.tflite
         if section is None:
             raise ProfileError(f"profile {self.name!r} has no [{fmt}] section")
-        return section.recipe
+        return dict(section.task_recipes).get(task, section.recipe) if task else section.recipe
 
     @property
     def preferred_format(self) -> str:
         return self.formats[0]
+
+
+def _task_recipes(section: TomlTable) -> tuple[tuple[str, str], ...]:
+    """``[<format>.task_recipes]``: task name = recipe, for the tasks whose measured best
+    differs from the section's ``recipe`` (docs/profiles.md)."""
+    t = section.table("task_recipes", required=False)
+    if t is None:
+        return ()
+    for key in t.data:
+        if key not in tuple(Task):
+            raise t.fail(key, f"not a task (tasks: {', '.join(Task)})")
+    out = tuple((task, t.get(task, str, choices=RECIPES)) for task in sorted(t.data))
+    t.finish()
+    return out
 
 
 def _parse(data: dict[str, Any], file: str) -> Profile:
@@ -99,11 +116,12 @@ def _parse(data: dict[str, Any], file: str) -> Profile:
             threads=t.get("threads", int, lo=1, hi=cores),
             graph_optimization=t.get("graph_optimization", str, "all", choices=GRAPH_OPT_LEVELS),
             reduce_range=t.get("reduce_range", bool, False),
+            task_recipes=_task_recipes(t),
         )
         t.finish()
     if (t := top.table("tflite", required="tflite" in formats)) is not None:
         tflite = TfliteConfig(recipe=t.get("recipe", str, choices=RECIPES),
-                              threads=t.get("threads", int, lo=1, hi=cores))
+                              threads=t.get("threads", int, lo=1, hi=cores), task_recipes=_task_recipes(t))
         t.finish()
     b = top.table("budget", required=True)
     budget = Budget(max_bundle_mb=b.get("max_bundle_mb", int, lo=1),

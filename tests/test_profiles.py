@@ -57,6 +57,10 @@ def edited(old, new):
     (edited('providers = ["CPUExecutionProvider"]', 'providers = ["CpuExecutionProvider"]'),
      "onnx.providers", "not one of"),
     (edited('name = "rpi5"', 'name = "rpi6"'), "name", "must match the file name"),
+    (edited("[tflite]", '[onnx.task_recipes]\nspeech = "fp32"\n\n[tflite]'), "onnx.task_recipes.speech",
+     "not a task"),
+    (edited("[tflite]", '[onnx.task_recipes]\naudio-generation = "fp8"\n\n[tflite]'),
+     "onnx.task_recipes.audio-generation", "not one of"),
 ], ids=lambda v: v if isinstance(v, str) and len(v) < 40 else "")
 def test_invalid_profile_error_names_the_file_and_the_key(tmp_path, text, key, why):
     path = write_profile(tmp_path, text)
@@ -65,6 +69,14 @@ def test_invalid_profile_error_names_the_file_and_the_key(tmp_path, text, key, w
     message = str(err.value)
     assert message.startswith(str(path)), message
     assert f"key '{key}'" in message and why in message, message
+
+
+def test_task_recipes_override_the_format_recipe_for_their_task_only(tmp_path):
+    path = write_profile(tmp_path, edited("[tflite]", '[onnx.task_recipes]\naudio-generation = "fp32"\n\n[tflite]'))
+    p = load_profile(path)
+    assert p.recipe_for("onnx", "audio-generation") == "fp32"
+    assert p.recipe_for("onnx", "image-generation") == p.recipe_for("onnx") == "int8-dynamic"
+    assert p.recipe_for("tflite", "audio-generation") == p.tflite.recipe
 
 
 def test_missing_section_for_a_listed_format_is_an_error(tmp_path):

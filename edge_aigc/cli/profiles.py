@@ -30,6 +30,12 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _with_tasks(section) -> str:
+    """``int8-dynamic (audio-generation: fp32)``: the recipe and its per-task exceptions."""
+    extra = ", ".join(f"{task}: {recipe}" for task, recipe in section.task_recipes)
+    return section.recipe + (f" ({extra})" if extra else "")
+
+
 def _show(args: argparse.Namespace) -> int:
     p = get_profile(args.name, _dirs(args))
     lines = [("name", p.name), ("description", p.description), ("file", p.path),
@@ -37,11 +43,11 @@ def _show(args: argparse.Namespace) -> int:
              ("isa", " ".join(p.isa) or "-"), ("gpu", p.gpu or "-"),
              ("board match", p.device_model or "-"), ("formats", ", ".join(p.formats))]
     if p.onnx:
-        lines += [("onnx providers", " > ".join(p.onnx.providers)), ("onnx recipe", p.onnx.recipe),
+        lines += [("onnx providers", " > ".join(p.onnx.providers)), ("onnx recipe", _with_tasks(p.onnx)),
                   ("onnx threads", p.onnx.threads), ("onnx graph opt", p.onnx.graph_optimization),
                   ("onnx reduce_range", p.onnx.reduce_range)]
     if p.tflite:
-        lines += [("tflite recipe", p.tflite.recipe), ("tflite threads", p.tflite.threads)]
+        lines += [("tflite recipe", _with_tasks(p.tflite)), ("tflite threads", p.tflite.threads)]
     lines += [("max bundle", f"{p.budget.max_bundle_mb} MB"), ("max RSS", f"{p.budget.max_rss_mb} MB")]
     width = max(len(k) for k, _ in lines)
     print("\n".join(f"{k.ljust(width)}  {v}" for k, v in lines))
