@@ -26,7 +26,8 @@ from edge_aigc.profiles import Profile
 __all__ = ["Candidate", "candidate_recipes", "load_measurements", "measure_on_host", "pick"]
 
 GPU_PROVIDERS = {"CUDAExecutionProvider", "TensorrtExecutionProvider", "ROCMExecutionProvider"}
-HOST_REPEATS = 3
+HOST_REPEATS = 5
+MIN_SPREAD = 0.02  # differences under 2% are never taken as real
 
 
 @dataclass
@@ -39,6 +40,7 @@ class Candidate:
     headline: str | None = None
     peak_rss_mb: float | None = None
     measured_on: str | None = None     # "host proxy" or "device"
+    cv: float | None = None            # the headline's coefficient of variation over the repeats
 
     @property
     def passed(self) -> bool:
@@ -91,20 +93,34 @@ def measure_on_host(bundle: Path, profile: Profile) -> dict[str, Any]:
 def record(c: Candidate, report: dict[str, Any], where: str, profile: Profile) -> None:
     c.figures, c.headline, c.peak_rss_mb, c.measured_on = report["median"], report["headline"], \
         report["peak_rss_mb"], where
+    c.cv = report.get("cv")
     if c.peak_rss_mb is not None and c.peak_rss_mb > profile.budget.max_rss_mb:
         c.status = f"over budget: peak RSS {c.peak_rss_mb:.0f} MB > max_rss_mb {profile.budget.max_rss_mb}"
 
 
 def pick(profile: Profile, candidates: list[Candidate]) -> tuple[Candidate, dict[str, Any]]:
-    """The fastest passing candidate (ties: the smaller file), and the record for the manifest;
-    a ConversionError listing every candidate when none passes."""
+    """The fastest passing candidate, and the record for the manifest; a ConversionError
+    listing every candidate when none passes. Candidates as fast as the fastest within the
+    measurement's own spread (the larger coefficient of variation of the two, at least 2%)
+    are a tie, which the smaller file wins."""
     passing = [c for c in candidates if c.passed]
     if not passing:
         raise ConversionError(f"--recipe auto: no candidate for {profile.name} passes the gate and fits its "
                               "budgets: " + "; ".join(c.line() for c in candidates))
-    winner = max(passing, key=lambda c: (c.score(), -(c.model_bytes or 0)))
+    fastest = max(passing, key=lambda c: c.score())
+    best = fastest.figures[fastest.headline]
+
+    def tied(c: Candidate) -> bool:
+        spread = max(c.cv or 0.0, fastest.cv or 0.0, MIN_SPREAD)
+        return abs(c.figures[c.headline] - best) <= spread * abs(best)
+    winner = min((c for c in passing if tied(c)), key=lambda c: (c.model_bytes or 0, -c.score()))
+    ties = [c for c in passing if tied(c) and c is not winner]
     why = (f"fastest of {len(passing)} passing candidate(s) by {winner.headline} "
            f"({winner.figures[winner.headline]:.4g}, {winner.measured_on})")
+    if ties:
+        why = (f"smallest of the candidates within the measurement's spread of the fastest by {winner.headline} "
+               f"({', '.join(f'{c.recipe} {c.figures[c.headline]:.4g}' for c in [winner, *ties])}; "
+               f"{winner.measured_on})")
     return winner, {"winner": f"{winner.format}/{winner.recipe}", "why": why,
                     "candidates": [asdict(c) for c in candidates]}
 

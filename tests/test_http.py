@@ -9,6 +9,7 @@ import base64
 import io
 import json
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -373,7 +374,7 @@ def test_https_with_cors_serves_a_client_that_trusts_the_certificate(broker, bun
                              "key_file": str(pki["server_key"]), "cors_origins": ["https://app.example"]})
     with running_service(cfg) as svc:
         url = f"https://127.0.0.1:{svc.http.port}"
-        with httpx.Client(verify=str(pki["ca"])) as http, \
+        with httpx.Client(verify=ssl.create_default_context(cafile=str(pki["ca"]))) as http, \
                 openai.OpenAI(base_url=f"{url}/v1", api_key="unused", http_client=http, max_retries=0) as c:
             assert [m.id for m in c.models.list()] == ["tiny-dcgan"]
             pre = http.options(f"{url}/v1/models", headers={"Origin": "https://app.example",

@@ -34,8 +34,13 @@ def test_auto_packages_the_fastest_passing_candidate_measured_on_this_host(tmp_p
     assert by["int4"]["status"].startswith("not built")
     passed = [c for c in sel["candidates"] if c["status"] == "passed"]
     assert passed and all(c["measured_on"] == "host proxy" and c["peak_rss_mb"] > 0 for c in passed)
-    best = max(passed, key=lambda c: c["figures"]["images_per_s"])
-    assert sel["winner"] == f"onnx/{r.recipe}" == f"onnx/{best['recipe']}" and "fastest" in sel["why"]
+    fastest = max(passed, key=lambda c: c["figures"]["images_per_s"])
+    [winner] = [c for c in passed if c["recipe"] == r.recipe]
+    assert sel["winner"] == f"onnx/{r.recipe}" and "fastest" in sel["why"]
+    if winner is not fastest:  # a tie within the measurement's spread goes to the smaller file
+        spread = max(winner["cv"], fastest["cv"], 0.02)
+        assert winner["figures"]["images_per_s"] >= fastest["figures"]["images_per_s"] * (1 - spread)
+        assert winner["model_bytes"] < fastest["model_bytes"]
     with Runtime([r.bundle], profile="x86-avx2") as rt:
         assert rt.generate("tiny-dcgan", count=2).outputs
 
@@ -50,6 +55,16 @@ def test_device_measurements_decide_instead_of_the_host(tmp_path):
     sel = r.manifest.fidelity["recipe_selection"]
     assert r.recipe == "int8-static" and "5000" in sel["why"] and "device" in sel["why"]
     assert {c["measured_on"] for c in sel["candidates"] if c["status"] == "passed"} == {"device"}
+
+
+def test_a_tie_within_the_spread_goes_to_the_smaller_file(tmp_path):
+    reports = tmp_path / "device"
+    reports.mkdir()
+    for recipe, rate in (("fp32", 1010.0), ("int8-dynamic", 1000.0), ("int8-static", 500.0)):
+        device_report(reports / f"{recipe}.json", recipe, rate)  # no CV reported: 2% is the spread
+    [r] = convert("tiny_models:tiny_dcgan", [get_profile("x86-avx2")], tmp_path / "img.eaigc",
+                  ConvertOptions(recipe="auto", name="tiny-dcgan", measurements=(reports,)))
+    assert r.recipe == "int8-dynamic" and "smallest" in r.manifest.fidelity["recipe_selection"]["why"]
 
 
 def test_a_budget_no_candidate_meets_is_an_error_listing_them(tmp_path):
