@@ -23,7 +23,7 @@ from .chat import ChatTemplate
 from .detok import TextStreamer
 from .kv_loop import KvCacheLoop
 from .litert_kv_loop import LiteRtKvLoop
-from .sessions import Session, SessionCache
+from .sessions import Session as ChatSession, SessionCache
 from .shared_kv_loop import SharedKvLoop
 from .sampling import SamplingConfig, apply_repetition_penalty, choose_next, log_softmax
 
@@ -120,7 +120,7 @@ class TextTask:
         extra: dict[str, Any] = {"seed": seed}
         if params.get("session"):
             self.sessions.put(params["session_owner"], params["session"],
-                              Session(self.name, state, fed, self.loop.state_bytes(state), 0.0))
+                              ChatSession(self.name, state, fed, self.loop.state_bytes(state), 0.0))
             extra["session"] = {"id": params["session"], "status": status, "reused_tokens": kept,
                                 "prefilled_tokens": len(ids) - kept}
         yield self._result(streamer.text, ids, generated, finish, start, prefill_s, **extra)
