@@ -60,6 +60,8 @@ class MqttTransport:
         self.client.on_socket_open = no_delay
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
+        self.client.on_subscribe = self._on_subscribe
+        self._pending_subscribe: int | None = None
         self.client.on_message = lambda c, u, msg: on_message(msg)
         self._on_connected = on_connected
         self._connected = threading.Event()
@@ -87,8 +89,22 @@ class MqttTransport:
             log.error("MQTT broker %s:%s refused the connection: %s", self.cfg.host, self.cfg.port, reason_code)
             return
         self.last_refusal = None
-        for topic in self.subscriptions:
-            client.subscribe(topic, qos=1)
+        if not self.subscriptions:
+            self._ready()
+            return
+        # Connected counts from the SUBACK: a request published right after "ready" must find
+        # the subscription in place (a client racing the service's SUBSCRIBE lost it).
+        _, self._pending_subscribe = client.subscribe([(topic, 1) for topic in self.subscriptions])
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        if mid != self._pending_subscribe:
+            return
+        refused = [t for t, rc in zip(self.subscriptions, reason_codes) if rc.is_failure]
+        if refused:
+            log.error("the broker refused the subscription(s) %s (ACL?)", ", ".join(refused))
+        self._ready()
+
+    def _ready(self) -> None:
         self._connected.set()
         log.info("connected to MQTT broker %s:%s", self.cfg.host, self.cfg.port)
         self._flush()
