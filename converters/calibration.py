@@ -3,6 +3,7 @@
 - image: latents ~ N(0, 1) and class labels cycling through the classes;
 - audio: random melodies turned into ``f0``/``loudness`` frames with the runtime's own
   note code (models with other inputs get seeded noise of the example shapes);
+- speech: real sentences (converters/gate_sentences.json) as phoneme ids, seeded noise;
 - text: windows of real text (the source's corpus, else a built-in multilingual set)
   run as a prefill with an empty KV cache.
 
@@ -103,9 +104,28 @@ def _generator_feeds(source: Source, model_path: Path, n: int,
         yield feed
 
 
+def _speech_feeds(source: Source, n: int, rng: np.random.Generator) -> Iterator[dict]:
+    """The gate's real sentences (each text's first espeak sentence), the voice's default
+    scales, seeded noise."""
+    from edge_aigc import espeak
+    from edge_aigc.tasks.speech import DEFAULTS, voice_feeds
+
+    from .piper_source import gate_sentences
+
+    cfg = source.task_config
+    texts = gate_sentences()
+    scales = {**DEFAULTS, **cfg.get("inference", {})}
+    for k in range(n):
+        phonemes = espeak.phonemize(texts[k % len(texts)], cfg["espeak_voice"])[0]
+        ids, _ = espeak.phoneme_ids(phonemes, cfg["phoneme_id_map"])
+        yield voice_feeds(cfg, ids, scales, rng, 0 if cfg.get("num_speakers", 1) > 1 else None)
+
+
 def sample_feeds(source: Source, model_path: Path, n: int, seed: int) -> list[dict[str, np.ndarray]]:
     """``n`` seeded feed dicts for the fp32 model at ``model_path``."""
     rng = np.random.default_rng(seed)
+    if source.task == Task.SPEECH:
+        return list(_speech_feeds(source, n, rng))
     if source.task == Task.TEXT and source.lm is not None:
         return list(_text_feeds(source, n, rng))
     return list(_generator_feeds(source, model_path, n, rng))

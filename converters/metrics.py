@@ -5,7 +5,7 @@ import numpy as np
 
 from edge_aigc.tasks.sampling import log_softmax
 
-__all__ = ["psnr_db", "snr_db", "log_mel_distance", "top1_agreement", "mean_kl", "mel_filterbank"]
+__all__ = ["psnr_db", "snr_db", "log_mel_distance", "aligned_log_mel_distance", "top1_agreement", "mean_kl", "mel_filterbank"]
 
 
 def psnr_db(ref: np.ndarray, out: np.ndarray, peak: float) -> float:
@@ -62,3 +62,28 @@ def mean_kl(ref_logits: np.ndarray, logits: np.ndarray) -> float:
     """Mean over positions of KL(reference || converted), in nats."""
     p_log, q_log = log_softmax(ref_logits), log_softmax(logits)
     return float(np.mean(np.sum(np.exp(p_log) * (p_log - q_log), axis=-1)))
+
+
+def aligned_log_mel_distance(ref: np.ndarray, out: np.ndarray, sample_rate: int, top_db: float = 80.0) -> float:
+    """``log_mel_distance`` along the best alignment of the two (dynamic time warping over mel
+    frames), for outputs whose timing may differ, such as speech whose phoneme durations moved
+    a frame: the mean frame distance on the warping path."""
+    r, o = _mel_power(ref, sample_rate), _mel_power(out, sample_rate)
+    floor = max(float(r.max()), 1e-20) * 10 ** (-top_db / 10)
+    lr, lo = np.log10(np.maximum(r, floor)), np.log10(np.maximum(o, floor))
+    cost = np.mean(np.abs(lr[:, None, :] - lo[None, :, :]), axis=-1)
+    total = np.full_like(cost, np.inf)
+    total[0] = np.cumsum(cost[0])
+    for i in range(1, len(cost)):
+        # from above or the diagonal, then along the row: D[j] = c[j] + min_k<=j (t[k] - c[k-1])
+        t = np.minimum(total[i - 1], np.concatenate([[np.inf], total[i - 1, :-1]])) + cost[i]
+        c = np.cumsum(cost[i])
+        total[i] = c + np.minimum.accumulate(t - c)
+    i, j, steps = len(cost) - 1, cost.shape[1] - 1, 1
+    while i or j:  # walk the path back to count its steps
+        options = [(total[i - 1, j - 1], i - 1, j - 1)] if i and j else []
+        options += [(total[i - 1, j], i - 1, j)] if i else []
+        options += [(total[i, j - 1], i, j - 1)] if j else []
+        _, i, j = min(options)
+        steps += 1
+    return float(total[-1, -1] / steps)

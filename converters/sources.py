@@ -5,7 +5,8 @@ Four kinds, told apart by the reference the user gives:
 - ``package.module:function`` — a PyTorch factory returning a :class:`TorchGenerator`
   (or a ``(module, example_inputs, task[, task_config])`` tuple);
 - ``path/to/model.onnx`` — an existing ONNX file with a sidecar ``model.onnx.json`` or
-  ``model.toml`` holding at least ``task`` (and ``task_config``);
+  ``model.toml`` holding at least ``task`` (and ``task_config``); a Piper voice's own
+  ``voice.onnx.json`` makes it a speech-synthesis source (``piper_source``);
 - ``path/to/hf-dir`` — a local Hugging Face causal-LM directory (config.json, weights,
   tokenizer files). Nothing is fetched from a hub;
 - ``path/to/model.gguf`` — a llama.cpp GGUF file (``gguf_source``), read through an HF
@@ -25,6 +26,7 @@ from edge_aigc.errors import CorruptBundle, SourceError
 from edge_aigc.manifest import TASKS
 from edge_aigc.task_config import parse_task_config
 
+from .piper_source import is_piper_voice, load_piper
 from .source_types import LmSpec, Source, TorchGenerator, model_name
 
 __all__ = ["SourceError", "TorchGenerator", "LmSpec", "Source", "load_source", "model_name"]
@@ -90,6 +92,8 @@ def _load_onnx(path: Path) -> Source:
     if meta is None:
         raise SourceError(f"{path}: no sidecar with task metadata; write {path.name}.json with "
                           '{"task": "image-generation", "task_config": {...}}')
+    if is_piper_voice(meta):
+        return load_piper(path, meta)
     task = _check_task(meta.get("task"), f"{path} sidecar")
     return Source("onnx", str(path), meta.get("name") or model_name(path.stem), task,
                   dict(meta.get("task_config", {})), onnx_path=path)

@@ -8,6 +8,7 @@ through the device's own backend. Metrics per task:
 |-------|--------|-----------------|-----------|
 | image | seeded latents and labels | ``psnr_db`` (peak = the output range); ``max_abs_error`` reported | higher |
 | audio | seeded melodies | ``snr_db``, ``log_mel_distance`` (mean abs diff of log10 mel power) | higher / lower |
+| speech | real sentences, seeded noise | ``log_mel_distance``, ``duration_error``; ``duration_ratio`` reported | lower / lower |
 | text  | real text and questions (:mod:`converters.text_gate`) | ``ppl_ratio``, ``greedy_agreement``, ``answers_kept`` | lower / higher / higher |
 
 Default thresholds are in ``THRESHOLDS`` (documented in docs/converting.md) and can be
@@ -52,8 +53,18 @@ _TEXT = {"fp32": {"ppl_ratio": 1.001, "greedy_agreement": 0.95, "answers_kept": 
          "int8-dynamic": {"ppl_ratio": 1.01, "greedy_agreement": 0.5, "answers_kept": 1.0},
          "int8-static": {"ppl_ratio": 1.05, "greedy_agreement": 0.2, "answers_kept": 0.9},
          "int4": {"ppl_ratio": 1.04, "greedy_agreement": 0.2, "answers_kept": 0.9}}
+# Speech: the same sentences and noise through fp32 and the candidate; measured on
+# en_US-joe-medium (docs/converting.md). duration_error is the largest |1 - length ratio|.
+# log_mel_distance is taken along the best time alignment (durations may move a frame);
+# two fp32 renditions of a sentence with different noise seeds are 0.205 apart, so a
+# recipe may differ from fp32 by at most half that.
+_SPEECH = {"fp32": {"log_mel_distance": 0.01, "duration_error": 0.001},
+           "fp16": {"log_mel_distance": 0.05, "duration_error": 0.02},
+           "int8-dynamic": {"log_mel_distance": 0.1, "duration_error": 0.05},
+           "int8-static": {"log_mel_distance": 0.1, "duration_error": 0.05},
+           "int4": {"log_mel_distance": 0.1, "duration_error": 0.05}}
 THRESHOLDS: dict[str, dict[str, dict[str, float]]] = {
-    Task.IMAGE: _IMAGE, Task.AUDIO: _AUDIO, Task.TEXT: _TEXT}
+    Task.IMAGE: _IMAGE, Task.AUDIO: _AUDIO, Task.TEXT: _TEXT, Task.SPEECH: _SPEECH}
 HIGHER_IS_BETTER = {"psnr_db", "snr_db", "top1_agreement", "greedy_agreement", "answers_kept",
                     "median_divergence", "answers_right"}
 # LiteRT's CUMSUM adds in another order than PyTorch and ONNX Runtime: a source-filter
@@ -95,7 +106,7 @@ class FidelityReport:
 
 
 # Measured and recorded with no default threshold; ``--threshold`` may set one.
-REPORTED = {Task.IMAGE: {"max_abs_error"}, Task.AUDIO: set(),
+REPORTED = {Task.IMAGE: {"max_abs_error"}, Task.AUDIO: set(), Task.SPEECH: {"duration_ratio"},
             Task.TEXT: {"median_divergence", "top1_agreement", "mean_kl", "perplexity", "answers_right"}}
 
 
@@ -151,6 +162,11 @@ def _measure_generator(reference: Reference, out: list[dict[str, np.ndarray]]) -
         return {"psnr_db": metrics.psnr_db(r, o, peak=max(hi - lo, 1e-6)),
                 "max_abs_error": float(np.max(np.abs(r - o)))}
     rate = int(cfg.get("sample_rate", 16000))
+    if source.task == Task.SPEECH:  # durations may differ: compare spectra over the common length
+        ratios = [o.size / max(r.size, 1) for r, o in zip(ref_arrays, out_arrays)]
+        mels = [metrics.aligned_log_mel_distance(a, b, rate) for a, b in zip(ref_arrays, out_arrays)]
+        return {"log_mel_distance": float(np.mean(mels)), "duration_error": float(max(abs(1 - x) for x in ratios)),
+                "duration_ratio": float(np.mean(ratios))}
     return {"snr_db": metrics.snr_db(r, o),
             "log_mel_distance": float(np.mean([metrics.log_mel_distance(a, b, rate)
                                                for a, b in zip(ref_arrays, out_arrays)]))}
@@ -168,8 +184,9 @@ def _measure(reference: Reference, candidate: Path, fmt: str,
     from edge_aigc.backends import open_session
 
     session = open_session(fmt, candidate, None, source.name)
+    what = "real sentences, seeded noise" if source.task == Task.SPEECH else "seeded inputs"
     return (_measure_generator(reference, [session.run(feed) for feed in reference.feeds]), reference.samples,
-            f"{reference.samples} seeded inputs")
+            f"{reference.samples} {what}")
 
 
 def evaluate(reference: Reference, recipe: str, candidate: Path, overrides: dict[str, float] | None = None,

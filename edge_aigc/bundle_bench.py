@@ -34,6 +34,8 @@ WORKLOADS: dict[str, dict[str, Any]] = {
                 "temperature": 0.0},
     Task.IMAGE: {"count": 64, "seed": 1, "grid": False},  # 16 small images ran in ~6 ms: too noisy to rank
     Task.AUDIO: {"notes": "C4:0.5 E4:0.5 G4:0.5 C5:1.0 R:0.25 G4:0.5 C5:1.5"},
+    Task.SPEECH: {"text": "The birch canoe slid on the smooth planks. Glue the sheet to the dark blue "
+                          "background. It is easy to tell the depth of a well.", "seed": 1},
 }
 
 # Each task's headline figure, and which way is better (``convert --recipe auto`` ranks by it).
@@ -95,7 +97,10 @@ def _figures(task: str, result: Result, seconds: float) -> dict[str, float]:
                 "generated_tokens": m["generated_tokens"]}
     if task == Task.IMAGE:
         return {"images_per_s": m["count"] / seconds, "ms_per_image": seconds * 1e3 / m["count"]}
-    return {"real_time_factor": seconds / m["duration_seconds"], "audio_seconds": m["duration_seconds"]}
+    figures = {"real_time_factor": seconds / m["duration_seconds"], "audio_seconds": m["duration_seconds"]}
+    if task == Task.SPEECH:
+        figures["first_chunk_ms"] = m["first_chunk_seconds"] * 1e3
+    return figures
 
 
 def bench_bundle(path: str | os.PathLike, profile: str | None = None, repeats: int = 5,

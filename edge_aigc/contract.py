@@ -18,6 +18,7 @@ class Task(StrEnum):
     TEXT = "text-generation"
     IMAGE = "image-generation"
     AUDIO = "audio-generation"
+    SPEECH = "speech-synthesis"
 
 
 class Format(StrEnum):
@@ -50,6 +51,7 @@ class EventKind(StrEnum):
     ACCEPTED = "accepted"
     PROGRESS = "progress"
     TOKEN = "token"
+    CHUNK = "chunk"       # a part of the output, ready before the rest (speech: one sentence's audio)
     RESULT = "result"
     ERROR = "error"
 

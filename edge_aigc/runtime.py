@@ -26,6 +26,7 @@ from .tasks.base import CancelToken, Event, Result, TaskRunner
 from .tasks.image import ImageTask
 from .tasks.params import validate_params
 from .tasks.sessions import SessionCache, SessionLimits
+from .tasks.speech import SpeechTask
 from .tasks.text import TextTask
 
 __all__ = ["Runtime", "LoadedModel"]
@@ -45,7 +46,8 @@ class LoadedModel:
 
 
 # One task class per task name; each takes (name, bundle root, typed task config, session).
-TASKS: dict[Task, Callable[..., TaskRunner]] = {Task.TEXT: TextTask, Task.IMAGE: ImageTask, Task.AUDIO: AudioTask}
+TASKS: dict[Task, Callable[..., TaskRunner]] = {Task.TEXT: TextTask, Task.IMAGE: ImageTask, Task.AUDIO: AudioTask,
+                                                Task.SPEECH: SpeechTask}
 
 
 def _make_task(name: str, bundle: Bundle, session: Session) -> TaskRunner:

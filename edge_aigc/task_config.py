@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Union
 from .contract import KV_INPUTS, KV_OUTPUTS, TOKENIZER, Task
 from .errors import CorruptBundle
 
-__all__ = ["TextConfig", "ImageConfig", "AudioConfig", "TaskConfig", "SCHEMAS", "parse_task_config",
+__all__ = ["TextConfig", "ImageConfig", "AudioConfig", "SpeechConfig", "TaskConfig", "SCHEMAS", "parse_task_config",
            "KV_LAYOUTS"]
 
 KV_LAYOUTS = ("concat", "shared")
@@ -82,8 +82,30 @@ class AudioConfig(_Common):
     harmonics: int | None = field(default=None, metadata=_kinds(int, type(None)))
 
 
-TaskConfig = Union[TextConfig, ImageConfig, AudioConfig]
-SCHEMAS: dict[Task, type] = {Task.TEXT: TextConfig, Task.IMAGE: ImageConfig, Task.AUDIO: AudioConfig}
+@dataclass(frozen=True, kw_only=True)
+class SpeechConfig(_Common):
+    """A Piper-style voice (converters/piper_source.py): phoneme ids in, a waveform out."""
+
+    task: ClassVar[Task] = Task.SPEECH
+    sample_rate: int = field(metadata=_kinds(int))
+    espeak_voice: str = field(metadata=_kinds(str))
+    phoneme_id_map: dict = field(metadata=_kinds(dict))   # phoneme -> [id, ...]
+    hop_length: int = field(default=256, metadata=_kinds(int))
+    num_speakers: int = field(default=1, metadata=_kinds(int))
+    speaker_id_map: dict = field(default_factory=dict, metadata=_kinds(dict))  # name -> id
+    # request-parameter defaults from the voice (length_scale, noise_scale, noise_w)
+    inference: dict = field(default_factory=dict, metadata=_kinds(dict))
+    # graph inputs that replaced the voice's random ops: name -> [channels, "phonemes" | "frames"]
+    noise_inputs: dict = field(default_factory=dict, metadata=_kinds(dict))
+    # frames per phoneme id at length_scale 1, an upper estimate (sizes the frame noise)
+    frames_per_id: float = field(default=8.0, metadata=_kinds(*_NUM))
+    max_chars: int = field(default=4096, metadata=_kinds(int))
+    phonemizer: str = field(default="", metadata=_kinds(str))  # what phonemized the gate's sentences
+
+
+TaskConfig = Union[TextConfig, ImageConfig, AudioConfig, SpeechConfig]
+SCHEMAS: dict[Task, type] = {Task.TEXT: TextConfig, Task.IMAGE: ImageConfig, Task.AUDIO: AudioConfig,
+                             Task.SPEECH: SpeechConfig}
 
 
 def _bad(key: str, why: str) -> CorruptBundle:
@@ -114,6 +136,18 @@ def _check(cfg: Any) -> None:
         raise _bad("output_range", "expected [low, high]")
     if isinstance(cfg, AudioConfig) and (cfg.sample_rate < 1 or cfg.hop_length < 1):
         raise _bad("sample_rate" if cfg.sample_rate < 1 else "hop_length", "must be at least 1")
+    if isinstance(cfg, SpeechConfig):
+        for key in ("sample_rate", "hop_length", "num_speakers", "max_chars"):
+            if getattr(cfg, key) < 1:
+                raise _bad(key, f"must be at least 1, got {getattr(cfg, key)}")
+        if not all(isinstance(v, list) and all(isinstance(i, int) for i in v) for v in cfg.phoneme_id_map.values()):
+            raise _bad("phoneme_id_map", "expected phoneme -> [id, ...]")
+        if not all(isinstance(v, int) and 0 <= v < cfg.num_speakers for v in cfg.speaker_id_map.values()):
+            raise _bad("speaker_id_map", f"expected name -> id in [0, {cfg.num_speakers})")
+        for name, spec in cfg.noise_inputs.items():
+            if not (isinstance(spec, list) and len(spec) == 2 and isinstance(spec[0], int)
+                    and spec[1] in ("phonemes", "frames")):
+                raise _bad(f"noise_inputs.{name}", 'expected [channels, "phonemes" | "frames"]')
 
 
 def parse_task_config(task: str, raw: dict[str, Any]) -> TaskConfig:

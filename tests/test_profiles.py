@@ -57,9 +57,8 @@ def edited(old, new):
     (edited('providers = ["CPUExecutionProvider"]', 'providers = ["CpuExecutionProvider"]'),
      "onnx.providers", "not one of"),
     (edited('name = "rpi5"', 'name = "rpi6"'), "name", "must match the file name"),
-    (edited("[tflite]", '[onnx.task_recipes]\nspeech = "fp32"\n\n[tflite]'), "onnx.task_recipes.speech",
-     "not a task"),
-    (edited("[tflite]", '[onnx.task_recipes]\naudio-generation = "fp8"\n\n[tflite]'),
+    (edited('speech-synthesis = "fp32"', 'speech = "fp32"'), "onnx.task_recipes.speech", "not a task"),
+    (edited('speech-synthesis = "fp32"', 'audio-generation = "fp8"'),
      "onnx.task_recipes.audio-generation", "not one of"),
 ], ids=lambda v: v if isinstance(v, str) and len(v) < 40 else "")
 def test_invalid_profile_error_names_the_file_and_the_key(tmp_path, text, key, why):
@@ -72,9 +71,10 @@ def test_invalid_profile_error_names_the_file_and_the_key(tmp_path, text, key, w
 
 
 def test_task_recipes_override_the_format_recipe_for_their_task_only(tmp_path):
-    path = write_profile(tmp_path, edited("[tflite]", '[onnx.task_recipes]\naudio-generation = "fp32"\n\n[tflite]'))
+    path = write_profile(tmp_path, edited('speech-synthesis = "fp32"', 'audio-generation = "fp32"'))
     p = load_profile(path)
     assert p.recipe_for("onnx", "audio-generation") == "fp32"
+    assert load_profile(write_profile(tmp_path, RPI5)).recipe_for("onnx", "speech-synthesis") == "fp32"
     assert p.recipe_for("onnx", "image-generation") == p.recipe_for("onnx") == "int8-dynamic"
     assert p.recipe_for("tflite", "audio-generation") == p.tflite.recipe
 

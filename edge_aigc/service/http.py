@@ -273,8 +273,10 @@ class Api:
     async def speech(self, request: HttpRequest) -> Response:
         body = await self.body(request)
         name = body.get("model") if isinstance(body, dict) else None
-        task = self.rt.info(name)["task"] if isinstance(name, str) and name in self.rt.loaded() else Task.AUDIO
-        call = oa.speech_call(body, Task(task))
+        loaded = isinstance(name, str) and name in self.rt.loaded()
+        task = Task(self.rt.info(name)["task"]) if loaded else Task.AUDIO
+        speakers = getattr(self.rt.model(name).bundle.manifest.config, "num_speakers", 1) if loaded else 1
+        call = oa.speech_call(body, task, speakers)
         return await self.once(request, call, lambda req, result: Response(result.outputs[0].data,
                                                                              media_type="audio/wav"))
 

@@ -173,27 +173,42 @@ def _size(value: Any) -> tuple[int, int] | None:
 
 
 # The task parameter a speech request's ``input`` fills, per audio-producing task.
-SPEECH_INPUT = {Task.AUDIO: "notes"}
+SPEECH_INPUT = {Task.AUDIO: "notes", Task.SPEECH: "text"}
 
 
-def speech_call(body: Any, task: Task) -> Call:
-    """``input`` is the model's text input: a note string for an ``audio`` model such as
-    ``tones`` ("C4:0.5 E4:0.5"). ``voice`` is accepted for single-voice models and unused."""
+def speech_call(body: Any, task: Task, speakers: int = 1) -> Call:
+    """``input`` is the model's text input: the text a voice speaks (``speech-synthesis``), or a
+    note string for an ``audio`` model such as ``tones`` ("C4:0.5 E4:0.5"). For a voice,
+    ``speed`` becomes its ``length_scale`` (1 / speed) and ``voice`` names the speaker of a
+    multi-speaker voice; a one-speaker model accepts any ``voice`` and ignores it."""
     body = _check_fields(body, {"model", "input", "voice", "response_format", "speed", "instructions",
-                                "stream_format", "gain"}, "audio speech")
+                                "stream_format", "gain", "seed"}, "audio speech")
     if task not in SPEECH_INPUT:
         raise BadRequest(f"audio speech: model {body['model']!r} is a {task} model, not an audio one")
     if body.get("response_format") not in (None, "wav"):
         raise BadRequest("audio speech: 'response_format' must be 'wav' (16-bit PCM)")
-    if body.get("speed") not in (None, 1, 1.0):
+    speed = body.get("speed")
+    if task == Task.AUDIO and speed not in (None, 1, 1.0):
         raise BadRequest("audio speech: 'speed' other than 1.0 is not supported by this model")
+    if speed is not None and (isinstance(speed, bool) or not isinstance(speed, (int, float)) or not 0.25 <= speed <= 4.0):
+        raise BadRequest("audio speech: 'speed' must be a number in [0.25, 4.0]")
     if body.get("instructions") or body.get("stream_format") not in (None, "audio"):
         raise BadRequest("audio speech: 'instructions' and 'stream_format' are not supported")
     if not isinstance(body.get("input"), str) or not body["input"].strip():
         raise BadRequest("audio speech: 'input' must be non-empty text")
     if body.get("voice") is not None and not isinstance(body["voice"], str):
         raise BadRequest("audio speech: 'voice' must be a string")
-    params = {SPEECH_INPUT[task]: body["input"], **({"gain": body["gain"]} if body.get("gain") is not None else {})}
+    params: dict[str, Any] = {SPEECH_INPUT[task]: body["input"]}
+    extras = {"gain"} if task == Task.AUDIO else {"seed"}
+    for key in ("gain", "seed"):
+        if body.get(key) is not None:
+            if key not in extras:
+                raise BadRequest(f"audio speech: '{key}' does not apply to a {task} model")
+            params[key] = body[key]
+    if task == Task.SPEECH and speed is not None:
+        params["length_scale"] = 1.0 / float(speed)
+    if task == Task.SPEECH and speakers > 1 and body.get("voice") is not None:
+        params["speaker"] = body["voice"]
     return Call(body["model"], task, params)
 
 

@@ -106,6 +106,10 @@ class Topics:
     def data(self, request_id: str, index: int = 0) -> str:
         return f"{self.root}/data/{request_id}" + (f"/{index}" if index else "")
 
+    def chunk(self, request_id: str, index: int) -> str:
+        """Where a part of the output ready early goes (speech: sentence ``index``'s WAV)."""
+        return f"{self.root}/data/{request_id}/chunk/{index}"
+
 
 @dataclass
 class Request:
@@ -245,8 +249,13 @@ def error_event(request_id: str | None, exc: RequestError) -> bytes:
     return event(EventKind.ERROR, request_id, code=exc.code, message=str(exc))
 
 
+def data_ref(topic: str, content_type: str, payload: bytes, name: str) -> dict[str, Any]:
+    """How an event names a binary payload it published: topic, type, size, sha256, name."""
+    return {"topic": topic, "content_type": content_type, "bytes": len(payload),
+            "sha256": hashlib.sha256(payload).hexdigest(), "name": name}
+
+
 def result_event(request_id: str, data_topics: list[tuple[str, str, bytes, str]], **fields: Any) -> bytes:
     """``data_topics``: (topic, content_type, payload, name) already published for this result."""
-    data = [{"topic": t, "content_type": ct, "bytes": len(p), "sha256": hashlib.sha256(p).hexdigest(),
-             "name": n} for t, ct, p, n in data_topics]
+    data = [data_ref(t, ct, p, n) for t, ct, p, n in data_topics]
     return event(EventKind.RESULT, request_id, data=data, **fields)

@@ -20,12 +20,12 @@ from .._version import __version__
 from ..contract import Action, EventKind
 from ..errors import Busy, Cancelled, EdgeAigcError, RequestError
 from ..runtime import Runtime
-from ..tasks.base import CancelToken, Progress, Result, Token
+from ..tasks.base import CancelToken, Chunk, Progress, Result, Token
 from .config import ServiceConfig, read_tokens
 from ..system import cpu_temperature_c, rss_mb
 from .homeassistant import HomeAssistant
 from .ledger import Reply, RequestLedger, Stats
-from .protocol import Request, Topics, error_event, event, parse_request, result_event
+from .protocol import Request, Topics, data_ref, error_event, event, parse_request, result_event
 from .systemd import notify
 from .transport import MqttTransport
 
@@ -266,6 +266,11 @@ class DeviceService:
                     self._reply(req, event(EventKind.TOKEN, req.id, text=ev.text, index=ev.index))
                 elif isinstance(ev, Progress):
                     self._reply(req, event(EventKind.PROGRESS, req.id, step=ev.step, total=ev.total, message=ev.message))
+                elif isinstance(ev, Chunk):  # its payload on its own data topic, then the event naming it
+                    topic, out = self.topics.chunk(req.id, ev.index), ev.output
+                    self._send(Reply(topic, out.data, out.content_type, req.correlation))
+                    self._reply(req, event(EventKind.CHUNK, req.id, index=ev.index, meta=ev.meta,
+                                           data=data_ref(topic, out.content_type, out.data, out.name)))
                 elif isinstance(ev, Result):
                     self._deliver(req, ev)
             return

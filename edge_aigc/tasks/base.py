@@ -1,7 +1,7 @@
 """What every task yields, and how a request is cancelled.
 
 A task's ``stream(params, cancel)`` is a generator of events — ``Token`` (streamed
-text), ``Progress`` and finally one ``Result``. The CLI, the Python API and the MQTT
+text), ``Progress``, ``Chunk`` (a part of the output ready early) and finally one ``Result``. The CLI, the Python API and the MQTT
 service all consume this one code path.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any, Iterator, Protocol
 from ..contract import EventKind
 from ..errors import Cancelled, Timeout
 
-__all__ = ["Token", "Progress", "Output", "Result", "Event", "CancelToken", "TaskRunner", "DecodeLoop"]
+__all__ = ["Token", "Progress", "Output", "Chunk", "Result", "Event", "CancelToken", "TaskRunner", "DecodeLoop"]
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,17 @@ class Output:
 
 
 @dataclass(frozen=True)
+class Chunk:
+    """A part of the output, ready before the rest (speech: one sentence's WAV), so that a
+    client can start playing; the Result still carries the whole output."""
+
+    index: int         # 0-based
+    output: Output
+    meta: dict[str, Any] = field(default_factory=dict)
+    kind: str = EventKind.CHUNK
+
+
+@dataclass(frozen=True)
 class Result:
     model: str
     task: str
@@ -54,7 +65,7 @@ class Result:
         return {k: v for k, v in self.meta.items() if k != "token_ids"}
 
 
-Event = Token | Progress | Result
+Event = Token | Progress | Chunk | Result
 
 
 class CancelToken:

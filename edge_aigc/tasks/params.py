@@ -28,6 +28,9 @@ class Param:
     items: str = "str"          # list: "str", or "message" ({"role", "content"} chat turns)
 
 
+MAX_SPEECH_CHARS = 20_000
+
+
 def _text_params() -> list[Param]:
     return [
         Param("prompt", str, max_len=8192, help="text to continue (or give messages)"),
@@ -60,6 +63,17 @@ TASK_PARAMS: dict[str, list[Param]] = {
               help="note sequence, e.g. 'C4:0.5 E4:0.5 G4:1.0' (R:0.5 is a rest)"),
         Param("gain", float, 1.0, 0.0, 4.0, "output gain before 16-bit conversion"),
     ],
+    Task.SPEECH: [
+        # the voice's own cap (task_config.max_chars, ≤ this) is checked by the task
+        Param("text", str, required=True, max_len=MAX_SPEECH_CHARS, help="text to speak (split into sentences)"),
+        Param("speaker", str, None, max_len=64, help="speaker name or index (multi-speaker voices)"),
+        Param("length_scale", float, None, 0.25, 4.0, "phoneme length: < 1 faster, > 1 slower (voice default)"),
+        Param("noise_scale", float, None, 0.0, 2.0, "generator noise (voice default)"),
+        Param("noise_w", float, None, 0.0, 2.0, "phoneme duration noise (voice default)"),
+        Param("sentence_silence", float, 0.0, 0.0, 5.0, "seconds of silence after each sentence"),
+        Param("seed", int, None, 0, 2**32 - 1, "noise seed for reproducible speech"),
+        Param("normalize", bool, True, help="scale each sentence to full range, as Piper does"),
+    ],
 }
 
 
@@ -75,7 +89,7 @@ def is_text(value: str) -> bool:
 def _coerce(p: Param, value: Any) -> Any:
     if p.kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
-    if p.kind is str and p.name == "label" and isinstance(value, int) and not isinstance(value, bool):
+    if p.kind is str and p.name in ("label", "speaker") and isinstance(value, int) and not isinstance(value, bool):
         value = str(value)  # a class index given as a number
     if not isinstance(value, p.kind) or (p.kind is not bool and isinstance(value, bool)):
         raise BadRequest(f"parameter {p.name!r}: expected {p.kind.__name__}, got {type(value).__name__}")
