@@ -1,6 +1,6 @@
 """Run the benchmarks side by side and write JSON, plots and benchmarks/README.md.
 
-    edge-aigc bench [--quick] [--only text,image,audio,sizes,mqtt,http,cold,threads,llm] [--out DIR]
+    edge-aigc bench [--quick] [--only text,image,audio,sizes,mqtt,http,cold,threads,llm,speech] [--out DIR]
 
 ``--quick`` (a few minutes once the artifacts are built): the 26M Llama and the zoo models,
 shorter decodes, fewer repeats. Without it: also a ~100M Llama, decodes to position 528,
@@ -15,7 +15,7 @@ import datetime as dt
 import time
 from pathlib import Path
 
-from . import generators, http, llm, service, sizes, text, threads
+from . import generators, http, llm, service, sizes, speech, text, threads
 from .common import machine, write_json
 from .plots import plot_bars, plot_latency
 from .targets import targets
@@ -87,6 +87,10 @@ def run(quick: bool, only: set[str], out: Path, work: Path, progress=print) -> d
         r, d = llm.bench_llm(work / "llm", 3 if quick else 5, progress)
         reports.append(r)
         data["llm"] = d
+    if "speech" in only:
+        r, d = speech.bench_speech(work / "speech", 3 if quick else 7, progress)
+        reports.append(r)
+        data["speech"] = d
     if "threads" in only:
         r, d = threads.bench_threads(zoo_bundles["fortune-gpt"], "x86-avx2", 64, 5 if quick else 9, progress)
         reports.append(r)

@@ -23,8 +23,19 @@ def _paired(data: dict, model: str, a: str, b: str) -> float | None:
     return paired_ratio(data.get(f"text:{model}", {}).get("results", {}), a, b)
 
 
+def _speech(data: dict) -> list[dict[str, Any]]:
+    rows = data["speech"]["rows"]
+    same, total = data["speech"]["same_phonemes"]
+    passing = [r for k, r in rows.items() if k.startswith("ours") and r["gate"] == "passed"]
+    best = max(passing, key=lambda r: r["speedup"]) if passing else None
+    return [_row("speech: phoneme ids identical to piper-tts'", same / total, 1.0, "{:.0%} of sentences"),
+            _row("speech: ours fp32 ≥ 1.0x piper-tts' speed", rows["ours fp32"]["speedup"], 1.0, "{:.2f}x"),
+            _row("speech: the fastest recipe that passes the gate ≥ 1.5x piper-tts",
+                 best["speedup"] if best else None, 1.5, "{:.2f}x")]
+
+
 def targets(data: dict) -> list[dict[str, Any]]:
-    rows = []
+    rows = _speech(data) if "speech" in data else []
     for model in ("llama-26m", "llama-100m"):
         if f"text:{model}" not in data:
             continue

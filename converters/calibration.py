@@ -108,17 +108,18 @@ def _speech_feeds(source: Source, n: int, rng: np.random.Generator) -> Iterator[
     """The gate's real sentences (each text's first espeak sentence), the voice's default
     scales, seeded noise."""
     from edge_aigc import espeak
+    from edge_aigc.task_config import parse_task_config
     from edge_aigc.tasks.speech import DEFAULTS, voice_feeds
 
     from .piper_source import gate_sentences
 
-    cfg = source.task_config
+    cfg = parse_task_config(Task.SPEECH, source.task_config)
     texts = gate_sentences()
-    scales = {**DEFAULTS, **cfg.get("inference", {})}
+    scales = {**DEFAULTS, **cfg.inference}
     for k in range(n):
-        phonemes = espeak.phonemize(texts[k % len(texts)], cfg["espeak_voice"])[0]
-        ids, _ = espeak.phoneme_ids(phonemes, cfg["phoneme_id_map"])
-        yield voice_feeds(cfg, ids, scales, rng, 0 if cfg.get("num_speakers", 1) > 1 else None)
+        phonemes = espeak.phonemize(texts[k % len(texts)], cfg.espeak_voice)[0]
+        ids, _ = espeak.phoneme_ids(phonemes, cfg.phoneme_id_map)
+        yield voice_feeds(cfg, ids, scales, rng, 0 if cfg.num_speakers > 1 else None)
 
 
 def sample_feeds(source: Source, model_path: Path, n: int, seed: int) -> list[dict[str, np.ndarray]]:

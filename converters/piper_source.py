@@ -120,15 +120,17 @@ def _frames_per_id(path: Path, config: dict[str, Any]) -> float:
     quarter (at length_scale 1, the voice's noise defaults)."""
     import onnxruntime as ort
 
+    from edge_aigc.task_config import parse_task_config
     from edge_aigc.tasks.speech import DEFAULTS, voice_feeds
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     rng, most = np.random.default_rng(0), 0.0
-    scales = {**DEFAULTS, **config["inference"], "length_scale": 1.0}
+    cfg = parse_task_config(Task.SPEECH, {**config, "frames_per_id": 1.0})
+    scales = {**DEFAULTS, **cfg.inference, "length_scale": 1.0}
     for text in gate_sentences():
-        for phonemes in espeak.phonemize(text, config["espeak_voice"]):
-            ids, _ = espeak.phoneme_ids(phonemes, config["phoneme_id_map"])
-            feeds = voice_feeds({**config, "frames_per_id": 1.0}, ids, scales, rng, 0 if config["num_speakers"] > 1 else None)
+        for phonemes in espeak.phonemize(text, cfg.espeak_voice):
+            ids, _ = espeak.phoneme_ids(phonemes, cfg.phoneme_id_map)
+            feeds = voice_feeds(cfg, ids, scales, rng, 0 if cfg.num_speakers > 1 else None)
             samples = session.run(None, feeds)[0].size
             most = max(most, samples / config["hop_length"] / len(ids))
     return round(most * 1.25, 3)

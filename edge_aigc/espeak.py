@@ -32,13 +32,14 @@ from typing import Mapping, Sequence
 
 from .errors import BadRequest, BackendUnavailable
 
-__all__ = ["phonemize", "phoneme_ids", "backend", "espeak_version", "BACKENDS", "BOS", "EOS", "PAD"]
+__all__ = ["phonemize", "phoneme_ids", "backend", "unavailable", "espeak_version", "BACKENDS", "BOS", "EOS", "PAD"]
 
 BOS, EOS, PAD = "^", "$", "_"
 _AUDIO_OUTPUT_RETRIEVAL, _DONT_EXIT, _CHARS_UTF8, _PHONEMES_IPA = 1, 0x8000, 1, 0x02
 # A clause's terminator as espeak classifies it: the symbol Piper keeps, and whether it ends a sentence.
 _TERMINATORS = {".": True, "?": True, "!": True, ",": False, ":": False, ";": False}
 _LOOKAHEAD = re.compile(r"(?<=\s)\S$")
+_DASHES = ("—", "–")
 _CLOSERS = "\"')]}»”’"       # may follow a clause's punctuation: 'Really?"'
 _FLAGS = re.compile(r"\([^)]+\)")
 _lock = threading.Lock()
@@ -91,6 +92,8 @@ def _terminator(consumed: str, last: bool) -> str:
     tail = consumed.rstrip().rstrip(_CLOSERS)
     if tail.endswith(("...", "…")):
         return ""  # espeak gives an ellipsis no clause type Piper keeps
+    if tail.endswith(_DASHES):
+        return ";"  # a spaced dash ends a clause as a semicolon does
     return tail[-1] if tail and tail[-1] in _TERMINATORS else ""
 
 
@@ -121,6 +124,17 @@ def backend() -> str:
     if forced == "system" or (not forced and importlib.util.find_spec("piper") is None):
         return "system"
     return "piper"
+
+
+def unavailable() -> str | None:
+    """Why no espeak-ng can phonemize here (what to install), or None when one can."""
+    try:
+        with _lock:
+            if backend() == "system":
+                _library()
+    except BackendUnavailable as exc:
+        return str(exc)
+    return None
 
 
 def _piper():

@@ -13,7 +13,7 @@ from edge_aigc import load_bundle, pack_bundle
 from edge_aigc.archive import write_archive
 from edge_aigc.bundle import inspect_bundle
 from edge_aigc.errors import BundleError, SourceError
-from edge_aigc.task_config import AudioConfig, ImageConfig, TextConfig, parse_task_config
+from edge_aigc.task_config import AudioConfig, ImageConfig, SpeechConfig, TextConfig, parse_task_config
 from edge_aigc.zoo import zoo_bundles
 from tiny_models import tiny_dcgan
 
@@ -21,7 +21,8 @@ TEXT = {"vocab_size": 100, "max_context": 64, "num_layers": 2, "num_kv_heads": 2
 
 
 def test_every_shipped_bundle_parses_into_its_tasks_schema():
-    kinds = {"text-generation": TextConfig, "image-generation": ImageConfig, "audio-generation": AudioConfig}
+    kinds = {"text-generation": TextConfig, "image-generation": ImageConfig, "audio-generation": AudioConfig,
+             "speech-synthesis": SpeechConfig}
     for zb in zoo_bundles():
         m = inspect_bundle(zb.path).manifest
         assert isinstance(m.config, kinds[m.task]), zb.path.name
@@ -49,6 +50,21 @@ def test_one_eos_id_or_several_read_the_same_way():
 def test_audio_needs_its_sample_rate():
     with pytest.raises(BundleError, match=r"task_config\.sample_rate'.*missing"):
         parse_task_config("audio-generation", {"hop_length": 80})
+
+
+VOICE = {"sample_rate": 22050, "espeak_voice": "en-us", "phoneme_id_map": {"_": [0], "^": [1], "$": [2]}}
+
+
+@pytest.mark.parametrize("raw,key,why", [
+    ({k: v for k, v in VOICE.items() if k != "espeak_voice"}, "espeak_voice", "missing"),
+    ({**VOICE, "phoneme_id_map": {"a": 3}}, "phoneme_id_map", "phoneme -> \\[id"),
+    ({**VOICE, "speaker_id_map": {"bob": 1}}, "speaker_id_map", "id in \\[0, 1\\)"),
+    ({**VOICE, "noise_inputs": {"noise_0": [2, "seconds"]}}, "noise_inputs.noise_0", "channels"),
+    ({**VOICE, "max_chars": 0}, "max_chars", "at least 1"),
+])
+def test_a_wrong_speech_config_names_the_key(raw, key, why):
+    with pytest.raises(BundleError, match=rf"task_config\.{key}'.*{why}"):
+        parse_task_config("speech-synthesis", raw)
 
 
 def test_a_bundle_with_an_unknown_task_config_key_is_refused_when_it_loads(tmp_path):

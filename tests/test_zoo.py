@@ -151,6 +151,9 @@ def test_demo_produces_text_png_and_wav_over_mqtt(tmp_path, broker_flag):
     assert Image.open(d / "digits.png").size == (4 * (84 + 2) + 2,) * 2
     with wave.open(str(d / "tones.wav")) as w:
         assert w.getframerate() == 16000 and w.getnframes() == int(2.5 * 16000)
+    with wave.open(str(d / "answer.wav")) as w:  # the voice says the answer: ~2 s of 22 kHz speech
+        assert w.getframerate() == 22050 and 1.2 < w.getnframes() / 22050 < 3.5
+    assert "speaking: 'The capital of France is Paris.'" in out.stderr
     assert "REQUEST" in out.stdout and "shut down" in out.stderr
 
 
@@ -225,3 +228,26 @@ def test_smollm2_answers_on_the_device_what_its_gate_measured(rt):
     fidelity = rt.model(model).bundle.manifest.fidelity
     assert right[0] and sum(right) == fidelity["metrics"]["answers_right"] >= 25
     assert fidelity["metrics"]["answers_kept"] == 1.0
+
+
+def test_the_voice_speaks_piper_phonemes_at_a_human_pace(rt):
+    """The zoo voice on the demo's sentence: the phoneme ids piper-tts makes (none the voice
+    lacks), about 2 s at the voice's own pace, slower with length_scale, and the same seed the
+    same audio. (At zero noise it equals piper-tts on the original file to int16 rounding;
+    benchmarks/speech.py checks that, with the wheel it fetches.)"""
+    from piper.phoneme_ids import phonemes_to_ids
+    from piper.phonemize_espeak import EspeakPhonemizer
+
+    from edge_aigc import espeak
+
+    model, text = "en_us-joe-medium", "The capital of France is Paris."
+    cfg = rt.model(model).bundle.manifest.config
+    [phonemes] = espeak.phonemize(text, cfg.espeak_voice)
+    ids, missing = espeak.phoneme_ids(phonemes, cfg.phoneme_id_map)
+    [theirs] = EspeakPhonemizer().phonemize(cfg.espeak_voice, text)
+    assert ids == phonemes_to_ids(theirs, cfg.phoneme_id_map) and not missing
+    first = rt.generate(model, text=text, seed=1)
+    assert 1.2 < first.meta["duration_seconds"] < 3.5 and first.meta["sentences"] == 1
+    assert rt.generate(model, text=text, seed=1).outputs[0].data == first.outputs[0].data
+    slow = rt.generate(model, text=text, seed=1, length_scale=2.0)
+    assert 1.6 < slow.meta["duration_seconds"] / first.meta["duration_seconds"] < 2.4

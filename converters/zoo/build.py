@@ -23,7 +23,7 @@ from edge_aigc.bundle import load_bundle, resign_bundle
 from edge_aigc.zoo import DEFAULT_PROFILES, PORTABLE, zoo_dir
 
 from ..pipeline import ConvertOptions, convert
-from . import smollm2
+from . import smollm2, voice
 from .text import ARTIFACTS
 
 SOURCES = {
@@ -31,6 +31,7 @@ SOURCES = {
     "digits": lambda: "converters.zoo.image:factory",
     "tones": lambda: "converters.zoo.audio:factory",
     "smollm2-135m": lambda: str(smollm2.gguf_path()),
+    "en_us-joe-medium": lambda: str(voice.voice_path()),
 }
 # The file's own 4-bit blocks with float32 activations (and the head's best logits exact):
 # the one setting that kept every answer fp32 knows (converters/zoo/README.md has the figures).

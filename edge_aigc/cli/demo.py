@@ -1,10 +1,12 @@
-"""``edge-aigc demo``: the prebuilt models, served over MQTT, asked a question, for text, an image and a WAV.
+"""``edge-aigc demo``: the prebuilt models, served over MQTT: a question answered, then spoken, text, digits and a melody.
 
 Broker: ``--broker`` / ``$EDGE_AIGC_BROKER`` if given; else a private Mosquitto on a free
 loopback port when one is installed; else the embedded amqtt broker (``broker`` extra).
 The service runs with the prebuilt bundles for this machine's profile (signatures
 checked against the zoo key), a client sends one request per model exactly as an
-application would, and everything is shut down at the end.
+application would, and everything is shut down at the end. The voice speaks the chat
+model's answer where espeak-ng phonemes are available (the ``speech`` extra, or the
+system's espeak-ng); without them the demo says what to install and skips it.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from .. import zoo
+from .. import espeak, zoo
 from ..contract import EventKind
 from ..detect import profile_name_or_detect
 from ..errors import ConfigError, RequestError, UnknownModel
@@ -30,6 +32,7 @@ from ..store import ModelStore
 from .output import human_bytes, table
 
 DEVICE = "demo"
+SPEECH = {m for m, what in zoo.MODELS.items() if what.startswith("speech")}
 QUESTION = "What is the capital of France?"
 REQUESTS = [  # (what, model, params, file)
     ("chat", "smollm2-135m", {"messages": [{"role": "user", "content": QUESTION}], "max_new_tokens": 48,
@@ -38,6 +41,7 @@ REQUESTS = [  # (what, model, params, file)
      "fortune.txt"),
     ("image", "digits", {"count": 16, "seed": 7, "scale": 3}, "digits.png"),
     ("audio", "tones", {"notes": "C4:0.25 E4:0.25 G4:0.25 C5:0.5 G4:0.25 E4:0.25 C4:0.75"}, "tones.wav"),
+    ("speech", "en_us-joe-medium", {"seed": 1}, "answer.wav"),  # speaks the chat's answer
 ]
 
 
@@ -70,6 +74,9 @@ def _demo(args: argparse.Namespace) -> int:
         store = ModelStore(tmp, public_key=_zoo_key(), require_signature=True)
         models = []
         for model in zoo.MODELS:
+            if model in SPEECH and espeak.unavailable():
+                say(f"skipping {model}: {espeak.unavailable()}")
+                continue
             try:
                 store.install(zoo.zoo_bundle(model, profile).path)
                 models.append(model)
@@ -106,9 +113,12 @@ def _zoo_key():
 
 
 def _requests(url: str, protocol: int, out: Path, say, models: list[str]) -> list[tuple]:
-    rows = []
+    rows, answer = [], QUESTION
     with DeviceClient(url, protocol=protocol) as client:
         for what, model, params, filename in (r for r in REQUESTS if r[1] in models):
+            if what == "speech":
+                params = {**params, "text": answer}
+                say(f"> {model}, speaking: {answer!r}")
             first: list[float] = []
             start = time.perf_counter()
 
@@ -130,6 +140,8 @@ def _requests(url: str, protocol: int, out: Path, say, models: list[str]) -> lis
             if final["event"] == EventKind.ERROR:
                 raise RequestError(f"{model}: {final['code']}: {final['message']}")
             path = out / filename
+            if what == "chat":
+                answer = final["text"].strip() or QUESTION
             if what in ("text", "chat"):
                 print("\n")
                 path.write_text(params.get("prompt", "") + final["text"] + "\n")

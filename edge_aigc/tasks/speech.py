@@ -29,17 +29,15 @@ _INPUTS = {"input", "input_lengths", "scales"}
 DEFAULTS = {"noise_scale": 0.667, "length_scale": 1.0, "noise_w": 0.8}  # Piper's
 
 
-def voice_feeds(cfg: SpeechConfig | dict, ids: list[int], scales: dict[str, float], rng: np.random.Generator,
+def voice_feeds(cfg: SpeechConfig, ids: list[int], scales: dict[str, float], rng: np.random.Generator,
                 speaker: int | None = None) -> dict[str, np.ndarray]:
     """One sentence's inputs: ids, their length, the three scales, the speaker and the noise."""
-    noise_inputs = cfg.noise_inputs if isinstance(cfg, SpeechConfig) else cfg.get("noise_inputs", {})
-    per_id = cfg.frames_per_id if isinstance(cfg, SpeechConfig) else float(cfg.get("frames_per_id", 8.0))
     feeds = {"input": np.array([ids], np.int64), "input_lengths": np.array([len(ids)], np.int64),
              "scales": np.array([scales["noise_scale"], scales["length_scale"], scales["noise_w"]], np.float32)}
     if speaker is not None:
         feeds["sid"] = np.array([speaker], np.int64)
-    for name, (channels, axis) in sorted(noise_inputs.items()):
-        length = len(ids) if axis == "phonemes" else int(np.ceil(len(ids) * per_id * scales["length_scale"]))
+    for name, (channels, axis) in sorted(cfg.noise_inputs.items()):
+        length = len(ids) if axis == "phonemes" else int(np.ceil(len(ids) * cfg.frames_per_id * scales["length_scale"]))
         feeds[name] = rng.standard_normal((1, channels, max(length, 1)), dtype=np.float32)
     return feeds
 
@@ -65,7 +63,7 @@ class SpeechTask:
         if names != wanted:
             raise BundleError(f"{name}: a voice takes {', '.join(sorted(wanted))} "
                               f"(this one takes {', '.join(sorted(names))})")
-        espeak.backend()  # fail at load, naming what to install, not at the first request
+        self.phonemizer = espeak.espeak_version()  # fails at load, naming what to install, not at a request
         self.defaults = {**DEFAULTS, **{k: float(v) for k, v in cfg.inference.items() if k in DEFAULTS}}
 
     def _speaker(self, value: str | None) -> int | None:
@@ -117,7 +115,7 @@ class SpeechTask:
         meta = {"sample_rate": rate, "duration_seconds": round(duration, 4), "sentences": len(parts),
                 "seconds": round(seconds, 4), "first_chunk_seconds": round(first or seconds, 4),
                 "real_time_factor": round(seconds / max(duration, 1e-9), 5), **scales,
-                "phonemizer": espeak.espeak_version()}
+                "phonemizer": self.phonemizer}
         if skipped:
             meta["skipped_phonemes"] = sorted(skipped)
         yield Result(self.name, self.task, outputs=(Output("audio/wav", to_wav(audio, rate), "speech.wav"),), meta=meta)

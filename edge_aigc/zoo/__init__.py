@@ -23,6 +23,7 @@ MODELS = {
     "digits": "image: a class-conditional DCGAN generator of 28x28 handwritten digits",
     "tones": "audio: a source-filter MelGAN-style generator of instrument tones from notes",
     "smollm2-135m": "text: SmolLM2-135M-Instruct (Apache-2.0), a chat model kept in its GGUF file's 4-bit blocks",
+    "en_us-joe-medium": "speech: Piper's en_US-joe-medium voice (MIT, CC0 data), a VITS model kept at fp32",
 }
 
 
@@ -32,7 +33,9 @@ MODELS = {
 DEFAULT_PROFILES = ("x86-avx2", "rpi5", "rpi4", "jetson-orin-nano")
 COMPATIBLE = {"x86-avx512-vnni": "x86-avx2", "rpi-zero-2w": "rpi4"}
 # model -> the profiles its one bundle serves; it is built for the first.
-PORTABLE = {"smollm2-135m": ("x86-avx2", "x86-avx512-vnni", "rpi5", "rpi4", "jetson-orin-nano")}
+PORTABLE = {"smollm2-135m": ("x86-avx2", "x86-avx512-vnni", "rpi5", "rpi4", "jetson-orin-nano"),
+            # fp32 everywhere: int8 fails the speech gate (docs/speech.md); one 60 MiB file
+            "en_us-joe-medium": ("x86-avx2", "x86-avx512-vnni", "rpi5", "rpi4", "jetson-orin-nano")}
 
 
 def accepts(profile: str, model: str = "") -> set[str]:
