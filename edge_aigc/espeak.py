@@ -130,8 +130,7 @@ def unavailable() -> str | None:
     """Why no espeak-ng can phonemize here (what to install), or None when one can."""
     try:
         with _lock:
-            if backend() == "system":
-                _library()
+            _library() if backend() == "system" else _piper()
     except BackendUnavailable as exc:
         return str(exc)
     return None

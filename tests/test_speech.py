@@ -6,6 +6,7 @@ from __future__ import annotations
 import difflib
 import io
 import json
+import sys
 import wave
 
 import numpy as np
@@ -80,6 +81,16 @@ def test_without_any_espeak_the_error_names_what_to_install(monkeypatch):
     monkeypatch.setenv("EDGE_AIGC_PHONEMIZER", "festival")
     with pytest.raises(BackendUnavailable, match="choose piper or system"):
         espeak.backend()
+
+
+def test_a_missing_piper_tts_is_named_where_it_is_asked_for(monkeypatch):
+    monkeypatch.setenv("EDGE_AIGC_PHONEMIZER", "piper")
+    monkeypatch.setitem(espeak._state, "piper", None)
+    monkeypatch.setitem(sys.modules, "piper.phonemize_espeak", None)  # import fails, as when not installed
+    assert "piper-tts is not installed" in espeak.unavailable()
+    monkeypatch.delenv("EDGE_AIGC_PHONEMIZER")
+    monkeypatch.delitem(sys.modules, "piper.phonemize_espeak")
+    assert espeak.unavailable() is None
 
 
 def test_phonemes_the_voice_lacks_are_skipped_and_named():
