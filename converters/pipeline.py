@@ -60,6 +60,8 @@ class ConvertOptions:
     # recipe "auto": device reports of `edge-aigc bench --bundle` (files or directories) to rank
     # the candidates by; without them each is measured on this host (converters/recipe_auto.py)
     measurements: tuple[Path, ...] = ()
+    # ONNX node names to leave in float in every quantized recipe (edge-aigc debug-quant suggests them)
+    keep_float: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -233,6 +235,9 @@ def _fused_lm(source: Source, fp32_path: Path, recipe: str, opts: ConvertOptions
     """The builder's graph where it applies; None (with the reason shown) to use the dynamo path."""
     if opts.lm_export != "fused" or not supports(source, recipe):
         return None
+    if opts.keep_float:
+        raise ConversionError("--keep-float names nodes of the exported graph; the builder writes its own "
+                              "fused LM graph: add --lm-export dynamo")
     dst = work / f"artifact-{recipe}-fused.onnx"
     with _step(progress, f"build fused LM {recipe} (onnxruntime-genai builder)") as s:
         try:
@@ -250,7 +255,7 @@ def _quantize_dynamo(source: Source, fp32_path: Path, recipe: str, reduce_range:
     qopts = QuantizeOptions(
         per_channel=opts.per_channel, reduce_range=reduce_range, op_types=hints.get("op_types"),
         block_size=opts.block_size, accuracy_level=opts.accuracy_level,
-        calibration=_calibration(source, fp32_path, opts))
+        calibration=_calibration(source, fp32_path, opts), keep_float=opts.keep_float)
     dst = work / f"artifact-{recipe}{'-rr' if reduce_range else ''}.onnx"
     with _step(progress, f"quantize {recipe}{' (reduce_range)' if reduce_range else ''}") as s:
         quantize_onnx(recipe, fp32_path, dst, qopts)
@@ -260,6 +265,8 @@ def _quantize_dynamo(source: Source, fp32_path: Path, recipe: str, reduce_range:
 
 def _build_tflite(source: Source, fp32_path: Path, recipe: str, reduce_range: bool,
                   opts: ConvertOptions, work: Path, progress: Progress) -> tuple[Path, dict]:
+    if opts.keep_float:
+        raise ConversionError("--keep-float applies to ONNX recipes; give --format onnx")
     dst = work / f"artifact-{recipe}.tflite"
     with _step(progress, f"export TFLite {recipe} (litert-torch)") as s:
         facts = export_tflite(source, recipe, dst, _calibration(source, fp32_path, opts))
@@ -289,6 +296,7 @@ def _package(source: Source, profile: Profile, fmt: str, recipe: str, model_path
     fp32_bytes, model_bytes = fp32_path.stat().st_size, model_path.stat().st_size
     fidelity = {**report.to_dict(), "recipe": recipe, "fp32_bytes": fp32_bytes,
                 "model_bytes": model_bytes, "size_ratio": round(model_bytes / fp32_bytes, 4),
+                **({"keep_float": list(opts.keep_float)} if opts.keep_float and recipe != "fp32" else {}),
                 **({"recipe_selection": selection} if selection else {})}
     start = time.perf_counter()
     with _step(progress, f"package {bundle.name} for {profile.name}") as s:

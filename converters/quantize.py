@@ -16,7 +16,7 @@ import numpy as np
 
 from edge_aigc.errors import ConversionError
 
-__all__ = ["QuantizeOptions", "RECIPES", "quantize_onnx"]
+__all__ = ["QuantizeOptions", "RECIPES", "quantize_onnx", "check_keep_float"]
 
 
 @dataclass
@@ -27,6 +27,7 @@ class QuantizeOptions:
     block_size: int = 32                 # int4: weights per scale
     accuracy_level: int = 4              # int4: MatMulNBits compute type (4 = int8 activations)
     calibration: Callable[[], Iterator[dict[str, np.ndarray]]] | None = None  # int8-static feeds
+    keep_float: tuple[str, ...] = ()     # node names left in float (edge-aigc debug-quant suggests them)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -56,15 +57,23 @@ def fp16(src: Path, dst: Path, opts: QuantizeOptions) -> None:
     # keep_io_types: the runtime feeds and reads float32 whatever the recipe. The converter's
     # default block list keeps ops without good fp16 kernels (CumSum, …) in fp32; a custom
     # op_block_list produced mistyped graphs that ran to NaN here, so op_types is not applied.
-    model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
+    model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True,
+                                     node_block_list=list(opts.keep_float) or None)
     onnx.save(model, str(dst))
+
+
+def _excluded(names: tuple[str, ...]) -> list[str]:
+    """The quantizers' ``nodes_to_exclude`` for ``--keep-float``: they first rewrite each Gemm as
+    ``<name>_MatMul`` + an Add, so a Gemm's name is given in both forms."""
+    return [*names, *(f"{n}_MatMul" for n in names)]
 
 
 def int8_dynamic(src: Path, dst: Path, opts: QuantizeOptions) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=opts.per_channel,
-                     reduce_range=opts.reduce_range, op_types_to_quantize=opts.op_types)
+                     reduce_range=opts.reduce_range, op_types_to_quantize=opts.op_types,
+                     nodes_to_exclude=_excluded(opts.keep_float))
 
 
 class _Feeds:
@@ -87,7 +96,8 @@ def int8_static(src: Path, dst: Path, opts: QuantizeOptions) -> None:
     quantize_static(str(src), str(dst), _Feeds(opts.calibration()), quant_format=QuantFormat.QDQ,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                     per_channel=opts.per_channel, reduce_range=opts.reduce_range,
-                    op_types_to_quantize=opts.op_types, calibrate_method=CalibrationMethod.MinMax)
+                    op_types_to_quantize=opts.op_types, calibrate_method=CalibrationMethod.MinMax,
+                    nodes_to_exclude=_excluded(opts.keep_float))
 
 
 def int4(src: Path, dst: Path, opts: QuantizeOptions) -> None:
@@ -95,7 +105,8 @@ def int4(src: Path, dst: Path, opts: QuantizeOptions) -> None:
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     quantizer = MatMulNBitsQuantizer(onnx.load(str(src)), block_size=opts.block_size,
-                                     is_symmetric=True, accuracy_level=opts.accuracy_level)
+                                     is_symmetric=True, accuracy_level=opts.accuracy_level,
+                                     nodes_to_exclude=list(opts.keep_float))
     quantizer.process()
     if not any(n.op_type == "MatMulNBits" for n in quantizer.model.model.graph.node):
         raise ConversionError("int4 found no MatMul weights to quantize; it is a recipe for "
@@ -108,9 +119,25 @@ RECIPES: dict[str, Callable[[Path, Path, QuantizeOptions], None]] = {
 }
 
 
+def check_keep_float(src: Path, names: tuple[str, ...]) -> None:
+    """Every ``--keep-float`` name is a node of the fp32 graph (a typo would silently keep nothing)."""
+    import difflib
+
+    import onnx
+
+    nodes = [n.name for n in onnx.load(str(src), load_external_data=False).graph.node]
+    for name in names:
+        if name not in nodes:
+            close = difflib.get_close_matches(name, nodes, n=3)
+            raise ConversionError(f"--keep-float {name!r}: no such node in the fp32 graph"
+                                  + (f" (close: {', '.join(close)})" if close else
+                                     "; edge-aigc debug-quant lists the nodes by their error"))
+
+
 def quantize_onnx(recipe: str, src: Path, dst: Path, opts: QuantizeOptions) -> Path:
     if recipe not in RECIPES:
         raise ConversionError(f"unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
+    check_keep_float(src, opts.keep_float)
     try:
         with _quiet():
             RECIPES[recipe](src, dst, opts)

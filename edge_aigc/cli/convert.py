@@ -45,7 +45,8 @@ def _convert(args: argparse.Namespace) -> int:
         thresholds=_thresholds(args.threshold), calibration_samples=args.calibration_samples,
         validation_samples=args.validation_samples, per_channel=not args.no_per_channel,
         block_size=args.block_size, accuracy_level=args.accuracy_level, lm_export=args.lm_export,
-        measurements=tuple(Path(m) for m in args.measurements))
+        measurements=tuple(Path(m) for m in args.measurements),
+        keep_float=tuple(n.strip() for group in args.keep_float for n in group.split(",") if n.strip()))
     if args.measurements and args.recipe != "auto":
         raise UsageError("--measurements ranks the candidates of --recipe auto; give --recipe auto too")
     step = [0]
@@ -97,4 +98,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="LMs of architectures onnxruntime-genai's builder knows (Llama, Qwen, Phi-3, "
                         "Gemma, Mistral, …): its fused graph for fp32/int8-dynamic/int4 (default), "
                         "or the plain dynamo export for every recipe")
+    p.add_argument("--keep-float", action="append", default=[], metavar="NAME[,NAME]",
+                   help="ONNX nodes to leave in float in quantized recipes (edge-aigc debug-quant suggests them)")
     p.set_defaults(func=_convert)

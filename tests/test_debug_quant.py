@@ -1,0 +1,102 @@
+"""``edge-aigc debug-quant`` and ``convert --keep-float`` on real conversions of a tiny DCGAN:
+the per-layer table, the suggestion, and a re-run that keeps the suggested ops in float."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tarfile
+
+import pytest
+
+from converters import ConvertOptions, convert
+from converters.debug_quant import debug_quant
+from edge_aigc.errors import ConversionError
+from edge_aigc.profiles import get_profile
+
+X86 = [get_profile("x86-avx2")]
+
+
+@pytest.fixture(scope="module")
+def dcgan(tmp_path_factory):
+    d = tmp_path_factory.mktemp("dq")
+    out = {}
+    for recipe in ("fp32", "int8-dynamic"):
+        [out[recipe]] = convert("tiny_models:tiny_dcgan", X86, d / f"{recipe}.eaigc",
+                                ConvertOptions(recipe=recipe, format="onnx", name="tiny-dcgan", allow_degraded=True))
+    return d, out
+
+
+def graph(bundle):
+    import onnx
+
+    with tarfile.open(bundle) as t:
+        return onnx.load_from_string(t.extractfile("model.onnx").read()).graph
+
+
+def test_every_weighted_op_is_compared_and_the_worst_are_suggested(dcgan):
+    _, out = dcgan
+    result = debug_quant(out["fp32"].bundle, out["int8-dynamic"].bundle, samples=2, suggest=2)
+    weighted = [n.name for n in graph(out["fp32"].bundle).node if n.op_type in ("Conv", "ConvTranspose", "MatMul", "Gemm")]
+    assert [e.node for e in result.layers] == weighted and len(weighted) >= 3
+    ranked = result.ranked()
+    quantized = [e for e in ranked if e.isolated_snr_db != float("inf")]  # quantize_dynamic leaves ConvTranspose
+    assert quantized and result.suggested == [e.node for e in quantized[:2]]
+    assert all(0 < e.isolated_snr_db < 80 for e in quantized)  # int8 adds some noise to each, not all of it
+
+
+def test_the_same_bundle_twice_has_no_error_anywhere(dcgan):
+    _, out = dcgan
+    result = debug_quant(out["fp32"].bundle, out["fp32"].bundle, samples=1)
+    assert all(e.snr_db == float("inf") and e.isolated_snr_db == float("inf") for e in result.layers)
+    assert result.suggested == []
+
+
+def test_keep_float_leaves_the_suggested_ops_in_float_and_gains(dcgan):
+    d, out = dcgan
+    before = debug_quant(out["fp32"].bundle, out["int8-dynamic"].bundle, samples=2, suggest=1)
+    [kept] = convert("tiny_models:tiny_dcgan", X86, d / "kept.eaigc",
+                     ConvertOptions(recipe="int8-dynamic", format="onnx", name="tiny-dcgan", allow_degraded=True,
+                                    keep_float=tuple(before.suggested)))
+    kept_name = before.suggested[0]
+    nodes = {n.name: n.op_type for n in graph(kept.bundle).node}
+    derived = {name: op for name, op in nodes.items() if name.startswith(kept_name)}
+    # still a float op (the quantizer rewrites a Gemm as <name>_MatMul + Add first), no integer one
+    assert set(derived.values()) & {"Conv", "ConvTranspose", "MatMul", "Gemm"}
+    assert not set(derived.values()) & {"ConvInteger", "MatMulInteger"}, derived
+    assert kept.manifest.fidelity["keep_float"] == before.suggested
+    after = debug_quant(out["fp32"].bundle, kept.bundle, samples=2)
+    alone = {e.node: e.isolated_snr_db for e in after.layers}
+    assert alone[before.suggested[0]] == float("inf")  # that op now adds nothing
+    assert kept.fidelity.metrics["psnr_db"] >= out["int8-dynamic"].fidelity.metrics["psnr_db"]
+
+
+def test_a_keep_float_name_that_is_not_a_node_is_refused_with_close_ones(dcgan, tmp_path):
+    _, out = dcgan
+    name = debug_quant(out["fp32"].bundle, out["int8-dynamic"].bundle, samples=1).layers[0].node
+    with pytest.raises(ConversionError, match=r"no such node in the fp32 graph \(close: "):
+        convert("tiny_models:tiny_dcgan", X86, tmp_path / "x.eaigc",
+                ConvertOptions(recipe="int8-dynamic", format="onnx", keep_float=(name + "x",)))
+
+
+def test_keep_float_is_refused_where_it_cannot_apply(tmp_path, bundles):
+    with pytest.raises(ConversionError, match="applies to ONNX recipes"):
+        convert("tiny_models:tiny_dcgan", [get_profile("rpi4")], tmp_path / "t.eaigc",
+                ConvertOptions(recipe="int8-dynamic", format="tflite", keep_float=("/x",)))
+    with pytest.raises(ConversionError, match="does not compare text bundles"):
+        debug_quant(bundles["text"], bundles["text"])
+
+
+def test_the_cli_prints_the_table_json_and_a_plot(dcgan, tmp_path):
+    _, out = dcgan
+    run = [sys.executable, "-m", "edge_aigc", "debug-quant", str(out["fp32"].bundle), str(out["int8-dynamic"].bundle),
+           "--samples", "1"]
+    table = subprocess.run(run + ["--plot", str(tmp_path / "err.png")], capture_output=True, text=True, timeout=300)
+    assert table.returncode == 0, table.stderr
+    assert "ALONE SNR dB" in table.stdout and "--keep-float" in table.stdout
+    assert (tmp_path / "err.png").read_bytes()[:4] == b"\x89PNG"
+    data = json.loads(subprocess.run(run + ["--json"], capture_output=True, text=True, timeout=300).stdout)
+    assert data["recipe"] == "int8-dynamic" and data["suggested_keep_float"] and data["layers"]
+    wrong = subprocess.run([sys.executable, "-m", "edge_aigc", "debug-quant", str(out["int8-dynamic"].bundle),
+                            str(out["fp32"].bundle)], capture_output=True, text=True, timeout=300)
+    assert wrong.returncode == 9 and "must be the fp32 one" in wrong.stderr
