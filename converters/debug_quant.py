@@ -15,8 +15,9 @@ name. Two figures per op:
 
 The ops with the lowest isolated SNR are the suggested ``--keep-float`` set.
 
-Text bundles are refused for now: the builder's fused LM graphs name their tensors by
-precision (``…/MatMul`` against ``…/MatMulNBits``), so nothing matches by name.
+Text bundles are compared when exported by the dynamo path (``--lm-export dynamo``), on
+windows of real text with an empty KV cache; the builder's fused LM graphs are refused,
+as they name their tensors by precision (``…/MatMul`` against ``…/MatMulNBits``).
 """
 from __future__ import annotations
 
@@ -123,14 +124,13 @@ def debug_quant(fp32_bundle: Path, quant_bundle: Path, samples: int = 4, suggest
             raise ConversionError("debug-quant compares ONNX bundles; TFLite's per-tensor comparison is not built yet")
         if mr.task != mc.task or mr.name != mc.name:
             raise ConversionError(f"these are different models: {mr.name} ({mr.task}) and {mc.name} ({mc.task})")
-        if mr.task == Task.TEXT:
-            raise ConversionError("debug-quant does not compare text bundles yet: the builder's fused LM "
-                                  "graphs name their tensors by precision, so none match by name")
+        if mr.task == Task.TEXT and mr.config.kv_layout != "concat":
+            raise ConversionError("debug-quant does not compare the builder's fused LM graphs: they name their "
+                                  "tensors by precision, so none match by name; convert with --lm-export dynamo")
         if mr.recipe != "fp32":
             raise ConversionError(f"the first bundle must be the fp32 one; {fp32_bundle} is {mr.recipe}")
         ref_path, cand_path = ref.root / mr.config.model, cand.root / mc.config.model
-        source = Source("onnx", str(fp32_bundle), mr.name, mr.task, dict(mr.task_config),
-                        onnx_path=ref_path)
+        source = _source(fp32_bundle, ref.root, mr, ref_path)
         feeds = sample_feeds(source, ref_path, samples, VALIDATION_SEED)
         fp32_model, quant_model = onnx.load(str(ref_path)), onnx.load(str(cand_path))
     produced = {o for n in quant_model.graph.node for o in n.output} | {i.name for i in quant_model.graph.input}
@@ -145,10 +145,13 @@ def debug_quant(fp32_bundle: Path, quant_bundle: Path, samples: int = 4, suggest
     ref_vals, quant_vals = _run_all(fp32_model, exposed, feeds), _run_all(quant_model, exposed, feeds)
     for t in graph_inputs:
         ref_vals[t] = quant_vals[t] = [f[t] for f in feeds if t in f]
+    from onnx.utils import Extractor
+
+    pieces = Extractor(quant_model)  # shape inference once, not once per op
     layers = []
     for index, node, data in ops:
         accumulated = _snr_over(ref_vals[node.output[0]], quant_vals[node.output[0]])
-        alone = _isolated(quant_model, data, node.output[0], [dict(zip(data, v)) for v in zip(*(ref_vals[t] for t in data))])
+        alone = _isolated(pieces, data, node.output[0], [dict(zip(data, v)) for v in zip(*(ref_vals[t] for t in data))])
         layers.append(LayerError(node.name, node.op_type, index, accumulated,
                                  _snr_over(ref_vals[node.output[0]], alone)))
     ranked = sorted(layers, key=lambda e: e.isolated_snr_db)
@@ -156,12 +159,27 @@ def debug_quant(fp32_bundle: Path, quant_bundle: Path, samples: int = 4, suggest
                       [e.node for e in ranked[:suggest] if math.isfinite(e.isolated_snr_db)])
 
 
-def _isolated(model, inputs: list[str], output: str, feeds: list[dict]) -> list[np.ndarray]:
-    """The quantized graph's piece from ``inputs`` to ``output``, run on fp32's values of them."""
-    import onnxruntime as ort
-    from onnx.utils import Extractor
+def _source(bundle: Path, root: Path, manifest, model_path: Path) -> Source:
+    """The bundle as a conversion source, as far as the gate's input sampler needs one."""
+    source = Source("onnx", str(bundle), manifest.name, manifest.task, dict(manifest.task_config), onnx_path=model_path)
+    if manifest.task == Task.TEXT:  # windows of real text through the bundle's own tokenizer
+        from tokenizers import Tokenizer
 
-    piece = Extractor(model).extract_model(inputs, [output])
+        from .source_types import LmSpec
+
+        c = manifest.config
+        source.lm = LmSpec(c.num_layers, c.num_kv_heads, c.head_dim, c.vocab_size, c.max_context,
+                           c.eos_token_id[0] if c.eos_token_id else None, c.bos_token_id, c.architecture)
+        source.tokenizer = Tokenizer.from_file(str(root / c.tokenizer))
+    return source
+
+
+def _isolated(pieces, inputs: list[str], output: str, feeds: list[dict]) -> list[np.ndarray]:
+    """The quantized graph's piece from ``inputs`` to ``output`` (cut by ``pieces``, an
+    ``onnx.utils.Extractor``), run on fp32's values of them."""
+    import onnxruntime as ort
+
+    piece = pieces.extract_model(inputs, [output])
     session = ort.InferenceSession(piece.SerializeToString(), providers=["CPUExecutionProvider"])
     return [session.run([output], feed)[0] for feed in feeds]
 

@@ -83,8 +83,26 @@ def test_keep_float_is_refused_where_it_cannot_apply(tmp_path, bundles):
     with pytest.raises(ConversionError, match="applies to ONNX recipes"):
         convert("tiny_models:tiny_dcgan", [get_profile("rpi4")], tmp_path / "t.eaigc",
                 ConvertOptions(recipe="int8-dynamic", format="tflite", keep_float=("/x",)))
-    with pytest.raises(ConversionError, match="does not compare text bundles"):
-        debug_quant(bundles["text"], bundles["text"])
+    with pytest.raises(ConversionError, match="fused LM graphs.*--lm-export dynamo"):
+        debug_quant(bundles["text"], bundles["text"])  # the builder's graph (the default for Llamas)
+
+
+def test_a_dynamo_exported_lm_is_compared_on_real_text(tmp_path):
+    from tiny_lm import save_tiny_lm
+
+    hf = save_tiny_lm(tmp_path / "lm", arch="llama")
+    out = {}
+    for recipe in ("fp32", "int4"):
+        [out[recipe]] = convert(str(hf), X86, tmp_path / f"{recipe}.eaigc",
+                                ConvertOptions(recipe=recipe, lm_export="dynamo", allow_degraded=True))
+    result = debug_quant(out["fp32"].bundle, out["int4"].bundle, samples=2, suggest=2)
+    quantized = [e for e in result.layers if e.isolated_snr_db != float("inf")]
+    assert quantized and all(e.op_type == "MatMul" for e in quantized) and len(result.suggested) == 2
+    [kept] = convert(str(hf), X86, tmp_path / "kept.eaigc",
+                     ConvertOptions(recipe="int4", lm_export="dynamo", allow_degraded=True,
+                                    keep_float=tuple(result.suggested)))
+    again = {e.node: e.isolated_snr_db for e in debug_quant(out["fp32"].bundle, kept.bundle, samples=2).layers}
+    assert all(again[n] == float("inf") for n in result.suggested)
 
 
 def test_the_cli_prints_the_table_json_and_a_plot(dcgan, tmp_path):
