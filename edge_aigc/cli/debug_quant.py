@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from ..errors import BackendUnavailable
@@ -36,7 +37,7 @@ def _debug(args: argparse.Namespace) -> int:
         if result.suggested:
             print(f"suggested: edge-aigc convert SOURCE --recipe {result.recipe} --keep-float {','.join(result.suggested)}")
     if args.plot:
-        print(f"wrote {dq.plot(result, Path(args.plot))}")
+        print(f"wrote {dq.plot(result, Path(args.plot))}", file=sys.stderr if args.json else sys.stdout)
     return 0
 
 
