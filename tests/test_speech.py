@@ -189,6 +189,9 @@ def test_a_seed_gives_the_same_speech_and_another_seed_other_speech(rt):
     one = rt.generate("solo", text="The birch canoe slid on the smooth planks.", seed=7).outputs[0].data
     assert rt.generate("solo", text="The birch canoe slid on the smooth planks.", seed=7).outputs[0].data == one
     assert rt.generate("solo", text="The birch canoe slid on the smooth planks.", seed=8).outputs[0].data != one
+    unseeded = rt.generate("solo", text="The birch canoe slid on the smooth planks.")  # a seed is chosen and told
+    assert rt.generate("solo", text="The birch canoe slid on the smooth planks.",
+                       seed=unseeded.meta["seed"]).outputs[0].data == unseeded.outputs[0].data
     quiet = rt.generate("solo", text="The birch canoe slid on the smooth planks.", seed=8, noise_scale=0.0,
                         noise_w=0.0).outputs[0].data
     assert quiet == rt.generate("solo", text="The birch canoe slid on the smooth planks.", seed=9, noise_scale=0.0,

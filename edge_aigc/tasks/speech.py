@@ -8,6 +8,7 @@ the same ``seed`` gives the same audio on every backend and recipe.
 """
 from __future__ import annotations
 
+import secrets
 import time
 import unicodedata
 from pathlib import Path
@@ -91,7 +92,8 @@ class SpeechTask:
         cancel.check()
         rate = self.cfg.sample_rate
         silence = np.zeros(int(rate * params["sentence_silence"]), np.float32)
-        rng = np.random.default_rng(params["seed"])
+        seed = params["seed"] if params["seed"] is not None else secrets.randbits(32)  # reported: replayable
+        rng = np.random.default_rng(seed)
         parts, skipped, first = [], set(), None
         for i, phonemes in enumerate(sentences):
             ids, missing = espeak.phoneme_ids(phonemes, self.cfg.phoneme_id_map)
@@ -114,7 +116,7 @@ class SpeechTask:
         duration = audio.size / rate
         meta = {"sample_rate": rate, "duration_seconds": round(duration, 4), "sentences": len(parts),
                 "seconds": round(seconds, 4), "first_chunk_seconds": round(first or seconds, 4),
-                "real_time_factor": round(seconds / max(duration, 1e-9), 5), **scales,
+                "real_time_factor": round(seconds / max(duration, 1e-9), 5), **scales, "seed": seed,
                 "phonemizer": self.phonemizer}
         if skipped:
             meta["skipped_phonemes"] = sorted(skipped)
