@@ -110,9 +110,9 @@ def export_tflite(source: Source, recipe: str, out: Path,
     """Write ``out`` for ``recipe``; returns facts for the manifest (signatures, cache length)."""
     import litert_torch
 
-    if source.kind not in ("torch", "hf"):
-        raise ConversionError("TFLite export needs a PyTorch source (a factory or a Hugging Face "
-                              "directory); an ONNX file converts only to ONNX (--format onnx)")
+    if source.kind == "onnx":
+        raise ConversionError("TFLite export needs a PyTorch or Keras source (a factory, a Hugging Face "
+                              "directory, a .keras file); an ONNX file converts only to ONNX (--format onnx)")
     facts: dict[str, Any] = {}
     if source.lm is not None:
         module, length, signatures = lm_signatures(source.lm_model, source.lm)

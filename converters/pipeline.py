@@ -100,7 +100,7 @@ def _format_for(profile: Profile, source: Source, opts: ConvertOptions, progress
                                   f"(its formats: {', '.join(profile.formats)})")
         if requested not in can:
             raise ConversionError(f"a {source.kind} source cannot be exported to {requested}: TFLite "
-                                  "export needs a PyTorch factory or a Hugging Face directory")
+                                  "export needs a PyTorch factory, a Hugging Face directory or a .keras file")
         return requested
     if (opts.lm_export == "fused" and profile.preferred_format != "onnx" and "onnx" in profile.formats
             and supports(source, opts.recipe or profile.recipe_for("onnx", source.task))):

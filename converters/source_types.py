@@ -48,7 +48,7 @@ class LmSpec:
 
 @dataclass
 class Source:
-    kind: str                                      # "torch" | "onnx" | "hf"
+    kind: str                                      # "torch" | "onnx" | "hf" | "keras"
     ref: str
     name: str
     task: str

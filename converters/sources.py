@@ -1,6 +1,6 @@
 """Sources: what a conversion starts from, loaded into one :class:`Source` shape.
 
-Four kinds, told apart by the reference the user gives:
+Five kinds, told apart by the reference the user gives:
 
 - ``package.module:function`` — a PyTorch factory returning a :class:`TorchGenerator`
   (or a ``(module, example_inputs, task[, task_config])`` tuple);
@@ -10,7 +10,9 @@ Four kinds, told apart by the reference the user gives:
 - ``path/to/hf-dir`` — a local Hugging Face causal-LM directory (config.json, weights,
   tokenizer files). Nothing is fetched from a hub;
 - ``path/to/model.gguf`` — a llama.cpp GGUF file (``gguf_source``), read through an HF
-  directory it is dequantized into once.
+  directory it is dequantized into once;
+- ``path/to/model.keras`` — a Keras 3 model (``keras_source``), run on Keras' torch backend
+  and exported like a PyTorch factory.
 """
 from __future__ import annotations
 
@@ -120,6 +122,10 @@ def _load(text: str) -> Source:
         from .gguf_source import load_gguf  # gguf and transformers only for this kind
 
         return load_gguf(path)
+    if path.suffix in (".keras", ".h5"):
+        from .keras_source import load_keras  # Keras only for this kind
+
+        return load_keras(path)
     if path.suffix == ".onnx":
         if not path.is_file():
             raise SourceError(f"{path}: no such ONNX file")
@@ -127,4 +133,4 @@ def _load(text: str) -> Source:
     if ":" in text and not path.exists():
         return _load_factory(text)
     raise SourceError(f"cannot tell what {text!r} is: give package.module:function, "
-                      "a .onnx file, or a Hugging Face model directory")
+                      "a .onnx, .gguf or .keras file, or a Hugging Face model directory")

@@ -6,14 +6,33 @@ import torch
 from torch import nn
 
 from converters import TorchGenerator
-from converters.zoo.image import Generator
 
 LATENT, CLASSES = 16, 4
 
 
+class Generator(nn.Module):
+    """A class-conditional DCGAN generator in PyTorch: latent x class embedding → Linear →
+    BatchNorm → LeakyReLU → 7x7 → two transposed convolutions → 28x28 in [-1, 1]."""
+
+    def __init__(self, latent: int = LATENT, classes: int = CLASSES, width: int = 32):
+        super().__init__()
+        self.embed = nn.Embedding(classes, latent)
+        self.fc = nn.Linear(latent, width * 7 * 7, bias=False)
+        self.bn = nn.BatchNorm1d(width * 7 * 7)
+        self.width = width
+        self.up = nn.Sequential(
+            nn.ConvTranspose2d(width, width // 2, 4, 2, 1, bias=False), nn.BatchNorm2d(width // 2),
+            nn.LeakyReLU(0.2),
+            nn.ConvTranspose2d(width // 2, 1, 4, 2, 1), nn.Tanh())
+
+    def forward(self, z, label):
+        h = nn.functional.leaky_relu(self.bn(self.fc(z * self.embed(label))), 0.2)
+        return self.up(h.view(-1, self.width, 7, 7))
+
+
 def tiny_dcgan() -> TorchGenerator:
     torch.manual_seed(0)
-    model = Generator(latent=LATENT, classes=CLASSES, width=32)  # the zoo's layout, tiny
+    model = Generator()
     # Give BatchNorm real running statistics, as a trained model has.
     model.train()
     with torch.no_grad():
