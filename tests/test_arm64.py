@@ -16,6 +16,7 @@ from converters import ConvertOptions, convert
 from edge_aigc.profiles import get_profile
 
 RUN = Path(__file__).parent / "arm64" / "run.sh"
+DIGITS = Path(__file__).parents[1] / "converters" / "zoo" / "artifacts" / "digits-dcgan.keras"
 
 pytestmark = [pytest.mark.arm64, pytest.mark.skipif(
     os.environ.get("EDGE_AIGC_ARM64") != "1", reason="arm64 emulation runs with EDGE_AIGC_ARM64=1")]
@@ -24,7 +25,7 @@ pytestmark = [pytest.mark.arm64, pytest.mark.skipif(
 def test_device_runtime_and_service_pass_on_emulated_arm64(broker, tmp_path):
     # Besides the rpi5 zoo bundles (ONNX, int8): a TFLite bundle, for LiteRT on arm64.
     extra = tmp_path / "extra"
-    convert("converters.zoo.image:factory", [get_profile("rpi5")], extra / "digits-lite.eaigc",
+    convert(str(DIGITS), [get_profile("rpi5")], extra / "digits-lite.eaigc",
             ConvertOptions(format="tflite", name="digits-lite"))
     out = subprocess.run(["bash", str(RUN), "--broker-port", str(broker.port), "--bundles", str(extra),
                           "--work", str(tmp_path / "work")],

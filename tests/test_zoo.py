@@ -37,7 +37,8 @@ def test_every_model_ships_for_the_default_profiles_signed_within_budget():
     expected = {(m, zoo.PORTABLE[m][0]) if m in zoo.PORTABLE else (m, p)
                 for m in zoo.MODELS for p in zoo.DEFAULT_PROFILES}
     assert {(b.model, b.profile) for b in bundles} == expected
-    assert sum(b.path.stat().st_size for b in bundles if b.model not in zoo.PORTABLE) <= 30 * 2**20
+    # the small generators: 41 MiB since digits became the classic Keras DCGAN (2.96 M parameters)
+    assert sum(b.path.stat().st_size for b in bundles if b.model not in zoo.PORTABLE) <= 48 * 2**20
     assert all(b.path.stat().st_size < 100e6 for b in bundles if b.model in zoo.PORTABLE)
     for model, profiles in zoo.PORTABLE.items():  # one bundle, every profile it lists
         assert {zoo.zoo_bundle(model, p).path for p in profiles} == {zoo.zoo_bundle(model, profiles[0]).path}
@@ -96,12 +97,15 @@ def test_sampled_text_is_mostly_real_words(rt, fortunes):
 
 # -- image: recognisable and diverse ---------------------------------------------------------
 def test_digits_are_recognised_and_diverse(rt):
-    from converters.zoo.image import bars
+    """Judged by a CNN trained on real MNIST only (99% on held-out real digits)."""
+    from converters.zoo.judge import bars
 
     session = rt.model("digits").session
     report = bars(lambda z, y: session.run({"z": z, "label": y})["image"])
-    assert report["class_accuracy"] >= 0.90, report
-    assert 0.7 <= report["diversity_ratio"] <= 1.3, report
+    assert report["class_accuracy"] >= 0.95, report
+    assert 0.8 <= report["diversity_ratio"] <= 1.2, report
+    # near the real data in the judge's feature space: the real-vs-real value is the floor
+    assert report["frechet"] < 5 * report["frechet_real"], report
 
 
 # -- audio: pitch and timbre ----------------------------------------------------------------

@@ -23,12 +23,12 @@ from edge_aigc.bundle import load_bundle, resign_bundle
 from edge_aigc.zoo import DEFAULT_PROFILES, PORTABLE, zoo_dir
 
 from ..pipeline import ConvertOptions, convert
-from . import smollm2, voice
+from . import dcgan, smollm2, voice
 from .text import ARTIFACTS
 
 SOURCES = {
     "fortune-gpt": lambda: str(ARTIFACTS / "fortune-gpt"),
-    "digits": lambda: "converters.zoo.image:factory",
+    "digits": lambda: str(dcgan.MODEL),
     "tones": lambda: "converters.zoo.audio:factory",
     "smollm2-135m": lambda: str(smollm2.gguf_path()),
     "en_us-joe-medium": lambda: str(voice.voice_path()),
