@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from edge_aigc.system import usable_cpus
 
-__all__ = ["Timing", "time_repeats", "machine", "threads", "write_json", "Report", "median"]
+__all__ = ["Timing", "time_repeats", "interleaved", "machine", "threads", "write_json", "Report", "median"]
 
 
 def median(values: list[float]) -> float:
@@ -43,6 +43,21 @@ def time_repeats(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> Timing
         fn()
         out.append(time.perf_counter() - start)
     return Timing(out)
+
+
+def interleaved(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1) -> dict[str, Timing]:
+    """Time each function once per round, round after round, so that the machine's noise
+    falls on every system alike; a Timing of ``repeats`` runs each."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    out: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            out[name].append(time.perf_counter() - start)
+    return {name: Timing(seconds) for name, seconds in out.items()}
 
 
 def machine() -> dict[str, Any]:
