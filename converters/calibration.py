@@ -1,6 +1,7 @@
 """Seeded input samplers per task, for int8-static calibration and the fidelity gate.
 
-- image: latents ~ N(0, 1) and class labels cycling through the classes;
+- image: latents ~ N(0, 1) and class labels cycling through the classes (indices, or one-hot
+  rows for a class input that takes weights, task_config.class_input);
 - audio: random melodies turned into ``f0``/``loudness`` frames with the runtime's own
   note code (models with other inputs get seeded noise of the example shapes);
 - speech: real sentences (converters/gate_sentences.json) as phoneme ids, seeded noise;
@@ -99,6 +100,8 @@ def _generator_feeds(source: Source, model_path: Path, n: int,
             if "int" in inp.dtype:
                 dtype = np.int32 if inp.dtype == "int32" else np.int64
                 feed[inp.name] = ((np.arange(np.prod(shape)) + k) % classes).reshape(shape).astype(dtype)
+            elif inp.name == cfg.get("class_input"):  # class weights: one-hot rows, the classes in turn
+                feed[inp.name] = np.eye(classes, dtype=np.float32)[(np.arange(shape[0]) + k) % classes]
             else:
                 feed[inp.name] = rng.standard_normal(shape).astype(np.float32)
         yield feed

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["Task", "Format", "Recipe", "Action", "EventKind", "MANIFEST", "SIGNATURE", "TOKENIZER",
+__all__ = ["Task", "BUNDLE_TASKS", "ALSO_SERVES", "Format", "Recipe", "Action", "EventKind", "MANIFEST", "SIGNATURE", "TOKENIZER",
            "model_file", "KV_INPUTS", "KV_OUTPUTS", "kv_name"]
 
 
@@ -19,6 +19,13 @@ class Task(StrEnum):
     IMAGE = "image-generation"
     AUDIO = "audio-generation"
     SPEECH = "speech-synthesis"
+    VIDEO = "video-generation"   # no bundle of its own: image generators serve it
+
+
+# What a bundle's manifest may name as its task, and the tasks a model of each also serves
+# (a request picks one with its "task" field; docs/protocol.md).
+BUNDLE_TASKS = (Task.TEXT, Task.IMAGE, Task.AUDIO, Task.SPEECH)
+ALSO_SERVES: dict[Task, tuple[Task, ...]] = {Task.IMAGE: (Task.VIDEO,)}
 
 
 class Format(StrEnum):

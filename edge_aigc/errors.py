@@ -17,7 +17,7 @@ errors, the MQTT error ``code`` of the protocol, so the mapping lives here once.
     ├── ConfigError              a device/service configuration is invalid
     │   └── BrokerError          an MQTT broker could not be started or reached
     ├── RequestError             a generation request cannot be served
-    │   ├── BadRequest, UnknownModel, Busy, TooLarge, Cancelled, Timeout
+    │   ├── BadRequest, UnknownModel, Busy, TooLarge, Cancelled, Timeout, Unsupported
     ├── BackendUnavailable       the runtime a bundle needs is not installed
     └── ConversionError          (host) a conversion failed
         ├── SourceError          the source does not import, read, or describe a generator
@@ -45,6 +45,7 @@ __all__ = [
     "TooLarge",
     "Cancelled",
     "Timeout",
+    "Unsupported",
     "BackendUnavailable",
     "ConversionError",
     "SourceError",
@@ -133,6 +134,12 @@ class Cancelled(RequestError):
 
 class Timeout(RequestError):
     code = "timeout"
+
+
+class Unsupported(RequestError):
+    """What was asked for needs an optional part this device does not have (the message names it)."""
+
+    code = "unsupported"
 
 
 class BackendUnavailable(EdgeAigcError):

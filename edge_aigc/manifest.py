@@ -12,14 +12,14 @@ from functools import cached_property
 from pathlib import PurePosixPath
 from typing import Any
 
-from .contract import MANIFEST, SIGNATURE, Format, Task
+from .contract import BUNDLE_TASKS, MANIFEST, SIGNATURE, Format, Task
 from .errors import CorruptBundle, UnsupportedSchema
 from .task_config import TaskConfig, parse_task_config
 
 __all__ = ["Manifest", "SCHEMA_VERSION", "TASKS", "FORMATS", "check_member_name"]
 
 SCHEMA_VERSION = 1
-TASKS = tuple(Task)
+TASKS = BUNDLE_TASKS
 FORMATS = tuple(Format)
 RESERVED = (MANIFEST, SIGNATURE)
 # Names and versions become directory names in the device store: keep them boring.

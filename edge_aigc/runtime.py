@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from .backends import Session, open_session
 from .bundle import Bundle, is_bundle_path, load_bundle
-from .contract import Task, model_file
+from .contract import ALSO_SERVES, Task, model_file
 from .detect import detect_profile
 from .errors import BadRequest, RequestError, UnknownModel
 from .manifest import NAME_RE
@@ -28,6 +28,7 @@ from .tasks.params import validate_params
 from .tasks.sessions import SessionCache, SessionLimits
 from .tasks.speech import SpeechTask
 from .tasks.text import TextTask
+from .tasks.video import VideoTask
 
 __all__ = ["Runtime", "LoadedModel"]
 
@@ -38,16 +39,31 @@ log = logging.getLogger(__name__)
 class LoadedModel:
     bundle: Bundle
     session: Session
-    task: TaskRunner
+    task: TaskRunner                                   # the bundle's own task
+    also: dict[str, TaskRunner] = field(default_factory=dict)  # the tasks it also serves (ALSO_SERVES)
 
     @property
     def defaults(self) -> dict[str, Any]:
         return getattr(self.bundle.manifest.config, "sampling", {})
 
+    @property
+    def tasks(self) -> list[str]:
+        return [self.task.task, *self.also]
+
+    def runner(self, task: str | None) -> TaskRunner:
+        """The runner of ``task`` (None: the bundle's own); a task it does not serve is a BadRequest."""
+        if task is None or task == self.task.task:
+            return self.task
+        if task not in self.also:
+            raise BadRequest(f"'task': {self.bundle.manifest.name} serves {', '.join(self.tasks)}, not {task!r}")
+        return self.also[task]
+
 
 # One task class per task name; each takes (name, bundle root, typed task config, session).
 TASKS: dict[Task, Callable[..., TaskRunner]] = {Task.TEXT: TextTask, Task.IMAGE: ImageTask, Task.AUDIO: AudioTask,
                                                 Task.SPEECH: SpeechTask}
+# The tasks a bundle's model also serves (contract.ALSO_SERVES), each built on its own task's runner.
+ALSO: dict[Task, Callable[[Any], TaskRunner]] = {Task.VIDEO: VideoTask}
 
 
 def _make_task(name: str, bundle: Bundle, session: Session) -> TaskRunner:
@@ -119,7 +135,8 @@ class Runtime:
         task = _make_task(name, bundle, session)
         if isinstance(task, TextTask):
             task.sessions = self.sessions
-        self._loaded[name] = LoadedModel(bundle, session, task)
+        also = {t: ALSO[t](task) for t in ALSO_SERVES.get(Task(bundle.manifest.task), ())}
+        self._loaded[name] = LoadedModel(bundle, session, task, also)
         log.info("loaded %s (%s, %s) on %s with %d threads", name, bundle.manifest.task,
                  bundle.manifest.recipe, ", ".join(session.providers), session.threads.threads)
         return name
@@ -142,25 +159,27 @@ class Runtime:
     def info(self, name: str) -> dict[str, Any]:
         m = self.model(name)
         man = m.bundle.manifest
-        return {"name": man.name, "version": man.version, "task": man.task, "format": man.format,
+        return {"name": man.name, "version": man.version, "task": man.task, "tasks": m.tasks, "format": man.format,
                 "recipe": man.recipe, "profile": man.profile, "providers": list(m.session.providers),
                 "threads": m.session.threads.threads}
 
     # -- generation ---------------------------------------------------------------
     def stream(self, model: str, cancel: CancelToken | None = None, *, owner: str = "",
-               **params: Any) -> Iterator[Event]:
+               task: str | None = None, **params: Any) -> Iterator[Event]:
         """Validate, then run; yields Token/Progress events and one Result. ``owner`` is whose
-        chat ``session`` ids these are (the service passes the client's reply topic)."""
+        chat ``session`` ids these are (the service passes the client's reply topic); ``task``
+        picks one the model also serves (an image generator's video-generation), default its own."""
         m = self.model(model)
-        checked = validate_params(m.bundle.manifest.task, params, m.defaults)
+        runner = m.runner(task)
+        checked = validate_params(runner.task, params, m.defaults if runner is m.task else None)
         if checked.get("session"):
             checked["session_owner"] = owner
-        return m.task.stream(checked, cancel or CancelToken())
+        return runner.stream(checked, cancel or CancelToken())
 
     def generate(self, model: str, cancel: CancelToken | None = None, *, owner: str = "",
-                 **params: Any) -> Result:
+                 task: str | None = None, **params: Any) -> Result:
         result = None
-        for event in self.stream(model, cancel, owner=owner, **params):
+        for event in self.stream(model, cancel, owner=owner, task=task, **params):
             if isinstance(event, Result):
                 result = event
         if result is None:  # every task ends with a Result: a task that does not is our bug

@@ -66,6 +66,9 @@ class ImageConfig(_Common):
     num_classes: int = field(default=0, metadata=_kinds(int))
     class_labels: tuple[str, ...] = field(default=(), metadata=_kinds(list))
     output_range: tuple[float, float] = field(default=(-1.0, 1.0), metadata=_kinds(list))
+    # the input that takes the class (default: the integer input, an index). A float input
+    # [batch, num_classes] named here takes class weights, so a video may blend two classes
+    class_input: str = field(default="", metadata=_kinds(str))
     # descriptive: what the generator makes (the runtime reads the size off the output)
     image_size: tuple[int, ...] = field(default=(), metadata=_kinds(list))
     channels: int | None = field(default=None, metadata=_kinds(int, type(None)))

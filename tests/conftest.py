@@ -73,7 +73,8 @@ def bundles(tmp_path_factory):
             ConvertOptions(recipe="fp32", allow_degraded=True))
     convert("tiny_models:tiny_dcgan", x86, tmp / "image.eaigc", ConvertOptions(name="tiny-dcgan"))
     convert("tiny_models:tiny_synth", x86, tmp / "audio.eaigc", ConvertOptions(recipe="fp32", name="tiny-synth"))
-    return {k: tmp / f"{k}.eaigc" for k in ("text", "slow", "image", "audio")}
+    convert("tiny_models:tiny_blend", x86, tmp / "blend.eaigc", ConvertOptions(name="tiny-blend"))
+    return {k: tmp / f"{k}.eaigc" for k in ("text", "slow", "image", "audio", "blend")}
 
 
 @pytest.fixture(scope="session")

@@ -47,6 +47,29 @@ def tiny_dcgan() -> TorchGenerator:
                      "image_size": [28, 28], "channels": 1, "output_range": [-1.0, 1.0]})
 
 
+class BlendDecoder(nn.Module):
+    """A VAE-style decoder whose class input takes weights [batch, classes], as the zoo's VAE:
+    latent ++ weights → Linear → 7x7 → transposed convolution → 14x14 in [0, 1]."""
+
+    def __init__(self, latent: int = LATENT, classes: int = CLASSES, width: int = 8):
+        super().__init__()
+        self.fc, self.width = nn.Linear(latent + classes, width * 7 * 7), width
+        self.up = nn.ConvTranspose2d(width, 1, 4, 2, 1)
+
+    def forward(self, latent, label):
+        h = torch.relu(self.fc(torch.cat([latent, label], 1))).view(-1, self.width, 7, 7)
+        return torch.sigmoid(self.up(h))
+
+
+def tiny_blend() -> TorchGenerator:
+    torch.manual_seed(0)
+    return TorchGenerator(
+        module=BlendDecoder().eval(), task="image-generation",
+        example_inputs={"latent": torch.randn(1, LATENT), "label": torch.eye(CLASSES)[:1]},
+        task_config={"latent_dim": LATENT, "num_classes": CLASSES, "class_labels": list("abcd"),
+                     "class_input": "label", "image_size": [14, 14], "channels": 1, "output_range": [0.0, 1.0]})
+
+
 def dcgan_case() -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
     """Three seeded latents and labels, and what the PyTorch DCGAN makes of them."""
     z = torch.randn(3, LATENT, generator=torch.Generator().manual_seed(7))

@@ -30,7 +30,8 @@ def add_param_options(p: argparse.ArgumentParser) -> None:
             elif spec.kind is list:
                 group.add_argument(option_name(spec.name), dest=spec.name, action="append", help=help_text)
             else:
-                group.add_argument(option_name(spec.name), dest=spec.name, type=spec.kind, help=help_text)
+                group.add_argument(option_name(spec.name), dest=spec.name, type=spec.kind, help=help_text,
+                                   choices=spec.choices or None)
 
 
 def given_params(args: argparse.Namespace) -> dict[str, Any]:

@@ -57,7 +57,7 @@ def _run(args: argparse.Namespace) -> int:
     with Runtime(store, args.profile, state_dir=args.state_dir, threads=args.threads,
                  public_key=key) as rt:
         name = rt.load(args.model)
-        task = rt.model(name).bundle.manifest.task
+        task = rt.model(name).runner(args.task).task
         given = given_params(args)
         names = {p.name for p in TASK_PARAMS[task]}
         for n in given:
@@ -65,7 +65,7 @@ def _run(args: argparse.Namespace) -> int:
                 raise BadRequest(f"{option_name(n)} does not apply to {task} models")
         if args.chat:
             return _chat(rt, name, task, given, args.system)
-        _show(rt.stream(name, **given), args)
+        _show(rt.stream(name, task=task, **given), args)
     return 0
 
 
@@ -126,10 +126,12 @@ def _finish(result: Result, args: argparse.Namespace) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("run", help="generate text, an image or a WAV offline from a bundle or installed model",
-                       description="Offline generation. Text streams to stdout; images and audio are "
-                                   "written to -o (default: ./<model>.png or .wav).")
+    p = sub.add_parser("run", help="generate text, an image, a video or a WAV offline from a bundle or installed model",
+                       description="Offline generation. Text streams to stdout; images, videos and audio are "
+                                   "written to -o (default: ./<model>.png, .gif, .mp4 or .wav).")
     p.add_argument("model", help="path to a .eaigc bundle, or the name of an installed model")
+    p.add_argument("--task", choices=tuple(Task),
+                   help="one the model also serves (video-generation from an image model); default: its own")
     p.add_argument("-o", "--output", help="output file for images/audio")
     p.add_argument("--profile", help="device profile (default: detected)")
     p.add_argument("--threads", type=int, help="override the profile's thread count")

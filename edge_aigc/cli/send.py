@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from ..contract import EventKind
+from ..contract import EventKind, Task
 from ..errors import ConfigError, RequestError
 from ..service.client import DeviceClient
 from ..service.config import DEFAULT_BROKER
@@ -50,7 +50,8 @@ def _save(response, output: str | None) -> list[Path]:
 
 def _send(args: argparse.Namespace) -> int:
     pool = args.device.removeprefix("pool:") if args.device.startswith("pool:") else None
-    fields = {k: v for k, v in (("target", args.target), ("timeout_s", args.deadline)) if v is not None}
+    fields = {k: v for k, v in (("target", args.target), ("timeout_s", args.deadline), ("task", args.task))
+              if v is not None}
     with DeviceClient(args.broker, 311 if args.mqtt == "3.1.1" else 5, args.topic_root, args.username,
                       _password(args), args.ca_file, args.cert_file, args.key_file) as client:
         response = client.request(args.device, args.action, args.model, given_params(args) or None,
@@ -80,6 +81,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("device", help="device id, or pool:NAME to let one device of a pool answer")
     p.add_argument("action", choices=ACTIONS)
     p.add_argument("--model", help="model name (generate, load, unload)")
+    p.add_argument("--task", choices=tuple(Task),
+                   help="generate: one the model also serves (video-generation from an image model)")
     p.add_argument("--target", help="cancel: the id of the request to stop")
     p.add_argument("--id", help="request id (default: random); re-sending an id is not run twice")
     p.add_argument("-o", "--output", help="where to save a binary result (default: ./<id>-<name>)")

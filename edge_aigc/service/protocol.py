@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-from ..contract import Action, EventKind
+from ..contract import Action, EventKind, Task
 from ..errors import BadRequest, ConfigError, RequestError, TooLarge
 from ..manifest import NAME_RE
 from ..tasks.params import is_text
@@ -25,7 +25,7 @@ __all__ = ["ACTIONS", "BrokerUrl", "parse_broker_url", "Request", "Topics", "par
 
 ACTIONS = tuple(Action)
 _ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-_FIELDS = {"id", "action", "model", "params", "reply_to", "target", "timeout_s"}
+_FIELDS = {"id", "action", "model", "task", "params", "reply_to", "target", "timeout_s"}
 
 
 @dataclass(frozen=True)
@@ -120,6 +120,7 @@ class Request:
     params: dict[str, Any] = field(default_factory=dict)
     target: str | None = None          # cancel: the request id to stop
     timeout_s: float | None = None
+    task: str | None = None            # generate: one the model also serves (default: its own)
     correlation: bytes | None = None   # MQTT 5 CorrelationData, echoed on every reply
     received: float = field(default_factory=time.monotonic)
     owner: str = ""                    # whose chat sessions these are (MQTT: the reply topic's parent)
@@ -228,11 +229,14 @@ def parse_request(payload: bytes, topics: Topics, max_bytes: int, response_topic
         raise err(BadRequest("'params' must be an object"), rid, reply)
     if action == Action.CANCEL and not (isinstance(target, str) and _ID_RE.match(target)):
         raise err(BadRequest("cancel needs 'target': the id of the request to stop"), rid, reply)
+    task = data.get("task")
+    if task is not None and task not in tuple(Task):
+        raise err(BadRequest(f"'task' must be one of {', '.join(Task)}, got {task!r}"), rid, reply)
     timeout = data.get("timeout_s")
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
                                 or not 0 < timeout <= 86400):
         raise err(BadRequest("'timeout_s' must be a number of seconds in (0, 86400]"), rid, reply)
-    return Request(rid, Action(action), reply, model, params, target, timeout, correlation)
+    return Request(rid, Action(action), reply, model, params, target, timeout, task, correlation)
 
 
 def _annotate(exc: RequestError, request_id: str | None, reply_to: str) -> RequestError:

@@ -257,7 +257,7 @@ class DeviceService:
             fields = {"model": req.model, "loaded": self.rt.loaded()}
         else:
             # a client's chat sessions are its own: keyed by its reply topic's parent (or token)
-            for ev in self.rt.stream(req.model, cancel, owner=req.session_owner, **req.params):
+            for ev in self.rt.stream(req.model, cancel, owner=req.session_owner, task=req.task, **req.params):
                 if req.listener is not None:
                     if isinstance(ev, Result):  # stats first, as for MQTT: the client may read them next
                         self._finish(req, [], req.received, True)

@@ -51,30 +51,61 @@ class ImageTask:
 
     def __init__(self, name: str, root: Path, cfg: ImageConfig, session: Session):
         self.name, self.session = name, session
-        floats = [i for i in session.inputs if i.dtype.startswith("float")]
-        ints = [i for i in session.inputs if i.dtype.startswith("int")]
-        if len(floats) != 1 or len(ints) > 1:
+        by_name = {i.name: i for i in session.inputs}
+        if cfg.class_input and cfg.class_input not in by_name:
+            raise BundleError(f"{name}: task_config.class_input {cfg.class_input!r} is not an input of the model")
+        label = by_name.get(cfg.class_input) or next((i for i in session.inputs if i.dtype.startswith("int")), None)
+        floats = [i for i in session.inputs if i.dtype.startswith("float") and (label is None or i.name != label.name)]
+        if len(floats) != 1 or len(session.inputs) - len(floats) > 1:
             raise BundleError(f"{name}: an image generator takes one float latent input and at "
-                              "most one integer class input")
-        self.latent, self.label_input = floats[0], (ints[0] if ints else None)
+                              "most one class input (an integer index, or float weights named by class_input)")
+        self.latent, self.label_input = floats[0], label
         self.latent_dim = int(cfg.latent_dim or self.latent.shape[-1])
         self.labels = [str(x) for x in cfg.class_labels]
         self.num_classes = cfg.num_classes or len(self.labels)
         self.range = list(cfg.output_range)
 
-    def _label_index(self, label: str | None, count: int) -> np.ndarray:
+    @property
+    def blends(self) -> bool:
+        """Whether the class input takes weights, so that two classes can be mixed."""
+        return self.label_input is not None and self.label_input.dtype.startswith("float")
+
+    def class_index(self, label: str) -> int:
         if self.label_input is None:
-            if label is not None:
-                raise BadRequest(f"parameter 'label': {self.name} is not class-conditional")
-            return np.zeros(count, np.int64)
-        if label is None:  # no label asked for: show the classes in turn
-            return np.arange(count, dtype=np.int64) % max(self.num_classes, 1)
+            raise BadRequest(f"parameter 'label': {self.name} is not class-conditional")
         if label in self.labels:
-            return np.full(count, self.labels.index(label), np.int64)
+            return self.labels.index(label)
         if label.isdigit() and int(label) < self.num_classes:
-            return np.full(count, int(label), np.int64)
+            return int(label)
         raise BadRequest(f"parameter 'label': {label!r} is not a class of {self.name} "
                          f"(classes: {', '.join(self.labels) or range(self.num_classes)})")
+
+    def _label_index(self, label: str | None, count: int) -> np.ndarray:
+        if label is not None:
+            return np.full(count, self.class_index(label), np.int64)
+        if self.label_input is None:
+            return np.zeros(count, np.int64)
+        return np.arange(count, dtype=np.int64) % max(self.num_classes, 1)  # the classes in turn
+
+    def one_hot(self, labels: np.ndarray) -> np.ndarray:
+        return np.eye(max(self.num_classes, 1), dtype=np.float32)[labels]
+
+    def render(self, z: np.ndarray, classes: np.ndarray | None, scale: int,
+               cancel: CancelToken) -> Iterator[list[Image.Image]]:
+        """Images for latents ``z`` [N, latent_dim] and ``classes`` (indices [N], or weights
+        [N, num_classes] for a model that blends), CHUNK at a time."""
+        for lo in range(0, len(z), CHUNK):
+            cancel.check()
+            feeds = {self.latent.name: z[lo:lo + CHUNK]}
+            if self.label_input is not None and classes is not None:
+                part = classes[lo:lo + CHUNK]
+                if self.blends:
+                    part = (part if part.ndim == 2 else self.one_hot(part)).astype(np.float32)
+                else:
+                    part = part.astype(np.int32 if self.label_input.dtype == "int32" else np.int64)
+                feeds[self.label_input.name] = part
+            batch = next(iter(self.session.run(feeds).values()))
+            yield [to_pil(x, *self.range, scale) for x in batch]
 
     def stream(self, params: dict[str, Any], cancel: CancelToken) -> Iterator[Event]:
         count, start = params["count"], time.perf_counter()
@@ -83,20 +114,16 @@ class ImageTask:
         z = rng.standard_normal((count, self.latent_dim)).astype(np.float32)
         labels = self._label_index(params["label"], count)
         images: list[Image.Image] = []
-        for lo in range(0, count, CHUNK):
-            cancel.check()
-            feeds = {self.latent.name: z[lo:lo + CHUNK]}
-            if self.label_input is not None:
-                feeds[self.label_input.name] = labels[lo:lo + CHUNK].astype(
-                    np.int32 if self.label_input.dtype == "int32" else np.int64)
-            batch = next(iter(self.session.run(feeds).values()))
-            images += [to_pil(x, *self.range, params["scale"]) for x in batch]
+        for batch in self.render(z, labels, params["scale"], cancel):
+            images += batch
             yield Progress(len(images), count, "images")
         if params["grid"] or count == 1:
             outputs = (Output("image/png", to_png(grid(images) if count > 1 else images[0]), "image.png"),)
         else:
             outputs = tuple(Output("image/png", to_png(img), f"image-{i}.png") for i, img in enumerate(images))
-        names = [self.labels[i] if i < len(self.labels) else str(i) for i in labels.tolist()]
-        meta = {"seed": seed, "count": count, "labels": names, "width": images[0].width,
+        meta = {"seed": seed, "count": count, "labels": self.names(labels), "width": images[0].width,
                 "height": images[0].height, "seconds": round(time.perf_counter() - start, 4)}
         yield Result(self.name, self.task, outputs=outputs, meta=meta)
+
+    def names(self, labels: np.ndarray) -> list[str]:
+        return [self.labels[i] if i < len(self.labels) else str(i) for i in labels.tolist()]

@@ -26,9 +26,11 @@ class Param:
     required: bool = False
     max_len: int | None = None  # str: characters; list: items (each str ≤ 64 chars)
     items: str = "str"          # list: "str", or "message" ({"role", "content"} chat turns)
+    choices: tuple[str, ...] = ()  # str: the values allowed
 
 
 MAX_SPEECH_CHARS = 20_000
+MAX_FRAMES = 240
 
 
 def _text_params() -> list[Param]:
@@ -57,6 +59,19 @@ TASK_PARAMS: dict[str, list[Param]] = {
         Param("count", int, 1, 1, 64, "images to generate"),
         Param("grid", bool, True, help="one PNG grid of all images (else one PNG each)"),
         Param("scale", int, 1, 1, 16, "upscale factor (nearest neighbour) for small images"),
+    ],
+    Task.VIDEO: [
+        Param("label", str, None, help="class of a latent walk (conditional models)", max_len=64),
+        Param("labels", list, None, max_len=16,
+              help="classes to morph through, in order (models whose class input takes weights)"),
+        Param("seed", int, None, 0, 2**32 - 1, "latent seed"),
+        Param("frames", int, 48, 2, MAX_FRAMES, "frames to render"),
+        Param("fps", int, 12, 1, 50, "frames per second"),
+        Param("keyframes", int, 4, 2, 16, "latents a walk passes through"),
+        Param("loop", bool, True, help="end where it starts and play forever (GIF)"),
+        Param("scale", int, 3, 1, 16, "upscale factor (nearest neighbour)"),
+        Param("format", str, "gif", choices=("gif", "mp4"),
+              help="gif (Pillow) or mp4 (H.264; the video extra)"),
     ],
     Task.AUDIO: [
         Param("notes", str, required=True, max_len=4096,
@@ -98,6 +113,8 @@ def _coerce(p: Param, value: Any) -> Any:
             raise BadRequest(f"parameter {p.name!r}: {value!r} is out of range [{p.lo:g}, {p.hi:g}]")
     if p.kind is str and p.max_len is not None and len(value) > p.max_len:
         raise BadRequest(f"parameter {p.name!r}: longer than {p.max_len} characters")
+    if p.choices and value not in p.choices:
+        raise BadRequest(f"parameter {p.name!r}: {value!r} is not one of {', '.join(p.choices)}")
     if any(isinstance(v, str) and not is_text(v) for v in (value if p.kind is list else [value])):
         raise BadRequest(f"parameter {p.name!r}: holds a lone UTF-16 surrogate; not valid Unicode text")
     if p.kind is list and p.items == "message":
