@@ -121,6 +121,10 @@ def test_run_cli_writes_a_gif(bundles, tmp_path):
     assert out.returncode == 0, out.stderr
     frames, _ = frames_of((tmp_path / "tiny-blend.gif").read_bytes())
     assert len(frames) == 6 and "mode=morph" in out.stderr
+    out = subprocess.run([sys.executable, "-m", "edge_aigc", "run", str(bundles["blend"]), "--task",  # comma-separated
+                          "video-generation", "--labels", "a,b,c", "--frames", "6", "-o", "abc.gif"],
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == 0 and "labels=['a', 'b', 'c']" in out.stderr, out.stderr
     out = subprocess.run([sys.executable, "-m", "edge_aigc", "run", str(bundles["blend"]), "--task",
                           "video-generation", "--frames", "999"], capture_output=True, text=True, timeout=120)
     assert out.returncode != 0 and "'frames'" in out.stderr and "Traceback" not in out.stderr

@@ -37,4 +37,7 @@ def add_param_options(p: argparse.ArgumentParser) -> None:
 def given_params(args: argparse.Namespace) -> dict[str, Any]:
     """The generation parameters the user set on the command line."""
     names = {p.name for ps in TASK_PARAMS.values() for p in ps if p.items != "message"}
-    return {n: getattr(args, n) for n in sorted(names) if getattr(args, n, None) is not None}
+    given = {n: getattr(args, n) for n in sorted(names) if getattr(args, n, None) is not None}
+    for spec in (p for ps in TASK_PARAMS.values() for p in ps if p.commas and p.name in given):
+        given[spec.name] = [item for value in given[spec.name] for item in value.split(",") if item]
+    return given

@@ -27,6 +27,7 @@ class Param:
     max_len: int | None = None  # str: characters; list: items (each str ≤ 64 chars)
     items: str = "str"          # list: "str", or "message" ({"role", "content"} chat turns)
     choices: tuple[str, ...] = ()  # str: the values allowed
+    commas: bool = False        # list: the CLI also takes the items comma-separated (--labels 0,1,2)
 
 
 MAX_SPEECH_CHARS = 20_000
@@ -62,8 +63,8 @@ TASK_PARAMS: dict[str, list[Param]] = {
     ],
     Task.VIDEO: [
         Param("label", str, None, help="class of a latent walk (conditional models)", max_len=64),
-        Param("labels", list, None, max_len=16,
-              help="classes to morph through, in order (models whose class input takes weights)"),
+        Param("labels", list, None, max_len=16, commas=True,
+              help="classes to morph through, in order, e.g. 0,1,2 (models whose class input takes weights)"),
         Param("seed", int, None, 0, 2**32 - 1, "latent seed"),
         Param("frames", int, 48, 2, MAX_FRAMES, "frames to render"),
         Param("fps", int, 12, 1, 50, "frames per second"),
