@@ -13,6 +13,9 @@ Bars (:func:`bars`, on 100 seeded samples of each class):
 - ``frechet``: Fréchet distance between generated and held-out real digits in the judge's
   128-d feature space, next to ``frechet_real`` (training vs held-out real digits: the value
   two samples of the real data are apart).
+
+For generators whose class input takes weights (the VAE), :func:`morph_bars` grades class
+morphs: whether a digit turns into the other once, and how evenly the frames move.
 """
 from __future__ import annotations
 
@@ -113,19 +116,21 @@ def frechet(a: np.ndarray, b: np.ndarray) -> float:
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * cross)
 
 
-def samples(generate: Callable[[np.ndarray, np.ndarray], np.ndarray], per_class: int = 100):
+def samples(generate: Callable[[np.ndarray, np.ndarray], np.ndarray], per_class: int = 100,
+            latent: int = LATENT):
     """Seeded latents and labels (``per_class`` of each), and what ``generate`` makes of them."""
     rng = np.random.default_rng(SEED)
-    z = rng.standard_normal((per_class * CLASSES, LATENT)).astype(np.float32)
+    z = rng.standard_normal((per_class * CLASSES, latent)).astype(np.float32)
     y = np.repeat(np.arange(CLASSES, dtype=np.int32), per_class)  # the Keras model takes int32
     fake = np.concatenate([generate(z[i:i + 100], y[i:i + 100]) for i in range(0, len(z), 100)])
     return z, y, fake
 
 
-def bars(generate: Callable[[np.ndarray, np.ndarray], np.ndarray], per_class: int = 100) -> dict:
-    """The judge's figures for a generator ``(z [N, 100], labels [N]) -> [N, 1, 28, 28]``."""
+def bars(generate: Callable[[np.ndarray, np.ndarray], np.ndarray], per_class: int = 100,
+         latent: int = LATENT) -> dict:
+    """The judge's figures for a generator ``(z [N, latent], labels [N]) -> [N, 1, 28, 28]``."""
     judge = load()
-    _, y, fake = samples(generate, per_class)
+    _, y, fake = samples(generate, per_class, latent)
     real, labels = digits("all")
     train_x, _ = digits("train")
     held_x, _ = digits("held-out")
@@ -139,6 +144,33 @@ def bars(generate: Callable[[np.ndarray, np.ndarray], np.ndarray], per_class: in
             "frechet": round(frechet(_predict(judge, fake, features=True), held_f), 2),
             "frechet_real": round(frechet(real_f, held_f), 2),
             "samples": int(len(y))}
+
+
+def morph_bars(blend: Callable[[np.ndarray, np.ndarray], np.ndarray], latent: int, pairs: int = 200,
+               steps: int = 9) -> dict:
+    """Class morphs of a generator whose class input takes weights, ``(z [N, latent],
+    weights [N, 10]) -> [N, 1, 28, 28]``: for seeded pairs of classes (a, b) and one latent,
+    ``steps`` frames from a to b. ``morph_clean``: the share whose judged classes start at a,
+    end at b and, once b appears, stay b (the digit turns into the other once);
+    ``morph_jump``: the largest step between consecutive frames over the mean step (1 = even)."""
+    judge, rng = load(), np.random.default_rng(SEED + 1)
+    a = rng.integers(0, CLASSES, pairs)
+    b = (a + rng.integers(1, CLASSES, pairs)) % CLASSES
+    z = np.repeat(rng.standard_normal((pairs, latent)).astype(np.float32), steps, 0)
+    t = np.tile(np.linspace(0, 1, steps, dtype=np.float32), pairs)[:, None]
+    eye = np.eye(CLASSES, dtype=np.float32)
+    weights = (1 - t) * np.repeat(eye[a], steps, 0) + t * np.repeat(eye[b], steps, 0)
+    frames = np.concatenate([blend(z[i:i + 450], weights[i:i + 450]) for i in range(0, len(z), 450)])
+    judged = _predict(judge, frames).argmax(1).reshape(pairs, steps)
+    frames = frames.reshape(pairs, steps, -1)
+    clean, jumps = 0, []
+    for k in range(pairs):
+        seq, first_b = judged[k], np.flatnonzero(judged[k] == b[k])
+        clean += bool(seq[0] == a[k] and seq[-1] == b[k] and (seq[first_b[0]:] == b[k]).all())
+        step = np.linalg.norm(np.diff(frames[k], axis=0), axis=1)
+        jumps.append(step.max() / max(step.mean(), 1e-9))
+    return {"morph_clean": round(clean / pairs, 4), "morph_jump": round(float(np.median(jumps)), 3),
+            "morph_pairs": pairs}
 
 
 def main() -> None:
