@@ -108,6 +108,23 @@ def test_digits_are_recognised_and_diverse(rt):
     assert report["frechet"] < 5 * report["frechet_real"], report
 
 
+def test_vae_digits_are_recognised_and_morph_once_from_one_class_to_the_next(rt):
+    """The VAE's own bars, same judge: prior samples as the DCGAN's, and class morphs."""
+    from converters.zoo.judge import bars, morph_bars
+    from converters.zoo.vae import LATENT
+
+    session = rt.model("digits-vae").session
+    blend = lambda z, w: session.run({"latent": z, "label": w})["image"] * 2 - 1  # noqa: E731  [0, 1] -> [-1, 1]
+    report = bars(lambda z, y: blend(z, np.eye(10, dtype=np.float32)[y]), latent=LATENT)
+    assert report["class_accuracy"] >= 0.95, report
+    assert 0.8 <= report["diversity_ratio"] <= 1.2, report
+    # smoother than digits, as VAE samples are: 232 on the shipped bundle, 10x real-vs-real
+    assert report["frechet"] < 15 * report["frechet_real"], report
+    morph = morph_bars(blend, LATENT)
+    assert morph["morph_clean"] >= 0.9, morph  # a then b, never back: 97.5% of 200 pairs
+    assert morph["morph_jump"] < 2, morph      # no frame jumps more than twice the mean step
+
+
 # -- audio: pitch and timbre ----------------------------------------------------------------
 def test_tones_hit_the_pitch_and_sound_like_the_instrument(rt):
     from converters.zoo.audio import bars
@@ -145,7 +162,7 @@ def test_models_install_a_prebuilt_model_by_name(tmp_path):
 
 
 @pytest.mark.parametrize("broker_flag", [[], ["--embedded-broker"]], ids=["mosquitto", "amqtt"])
-def test_demo_produces_text_png_and_wav_over_mqtt(tmp_path, broker_flag):
+def test_demo_produces_text_png_gif_and_wav_over_mqtt(tmp_path, broker_flag):
     out = cli("demo", "--out", tmp_path / "demo-out", *broker_flag, cwd=tmp_path)
     assert out.returncode == 0, out.stderr + out.stdout
     assert ("embedded amqtt" if broker_flag else "mosquitto on 127.0.0.1") in out.stderr
@@ -153,6 +170,8 @@ def test_demo_produces_text_png_and_wav_over_mqtt(tmp_path, broker_flag):
     assert "Paris" in (d / "answer.txt").read_text()  # SmolLM2, asked the capital of France
     assert len((d / "fortune.txt").read_text().split()) > 5
     assert Image.open(d / "digits.png").size == (4 * (84 + 2) + 2,) * 2
+    with Image.open(d / "morph.gif") as gif:  # the VAE's digits turning into each other, looping
+        assert (gif.n_frames, gif.size, gif.info["loop"]) == (60, (84, 84), 0)
     with wave.open(str(d / "tones.wav")) as w:
         assert w.getframerate() == 16000 and w.getnframes() == int(2.5 * 16000)
     with wave.open(str(d / "answer.wav")) as w:  # the voice says the answer: ~2 s of 22 kHz speech

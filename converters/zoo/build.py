@@ -29,6 +29,7 @@ from .text import ARTIFACTS
 SOURCES = {
     "fortune-gpt": lambda: str(ARTIFACTS / "fortune-gpt"),
     "digits": lambda: str(dcgan.MODEL),
+    "digits-vae": lambda: "converters.zoo.vae:factory",
     "tones": lambda: "converters.zoo.audio:factory",
     "smollm2-135m": lambda: str(smollm2.gguf_path()),
     "en_us-joe-medium": lambda: str(voice.voice_path()),

@@ -1,4 +1,4 @@
-"""``edge-aigc demo``: the prebuilt models, served over MQTT: a question answered, then spoken, text, digits and a melody.
+"""``edge-aigc demo``: the prebuilt models, served over MQTT: a question answered, then spoken, text, digits, a morph video and a melody.
 
 Broker: ``--broker`` / ``$EDGE_AIGC_BROKER`` if given; else a private Mosquitto on a free
 loopback port when one is installed; else the embedded amqtt broker (``broker`` extra).
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Iterator
 
 from .. import espeak, zoo
-from ..contract import EventKind
+from ..contract import EventKind, Task
 from ..detect import profile_name_or_detect
 from ..errors import ConfigError, RequestError, UnknownModel
 from ..service.app import build_service
@@ -40,6 +40,8 @@ REQUESTS = [  # (what, model, params, file)
     ("text", "fortune-gpt", {"prompt": "You will", "max_new_tokens": 48, "temperature": 0.7, "seed": 7},
      "fortune.txt"),
     ("image", "digits", {"count": 16, "seed": 7, "scale": 3}, "digits.png"),
+    ("video", "digits-vae", {"labels": [str(d) for d in range(10)], "frames": 60, "fps": 10, "seed": 3},
+     "morph.gif"),  # one latent, each digit turning into the next: the VAE's classes blend
     ("audio", "tones", {"notes": "C4:0.25 E4:0.25 G4:0.25 C5:0.5 G4:0.25 E4:0.25 C4:0.75"}, "tones.wav"),
     ("speech", "en_us-joe-medium", {"seed": 1}, "answer.wav"),  # speaks the chat's answer
 ]
@@ -134,7 +136,8 @@ def _requests(url: str, protocol: int, out: Path, say, models: list[str]) -> lis
                 sys.stdout.write(params["prompt"])
             elif what == "chat":
                 say(f"> {model}, asked: {params['messages'][-1]['content']!r}")
-            response = client.request(DEVICE, "generate", model, params, on_event=on_event)
+            fields = {"task": Task.VIDEO} if what == "video" else {}
+            response = client.request(DEVICE, "generate", model, params, on_event=on_event, **fields)
             total = time.perf_counter() - start
             final = response.final
             if final["event"] == EventKind.ERROR:
@@ -153,7 +156,7 @@ def _requests(url: str, protocol: int, out: Path, say, models: list[str]) -> lis
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="end-to-end demo: prebuilt models over MQTT, writes text, PNG and WAV",
+    p = sub.add_parser("demo", help="end-to-end demo: prebuilt models over MQTT, writes text, PNG, GIF and WAV",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--broker", help="use this broker (mqtt://host:port) instead of starting one")
     p.add_argument("--profile", help="device profile whose prebuilt bundles to use (default: detected)")
