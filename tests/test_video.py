@@ -11,7 +11,7 @@ import pytest
 from PIL import Image, ImageSequence
 
 from edge_aigc import CancelToken, Runtime
-from edge_aigc.errors import BadRequest
+from edge_aigc.errors import BadRequest, Unsupported
 from edge_aigc.service.client import DeviceClient
 from edge_aigc.tasks.video import _positions, slerp
 from service_helpers import running_service, write_config
@@ -88,6 +88,13 @@ def test_mp4_is_h264_with_every_frame(rt):
     frames = iio.imread(out.data, extension=".mp4", index=None)
     assert frames.shape[:3] == (10, 56, 56)
     assert iio.immeta(out.data, extension=".mp4")["codec"] == "h264"
+
+
+def test_mp4_without_the_video_extra_is_unsupported_naming_it_and_gif_still_works(rt, monkeypatch):
+    monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)  # as on a device without the extra
+    with pytest.raises(Unsupported, match=r"edge-aigc\[video\].*imageio_ffmpeg is missing"):
+        video(rt, "tiny-blend", frames=4, format="mp4")
+    assert video(rt, "tiny-blend", frames=4).outputs[0].content_type == "image/gif"
 
 
 @pytest.mark.parametrize("params,message", [
