@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["Task", "BUNDLE_TASKS", "ALSO_SERVES", "Format", "Recipe", "Action", "EventKind", "MANIFEST", "SIGNATURE", "TOKENIZER",
+__all__ = ["Task", "BUNDLE_TASKS", "ALSO_SERVES", "Format", "Recipe", "Action", "EventKind", "JobState", "FINAL_JOB_STATES", "MANIFEST", "SIGNATURE", "TOKENIZER",
            "model_file", "KV_INPUTS", "KV_OUTPUTS", "kv_name"]
 
 
@@ -50,6 +50,8 @@ class Action(StrEnum):
     MODELS = "models"
     LOAD = "load"
     UNLOAD = "unload"
+    INSTALL = "install"     # a bundle sent in chunks, verified, then activated (docs/deploy.md)
+    ROLLBACK = "rollback"   # make a model's previous version active again
 
 
 class EventKind(StrEnum):
@@ -61,6 +63,23 @@ class EventKind(StrEnum):
     CHUNK = "chunk"       # a part of the output, ready before the rest (speech: one sentence's audio)
     RESULT = "result"
     ERROR = "error"
+    NEED = "need"         # install: the chunks the device asks for next
+
+
+class JobState(StrEnum):
+    """The ``state`` of an install job, on its retained ``<root>/jobs/<job>`` topic, in order.
+    The last three are final."""
+
+    QUEUED = "queued"
+    DOWNLOADING = "downloading"
+    VERIFYING = "verifying"
+    ACTIVATING = "activating"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"            # refused before activation: the old version never stopped serving
+    ROLLED_BACK = "rolled-back"  # activated, then failed: the previous version is active again
+
+
+FINAL_JOB_STATES = (JobState.SUCCEEDED, JobState.FAILED, JobState.ROLLED_BACK)
 
 
 # File names inside a bundle.

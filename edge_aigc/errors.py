@@ -17,7 +17,8 @@ errors, the MQTT error ``code`` of the protocol, so the mapping lives here once.
     ├── ConfigError              a device/service configuration is invalid
     │   └── BrokerError          an MQTT broker could not be started or reached
     ├── RequestError             a generation request cannot be served
-    │   ├── BadRequest, UnknownModel, Busy, TooLarge, Cancelled, Timeout, Unsupported
+    │   ├── BadRequest, UnknownModel, Busy, TooLarge, Cancelled, Timeout, Unsupported,
+    │   └── Rejected             an install's bundle failed a check (names the step)
     ├── BackendUnavailable       the runtime a bundle needs is not installed
     └── ConversionError          (host) a conversion failed
         ├── SourceError          the source does not import, read, or describe a generator
@@ -46,6 +47,7 @@ __all__ = [
     "Cancelled",
     "Timeout",
     "Unsupported",
+    "Rejected",
     "BackendUnavailable",
     "ConversionError",
     "SourceError",
@@ -140,6 +142,17 @@ class Unsupported(RequestError):
     """What was asked for needs an optional part this device does not have (the message names it)."""
 
     code = "unsupported"
+
+
+class Rejected(RequestError):
+    """An install whose bundle failed a check (sha256, signature, budget, smoke test): the
+    client's bundle, not the device, is at fault. ``step`` names the check."""
+
+    code = "rejected"
+
+    def __init__(self, step: str, message: str):
+        super().__init__(f"{step}: {message}")
+        self.step = step
 
 
 class BackendUnavailable(EdgeAigcError):

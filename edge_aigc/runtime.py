@@ -129,6 +129,24 @@ class Runtime:
         if name in self._loaded:
             bundle.close()
             return name
+        self._loaded[name] = self._build(bundle)
+        return name
+
+    def reload(self, name: str) -> bool:
+        """Swap a loaded model for its store's active version (after an install or a rollback);
+        False when it was not loaded (the next request loads the active version). Call it
+        between requests: the old version is closed once the new one is open."""
+        old = self._loaded.get(name)
+        if old is None or self.store is None:
+            return False
+        new = self._build(self.store.open(name))
+        self._loaded[name] = new
+        self.sessions.drop_model(name)
+        old.bundle.close()
+        return True
+
+    def _build(self, bundle: Bundle) -> LoadedModel:
+        name = bundle.manifest.name
         cache = self.state_dir / "trt-cache" / f"{name}-{bundle.manifest.version}" if self.state_dir else None
         model = bundle.manifest.config.model or model_file(bundle.manifest.format)
         session = open_session(bundle.manifest.format, bundle.file(model), self.profile, name, cache, self.threads)
@@ -136,10 +154,9 @@ class Runtime:
         if isinstance(task, TextTask):
             task.sessions = self.sessions
         also = {t: ALSO[t](task) for t in ALSO_SERVES.get(Task(bundle.manifest.task), ())}
-        self._loaded[name] = LoadedModel(bundle, session, task, also)
-        log.info("loaded %s (%s, %s) on %s with %d threads", name, bundle.manifest.task,
+        log.info("loaded %s %s (%s, %s) on %s with %d threads", name, bundle.manifest.version, bundle.manifest.task,
                  bundle.manifest.recipe, ", ".join(session.providers), session.threads.threads)
-        return name
+        return LoadedModel(bundle, session, task, also)
 
     def unload(self, name: str) -> None:
         model = self._loaded.pop(name, None)

@@ -94,6 +94,16 @@ class ModelStore:
     def list(self) -> list[InstalledModel]:
         return [m for name in self.names() for m in self.versions(name)]
 
+    def summary(self) -> dict[str, dict]:
+        """Per model: the active and previous version and every version on disk (the device's
+        retained status lists this)."""
+        out = {}
+        for name in self.names():
+            state = self._state(name)
+            out[name] = {"active": state["active"], "previous": state["previous"],
+                         "versions": sorted(p.parent.name for p in (self.root / name).glob(f"*/{MANIFEST}"))}
+        return out
+
     def active_path(self, name: str) -> Path:
         active = self._state(name)["active"] if (self.root / name).is_dir() else None
         if not active:
@@ -159,14 +169,36 @@ class ModelStore:
             shutil.rmtree(target if not created_dir else model_dir, ignore_errors=True)
             raise StoreError(f"cannot record {manifest.name} {manifest.version}: {exc}") from None
         if activate:
-            self._prune(manifest.name)
+            self.prune(manifest.name)
         return InstalledModel(manifest, target, activate or state["active"] == manifest.version)
 
-    def _prune(self, name: str) -> None:
+    def prune(self, name: str) -> None:
+        """Remove the versions of ``name`` that are neither active nor previous."""
         keep = {v for v in self._state(name).values() if v}
         for d in (self.root / name).iterdir():
             if d.is_dir() and d.name not in keep:
                 shutil.rmtree(d)
+
+    def recover(self) -> list[str]:
+        """After a crash: remove what an interrupted writer left (staging directories, a state
+        file half-written, a model directory whose first install never recorded a state);
+        returns what it removed. Every model keeps the active version its state.json names."""
+        removed = []
+        if not self.root.is_dir():
+            return removed
+        with self._locked():
+            staging = self.root / ".staging"
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+                removed.append(".staging")
+            for model_dir in self.root.iterdir():
+                if not model_dir.is_dir() or model_dir.name.startswith("."):
+                    continue
+                (model_dir / "state.tmp").unlink(missing_ok=True)
+                if not (model_dir / "state.json").is_file():
+                    shutil.rmtree(model_dir, ignore_errors=True)
+                    removed.append(model_dir.name)
+        return removed
 
     def activate(self, name: str, version: str) -> None:
         with self._locked():

@@ -24,6 +24,9 @@ def build_service(cfg: ServiceConfig) -> tuple[Runtime, DeviceService]:
                     "not a signature")
     state = cfg.state_dir or str(default_state_dir())
     store = ModelStore(state, public_key=key, require_signature=key is not None)
+    removed = store.recover()  # what a killed install left, before any model loads
+    if removed:
+        log.warning("model store: removed what an interrupted install left: %s", ", ".join(removed))
     lim = cfg.limits
     runtime = Runtime(store, cfg.profile or None, state_dir=state, public_key=key,
                       require_signature=key is not None,

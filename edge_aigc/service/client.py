@@ -66,9 +66,15 @@ class DeviceClient:
         self.client.on_message = lambda c, u, m: self._inbox.put(m)
         self.client.on_subscribe = lambda c, u, mid, rc, p: self._acks.put(mid)
         self.client.on_socket_open = no_delay
-        self.client.on_connect = lambda c, u, f, rc, p: self._connack.put(("connect", rc))
+        self.client.on_connect = self._on_connect
+        self._topics: list[str] = []  # subscribed, again after a reconnect (the session is clean)
         # A broker that rejects a TLS client certificate closes the connection before CONNACK.
         self.client.on_disconnect = lambda c, u, f, rc, p: self._connack.put(("disconnect", rc))
+
+    def _on_connect(self, client, userdata, flags, rc, properties) -> None:
+        if self._topics and not rc.is_failure:  # paho reconnected: the broker forgot our subscriptions
+            client.subscribe([(topic, 1) for topic in self._topics])
+        self._connack.put(("connect", rc))
 
     def connect(self, timeout: float = 10.0) -> "DeviceClient":
         try:
@@ -100,9 +106,21 @@ class DeviceClient:
 
     def subscribe(self, topic: str, timeout: float = 10.0) -> None:
         _, mid = self.client.subscribe(topic, qos=1)
+        self._topics.append(topic)
         deadline = time.monotonic() + timeout
         while self._acks.get(timeout=max(deadline - time.monotonic(), 0.01)) != mid:
             pass
+
+    def publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
+        """One QoS 1 message (paho queues it while reconnecting)."""
+        self.client.publish(topic, payload, qos=1, retain=retain)
+
+    def next_message(self, timeout: float) -> mqtt.MQTTMessage | None:
+        """The next message on a subscribed topic, or None after ``timeout`` seconds."""
+        try:
+            return self._inbox.get(timeout=max(timeout, 0.001))
+        except queue.Empty:
+            return None
 
     def request(self, device: str, action: str, model: str | None = None, params: dict | None = None,
                 request_id: str | None = None, timeout: float = 60.0, pool: str | None = None,

@@ -21,11 +21,31 @@ from ..errors import BadRequest, ConfigError, RequestError, TooLarge
 from ..manifest import NAME_RE
 from ..tasks.params import is_text
 
-__all__ = ["ACTIONS", "BrokerUrl", "parse_broker_url", "Request", "Topics", "parse_request", "decode_json", "event", "error_event", "result_event"]
+__all__ = ["ACTIONS", "BrokerUrl", "InstallSpec", "CHUNK_BYTES", "parse_broker_url", "Request", "Topics", "parse_request", "decode_json", "event", "error_event", "result_event"]
 
 ACTIONS = tuple(Action)
 _ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _FIELDS = {"id", "action", "model", "task", "params", "reply_to", "target", "timeout_s"}
+_INSTALL_FIELDS = {"sha256", "size", "activate", "chunk_bytes"}   # install only
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+_JOB_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")  # a job id names a directory on the device
+CHUNK_BYTES = 64 << 10                   # an install's default chunk size
+CHUNK_BYTES_RANGE = (1 << 10, 1 << 20)   # what a device accepts
+MAX_INSTALL_BYTES = 4 << 30              # a bundle archive's cap (archive.DEFAULT_MAX_BYTES)
+
+
+@dataclass(frozen=True)
+class InstallSpec:
+    """What an ``install`` request declares about the bundle it is about to send."""
+
+    sha256: str
+    size: int
+    activate: bool = True
+    chunk_bytes: int = CHUNK_BYTES
+
+    @property
+    def chunks(self) -> int:
+        return -(-self.size // self.chunk_bytes)
 
 
 @dataclass(frozen=True)
@@ -106,6 +126,18 @@ class Topics:
     def data(self, request_id: str, index: int = 0) -> str:
         return f"{self.root}/data/{request_id}" + (f"/{index}" if index else "")
 
+    def jobs(self, job: str) -> str:
+        """An install job's retained execution status."""
+        return f"{self.root}/jobs/{job}"
+
+    @property
+    def ota_prefix(self) -> str:
+        return f"{self.root}/ota/"
+
+    def ota(self, job: str, index: int | None = None) -> str:
+        """Where a host sends chunk ``index`` of job ``job``'s bundle (None: every chunk's topic)."""
+        return f"{self.ota_prefix}{job}/" + ("+" if index is None else str(index))
+
     def chunk(self, request_id: str, index: int) -> str:
         """Where a part of the output ready early goes (speech: sentence ``index``'s WAV)."""
         return f"{self.root}/data/{request_id}/chunk/{index}"
@@ -127,6 +159,7 @@ class Request:
     # Another front end's request (HTTP): the worker hands it each event (Token, Progress,
     # Result) or the RequestError that ended it, instead of publishing replies.
     listener: Callable[[Any], None] | None = None
+    install: InstallSpec | None = None  # install: the bundle it announces
 
     @property
     def session_owner(self) -> str:
@@ -213,7 +246,7 @@ def parse_request(payload: bytes, topics: Topics, max_bytes: int, response_topic
         _check_tree(data)
     except BadRequest as exc:
         raise err(exc, rid, reply) from None
-    unknown = sorted(set(data) - _FIELDS)
+    unknown = sorted(set(data) - _FIELDS - (_INSTALL_FIELDS if data.get("action") == Action.INSTALL else set()))
     if unknown:
         raise err(BadRequest(f"unknown field {unknown[0]!r}"), rid, reply)
     action = data.get("action")
@@ -223,7 +256,7 @@ def parse_request(payload: bytes, topics: Topics, max_bytes: int, response_topic
     if model is not None and not (isinstance(model, str) and NAME_RE.match(model)):
         raise err(BadRequest(f"'model' must be the name of a model on the device (matching "
                              f"{NAME_RE.pattern}); clients never name files"), rid, reply)
-    if action in (Action.GENERATE, Action.LOAD, Action.UNLOAD) and model is None:
+    if action in (Action.GENERATE, Action.LOAD, Action.UNLOAD, Action.ROLLBACK) and model is None:
         raise err(BadRequest(f"'model' is required for {action}"), rid, reply)
     if not isinstance(params, dict):
         raise err(BadRequest("'params' must be an object"), rid, reply)
@@ -236,7 +269,32 @@ def parse_request(payload: bytes, topics: Topics, max_bytes: int, response_topic
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
                                 or not 0 < timeout <= 86400):
         raise err(BadRequest("'timeout_s' must be a number of seconds in (0, 86400]"), rid, reply)
-    return Request(rid, Action(action), reply, model, params, target, timeout, task, correlation)
+    try:
+        install = _install_spec(data, rid) if action == Action.INSTALL else None
+    except BadRequest as exc:
+        raise err(exc, rid, reply) from None
+    return Request(rid, Action(action), reply, model, params, target, timeout, task, correlation,
+                   install=install)
+
+
+def _install_spec(data: dict[str, Any], job: str) -> InstallSpec:
+    if not _JOB_RE.match(job):
+        raise BadRequest(f"install: the id names the job: 1-64 of A-Z a-z 0-9 _ -, starting with a "
+                         f"letter or digit, got {job!r}")
+    def integer(key: str, lo: int, hi: int, default: int | None = None) -> int:
+        value = data.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            raise BadRequest(f"install: {key!r} must be an integer in [{lo}, {hi}], got {value!r}")
+        return value
+
+    digest = data.get("sha256")
+    if not (isinstance(digest, str) and _SHA256_RE.match(digest)):
+        raise BadRequest("install: 'sha256' must be the bundle's sha256 (64 lowercase hex digits)")
+    activate = data.get("activate", True)
+    if not isinstance(activate, bool):
+        raise BadRequest(f"install: 'activate' must be true or false, got {activate!r}")
+    return InstallSpec(digest, integer("size", 1, MAX_INSTALL_BYTES), activate,
+                       integer("chunk_bytes", *CHUNK_BYTES_RANGE, default=CHUNK_BYTES))
 
 
 def _annotate(exc: RequestError, request_id: str | None, reply_to: str) -> RequestError:

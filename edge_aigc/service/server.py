@@ -12,19 +12,21 @@ import logging
 import queue
 import threading
 import time
-from typing import Any
+from concurrent.futures import Future
+from typing import Any, Callable
 
 import paho.mqtt.client as mqtt
 
 from .._version import __version__
 from ..contract import Action, EventKind
-from ..errors import Busy, Cancelled, EdgeAigcError, RequestError
+from ..errors import BadRequest, Busy, Cancelled, EdgeAigcError, RequestError, StoreError, UnknownModel
 from ..runtime import Runtime
 from ..tasks.base import CancelToken, Chunk, Progress, Result, Token
 from .config import ServiceConfig, read_tokens
 from ..system import cpu_temperature_c, rss_mb
 from .homeassistant import HomeAssistant
 from .ledger import Reply, RequestLedger, Stats
+from .ota import Installer
 from .protocol import Request, Topics, data_ref, error_event, event, parse_request, result_event
 from .systemd import notify
 from .transport import MqttTransport
@@ -38,7 +40,9 @@ class DeviceService:
     def __init__(self, cfg: ServiceConfig, runtime: Runtime):
         self.cfg, self.rt = cfg, runtime
         self.topics = Topics(cfg.root, cfg.mqtt.topic_root, cfg.mqtt.pool)
-        self.queue: queue.Queue[Request | None] = queue.Queue(maxsize=cfg.limits.queue_size)
+        # requests, and the installer's model swaps (a callable and its Future) between them
+        self.queue: queue.Queue[Request | tuple[Callable[[], Any], Future] | None] = \
+            queue.Queue(maxsize=cfg.limits.queue_size)
         self.ledger = RequestLedger(cfg.limits.dedup_ids, cfg.limits.outbox_bytes)
         self.stats = Stats()
         self._cancelled: set[str] = set()
@@ -46,6 +50,13 @@ class DeviceService:
         self._stopping = threading.Event()
         self._ready = threading.Event()
         subs = [self.topics.cmd] + ([self.topics.pool_cmd] if cfg.mqtt.pool else [])
+        self.installer = None
+        if runtime.store is not None and runtime.state_dir is not None:  # over-the-air installs (ota.py)
+            lim = cfg.limits
+            self.installer = Installer(runtime.state_dir, runtime.store, runtime, self.topics, cfg.device_id,
+                                       self._publish_plain, self.between_requests, lim.ota_retry_s,
+                                       lim.ota_idle_timeout_s, lim.ota_jobs)
+            subs.append(self.topics.ota("+"))
         self.ha = None
         if cfg.homeassistant.enabled:  # MQTT discovery, prompt box and buttons (homeassistant.py)
             self.ha = HomeAssistant(cfg.homeassistant, cfg.device_id, self.topics, runtime, self.submit,
@@ -66,6 +77,8 @@ class DeviceService:
     # -- lifecycle ------------------------------------------------------------------
     def start(self) -> None:
         self._worker.start()
+        if self.installer is not None:
+            self.installer.start()
         if self.http is not None:
             self.http.start()
         self.transport.start()
@@ -80,6 +93,8 @@ class DeviceService:
 
     def _on_connected(self) -> None:
         self.publish_status()
+        if self.installer is not None:
+            self.installer.on_connected()
         if self.ha is not None:
             self.ha.publish_discovery(cpu_temperature_c() is not None)
         if not self._ready.is_set():
@@ -97,7 +112,9 @@ class DeviceService:
                 req = self.queue.get_nowait()
             except queue.Empty:
                 break
-            if req is not None:
+            if isinstance(req, tuple):
+                req[1].set_exception(Cancelled("service is stopping"))
+            elif req is not None:
                 self._fail(req, Cancelled("service is stopping; request not run"), time.monotonic())
         self.queue.put(None)
         self._worker.join(self.cfg.limits.drain_timeout_s)
@@ -106,13 +123,18 @@ class DeviceService:
             self._worker.join(5)
         if self.http is not None:
             self.http.stop()
+        if self.installer is not None:
+            self.installer.stop()
         self.transport.stop(last=(self.topics.status, self._status("offline")))
 
     # -- status and metrics -----------------------------------------------------------
     def _status(self, state: str) -> bytes:
         profile = self.rt.profile.name if self.rt.profile else ""
+        installed = self.rt.store.summary() if self.rt.store is not None else {}
         return json.dumps({"state": state, "device": self.cfg.device_id, "profile": profile,
                            "version": __version__, "models": self.rt.loaded(),
+                           "installed": {n: {"active": s["active"], "versions": s["versions"]}
+                                         for n, s in installed.items()},
                            "busy": self._running is not None if state == "online" else False,
                            "pool": self.cfg.mqtt.pool or None, "ts": round(time.time(), 3)}).encode()
 
@@ -135,6 +157,12 @@ class DeviceService:
 
     # -- requests in ------------------------------------------------------------------
     def _on_message(self, msg: mqtt.MQTTMessage) -> None:
+        if self.installer is not None and self.installer.handles(msg.topic):
+            try:
+                self.installer.on_chunk(msg.topic, msg.payload)
+            except Exception:  # a bug must not take the network thread down
+                log.exception("unexpected error handling an install chunk on %s", msg.topic)
+            return
         if self.ha is not None and self.ha.handles(msg.topic):
             try:
                 self.ha.on_message(msg.topic, msg.payload, cpu_temperature_c() is not None)
@@ -189,6 +217,10 @@ class DeviceService:
         if req.action in (Action.STATUS, Action.MODELS, Action.CANCEL):
             self._answer_now(req)
             return
+        if req.action == Action.INSTALL:
+            self.ledger.forget(req.id)  # a job's record, not the ledger, answers a re-sent install
+            self._install(req)
+            return
         try:
             self.queue.put_nowait(req)
         except queue.Full:
@@ -204,17 +236,20 @@ class DeviceService:
             fields = {"status": json.loads(self._status("online")), "metrics": self.metrics()}
         elif req.action == Action.MODELS:
             fields = {"models": [self.rt.info(name) for name in self.rt.loaded()],
-                      "installed": self.rt.available()}
+                      "installed": self.rt.available(),
+                      "versions": self.rt.store.summary() if self.rt.store is not None else {}}
         else:
             fields = {"target": req.target, "cancelled": self._cancel(req.target)}
         self._finish(req, [self._result(req, [], **fields)], req.received, True)
 
     def _cancel(self, target: str) -> bool:
+        if self.installer is not None and self.installer.cancel(target):
+            return True
         running = self._running
         if running is not None and running[0].id == target:
             running[1].cancel()
             return True
-        if any(r is not None and r.id == target for r in list(self.queue.queue)):
+        if any(isinstance(r, Request) and r.id == target for r in list(self.queue.queue)):
             self._cancelled.add(target)
             return True
         return False
@@ -225,6 +260,13 @@ class DeviceService:
             req = self.queue.get()
             if req is None:
                 return
+            if isinstance(req, tuple):  # the installer's swap: between two requests, never during one
+                fn, done = req
+                try:
+                    done.set_result(fn())
+                except BaseException as exc:
+                    done.set_exception(exc)
+                continue
             if req.id in self._cancelled:
                 self._cancelled.discard(req.id)
                 self._fail(req, Cancelled("cancelled before it started"), req.received)
@@ -255,6 +297,8 @@ class DeviceService:
         elif req.action == Action.UNLOAD:
             self.rt.unload(req.model)
             fields = {"model": req.model, "loaded": self.rt.loaded()}
+        elif req.action == Action.ROLLBACK:
+            fields = self._rollback(req.model)
         else:
             # a client's chat sessions are its own: keyed by its reply topic's parent (or token)
             for ev in self.rt.stream(req.model, cancel, owner=req.session_owner, task=req.task, **req.params):
@@ -290,10 +334,43 @@ class DeviceService:
         replies.append(self._result(req, data, **fields))
         self._finish(req, replies, req.received, True)
 
+    # -- installs and rollbacks ----------------------------------------------------------
+    def _install(self, req: Request) -> None:
+        if self.installer is None:
+            self._fail(req, BadRequest("this device has no model store to install into"), req.received)
+            return
+        try:
+            self.installer.submit(req)
+        except RequestError as exc:
+            self.stats.rejected += 1
+            self._reply(req, error_event(req.id, exc))
+
+    def between_requests(self, fn: Callable[[], Any], timeout: float = 3600.0) -> Any:
+        """Run ``fn`` on the worker between two requests (a request in flight finishes first)."""
+        if self._stopping.is_set():
+            raise Cancelled("service is stopping")
+        done: Future = Future()
+        self.queue.put((fn, done), timeout=timeout)
+        return done.result(timeout)
+
+    def _rollback(self, name: str) -> dict[str, Any]:
+        """The rollback action (on the worker): the previous version active and serving again."""
+        store = self.rt.store
+        if store is None or name not in store.names():
+            raise UnknownModel(f"model {name!r} is not installed in the store")
+        try:
+            version = store.rollback(name)
+        except StoreError as exc:
+            raise BadRequest(str(exc)) from None
+        self.rt.reload(name)
+        self.publish_status()
+        return {"model": name, "version": version, "previous": store.summary()[name]["previous"]}
+
     # -- replies out --------------------------------------------------------------------
     def _publish_plain(self, topic: str, payload: bytes, retain: bool = False,
-                       content_type: str | None = None) -> None:
-        self.transport.publish(topic, payload, qos=1, retain=retain, content_type=content_type)
+                       content_type: str | None = None, correlation: bytes | None = None) -> None:
+        self.transport.publish(topic, payload, qos=1, retain=retain, content_type=content_type,
+                               correlation=correlation)
 
     def _send(self, reply: Reply) -> None:
         self.transport.publish(reply.topic, reply.payload, qos=1, content_type=reply.content_type,

@@ -1,0 +1,64 @@
+"""Helpers for the over-the-air tests: versioned copies of a real bundle, devices that serve one."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+from edge_aigc import load_bundle, pack_bundle, signing
+from edge_aigc.service.client import DeviceClient
+from edge_aigc.service.push import BundleFile, push
+from edge_aigc.store import ModelStore
+from service_helpers import write_config
+
+MIB = 1 << 20
+
+
+def versioned(src: Path, out_dir: Path, version: str, key: Path | None = None, pad_bytes: int = 0,
+              model_bytes: bytes | None = None, **changes) -> Path:
+    """A copy of bundle ``src`` as ``version`` (signed with ``key`` if given), with ``pad_bytes``
+    of incompressible data in an extra file, or another model file, or other manifest fields."""
+    with load_bundle(src) as b:
+        meta = {k: v for k, v in asdict(b.manifest).items() if k not in ("files", "size_bytes", "schema")}
+        files = {name: (b.root / name).read_bytes() for name in b.manifest.files}
+    meta.update(version=version, **changes)
+    if pad_bytes:
+        files["padding.bin"] = os.urandom(pad_bytes)
+    if model_bytes is not None:
+        files["model.onnx"] = model_bytes
+    out = out_dir / f"{meta['name']}-{version}.eaigc"
+    pack_bundle(out, meta, files, key=signing.load_private_key(key) if key else None)
+    return out
+
+
+def device(tmp: Path, port: int, device_id: str, installed: list[Path], pub: Path | None = None,
+           limits: dict | None = None, pool: str = "", profile: str = "x86-avx2") -> Path:
+    """A device.toml whose store already holds ``installed`` (the first one is served)."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    state = tmp / f"state-{device_id}"
+    key = signing.load_public_key(pub) if pub else None
+    store = ModelStore(state, public_key=key, require_signature=key is not None)
+    names = []
+    for path in installed:
+        names.append(store.install(path).name)
+    mqtt_extra = f'pool = "{pool}"' if pool else ""
+    cfg = write_config(tmp / f"{device_id}.toml", port, [], device_id=device_id, allow_unsigned=pub is None,
+                       limits="\n".join(f"{k} = {v}" for k, v in {"ota_retry_s": 0.5, "ota_idle_timeout_s": 20,
+                                                                   **(limits or {})}.items()), mqtt_extra=mqtt_extra,
+                       **({"pubkey": str(pub)} if pub else {}))
+    text = cfg.read_text().replace("models = []", f"models = {json.dumps(names[:1])}")
+    text = text.replace('profile = "x86-avx2"', f'profile = "{profile}"')
+    cfg.write_text(text)
+    return cfg
+
+
+def push_file(broker, device_id: str, bundle: Path, **kwargs):
+    with DeviceClient(f"mqtt://127.0.0.1:{broker.port}") as client:
+        return push(client, device_id, BundleFile.read(bundle), **kwargs)
+
+
+def active_versions(state: Path) -> dict[str, str]:
+    """Each installed model's active version, read from the store as a fresh start would."""
+    store = ModelStore(state)
+    return {name: store.open(name).manifest.version for name in store.names()}
