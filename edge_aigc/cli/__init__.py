@@ -13,12 +13,12 @@ import sys
 
 from .._version import __version__
 from ..errors import EdgeAigcError
-from . import bench, bundles, convert, debug_quant, demo, flash, forget, models, profiles, run, send, serve
+from . import bench, bundles, convert, debug_quant, demo, flash, forget, models, profiles, push, run, send, serve
 
 __all__ = ["main", "build_parser"]
 
 # Order shown in --help: what a user meets first, then device-side, then tooling.
-_GROUPS = (demo, profiles, convert, debug_quant, bundles, models, run, serve, send, forget, flash, bench)
+_GROUPS = (demo, profiles, convert, debug_quant, bundles, models, run, serve, send, push, forget, flash, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,31 +3,21 @@
 Publishes a request, prints tokens as they arrive, saves binary results (checked against
 their sha256), and exits non-zero (7) on an ``error`` event. DEVICE may be ``pool:NAME``.
 The MQTT password comes from --password-file or $EDGE_AIGC_MQTT_PASSWORD, never argv.
+Installing a bundle is ``edge-aigc push`` (it sends the chunks).
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
-from ..contract import EventKind, Task
-from ..errors import ConfigError, RequestError
-from ..service.client import DeviceClient
-from ..service.config import DEFAULT_BROKER
+from ..contract import Action, EventKind, Task
+from ..errors import RequestError
 from ..service.protocol import ACTIONS
+from .broker_options import add_broker_options, client_from_args
 from .output import numbered
 from .params import add_param_options, given_params
-
-
-def _password(args: argparse.Namespace) -> str | None:
-    if args.password_file:
-        try:
-            return Path(args.password_file).read_text().rstrip("\r\n")
-        except OSError as exc:
-            raise ConfigError(f"--password-file {args.password_file}: {exc.strerror}") from None
-    return os.environ.get("EDGE_AIGC_MQTT_PASSWORD")
 
 
 def _print_event(ev: dict) -> None:
@@ -52,8 +42,7 @@ def _send(args: argparse.Namespace) -> int:
     pool = args.device.removeprefix("pool:") if args.device.startswith("pool:") else None
     fields = {k: v for k, v in (("target", args.target), ("timeout_s", args.deadline), ("task", args.task))
               if v is not None}
-    with DeviceClient(args.broker, 311 if args.mqtt == "3.1.1" else 5, args.topic_root, args.username,
-                      _password(args), args.ca_file, args.cert_file, args.key_file) as client:
+    with client_from_args(args) as client:
         response = client.request(args.device, args.action, args.model, given_params(args) or None,
                                   request_id=args.id, timeout=args.timeout, pool=pool,
                                   on_event=None if args.json else _print_event, **fields)
@@ -67,7 +56,7 @@ def _send(args: argparse.Namespace) -> int:
         print()
     for path in _save(response, args.output):
         print(f"wrote {path} ({path.stat().st_size:,} bytes, sha256 verified)", file=sys.stderr)
-    if not args.json and args.action in ("status", "models", "cancel", "load", "unload"):
+    if not args.json and args.action in ("status", "models", "cancel", "load", "unload", "rollback"):
         print(json.dumps({k: v for k, v in final.items() if k not in ("event", "id", "data", "ts")},
                          indent=2, ensure_ascii=False))
     elif "meta" in final:
@@ -79,22 +68,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("send", help="send a request to a device over MQTT and stream the reply",
                        description="A client of `edge-aigc serve`. See docs/protocol.md.")
     p.add_argument("device", help="device id, or pool:NAME to let one device of a pool answer")
-    p.add_argument("action", choices=ACTIONS)
-    p.add_argument("--model", help="model name (generate, load, unload)")
+    p.add_argument("action", choices=[a for a in ACTIONS if a != Action.INSTALL],
+                   help="(installing a bundle is `edge-aigc push`)")
+    p.add_argument("--model", help="model name (generate, load, unload, rollback)")
     p.add_argument("--task", choices=tuple(Task),
                    help="generate: one the model also serves (video-generation from an image model)")
     p.add_argument("--target", help="cancel: the id of the request to stop")
     p.add_argument("--id", help="request id (default: random); re-sending an id is not run twice")
     p.add_argument("-o", "--output", help="where to save a binary result (default: ./<id>-<name>)")
-    p.add_argument("--broker", default=os.environ.get("EDGE_AIGC_BROKER", DEFAULT_BROKER),
-                   help="mqtt://host:port or mqtts://host:port (default: $EDGE_AIGC_BROKER or local)")
-    p.add_argument("--mqtt", choices=("5", "3.1.1"), default="5", help="MQTT protocol version")
-    p.add_argument("--topic-root", default="edge-aigc")
-    p.add_argument("--username")
-    p.add_argument("--password-file", help="file holding the MQTT password")
-    p.add_argument("--ca-file", help="CA certificate for mqtts://")
-    p.add_argument("--cert-file", help="client certificate for mqtts://")
-    p.add_argument("--key-file", help="client key for mqtts://")
+    add_broker_options(p)
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the result")
     p.add_argument("--deadline", type=float, help="ask the device to give up after this many seconds")
     p.add_argument("--json", action="store_true", help="print every event as JSON")
