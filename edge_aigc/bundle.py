@@ -12,7 +12,7 @@ import os
 import shutil
 import tempfile
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
@@ -27,7 +27,7 @@ from .errors import BundleError, CorruptBundle, IntegrityError, SignatureError
 from .manifest import SCHEMA_VERSION, Manifest
 
 __all__ = ["Bundle", "BundleInfo", "pack_bundle", "load_bundle", "is_bundle_path", "verify_tree", "inspect_bundle",
-           "sha256_file", "resign_bundle"]
+           "sha256_file", "resign_bundle", "repack_bundle"]
 
 
 
@@ -195,3 +195,15 @@ def resign_bundle(bundle: Bundle, out: str | os.PathLike, key: Ed25519PrivateKey
     members: list[tuple[str, bytes | Path]] = [(MANIFEST, raw), (SIGNATURE, signing.sign(raw, key))]
     members += [(name, bundle.root / name) for name in sorted(bundle.manifest.files)]
     write_archive(out, members, compress=compress)
+
+
+def repack_bundle(bundle: Bundle, out: str | os.PathLike, key: Ed25519PrivateKey | None = None,
+                  files: Mapping[str, Path | bytes] | None = None, compress: bool = True,
+                  **changes: Any) -> Manifest:
+    """Write a copy of a verified bundle with other manifest fields (``version="2.0.0"``) and
+    ``files`` added or replaced, signed with ``key`` if given: a new release of the same model
+    (the OTA benchmark and tests push such copies)."""
+    meta = {k: v for k, v in asdict(bundle.manifest).items() if k not in ("files", "size_bytes", "schema")}
+    members: dict[str, Path | bytes] = {name: bundle.root / name for name in bundle.manifest.files}
+    members.update(files or {})
+    return pack_bundle(out, {**meta, **changes}, members, key=key, compress=compress)

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict
 from pathlib import Path
 
-from edge_aigc import load_bundle, pack_bundle, signing
+from edge_aigc import load_bundle, signing
+from edge_aigc.bundle import repack_bundle
 from edge_aigc.service.client import DeviceClient
 from edge_aigc.service.push import BundleFile, push
 from edge_aigc.store import ModelStore
@@ -19,16 +19,11 @@ def versioned(src: Path, out_dir: Path, version: str, key: Path | None = None, p
               model_bytes: bytes | None = None, **changes) -> Path:
     """A copy of bundle ``src`` as ``version`` (signed with ``key`` if given), with ``pad_bytes``
     of incompressible data in an extra file, or another model file, or other manifest fields."""
+    files = {**({"padding.bin": os.urandom(pad_bytes)} if pad_bytes else {}),
+             **({"model.onnx": model_bytes} if model_bytes is not None else {})}
     with load_bundle(src) as b:
-        meta = {k: v for k, v in asdict(b.manifest).items() if k not in ("files", "size_bytes", "schema")}
-        files = {name: (b.root / name).read_bytes() for name in b.manifest.files}
-    meta.update(version=version, **changes)
-    if pad_bytes:
-        files["padding.bin"] = os.urandom(pad_bytes)
-    if model_bytes is not None:
-        files["model.onnx"] = model_bytes
-    out = out_dir / f"{meta['name']}-{version}.eaigc"
-    pack_bundle(out, meta, files, key=signing.load_private_key(key) if key else None)
+        out = out_dir / f"{b.manifest.name}-{version}.eaigc"
+        repack_bundle(b, out, signing.load_private_key(key) if key else None, files, version=version, **changes)
     return out
 
 
