@@ -78,7 +78,7 @@ def _push(args: argparse.Namespace) -> int:
     def push_one(device: str) -> PushResult:
         with client_from_args(args) as client:
             result = push(client, device, bundle, f"push-{run}-{device}"[:64], chunk, args.activate,
-                          args.timeout, on_status=progress)
+                          args.timeout, on_status=progress, url=args.url)
         progress.done(result)
         return result
 
@@ -110,6 +110,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="stop when more devices than this have failed (default 0)")
     p.add_argument("--no-activate", dest="activate", action="store_false",
                    help="install and check, but leave the current version active")
+    p.add_argument("--url", help="have each device fetch the bundle from this http(s) URL (the same file; "
+                                 "needs limits.ota_url_installs on the device) instead of sending chunks")
     p.add_argument("--chunk-kb", type=int, default=64, help="chunk size in KiB (1-1024, default 64)")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds one device may take (default 600)")
     p.add_argument("--discover-s", type=float, default=1.5, help="seconds to collect a pool's statuses")

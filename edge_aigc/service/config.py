@@ -65,6 +65,7 @@ class Limits:
     ota_retry_s: float = 5.0
     ota_idle_timeout_s: float = 600.0
     ota_jobs: int = 4
+    ota_url_installs: bool = False   # may an install name an http(s) URL the device fetches itself?
 
 
 @dataclass(frozen=True)
@@ -171,7 +172,8 @@ def _limits(t: TomlTable | None) -> Limits:
         session_ttl_s=t.get("session_ttl_s", float, d.session_ttl_s, lo=1, hi=7 * 86400),
         ota_retry_s=t.get("ota_retry_s", float, d.ota_retry_s, lo=0.1, hi=3600),
         ota_idle_timeout_s=t.get("ota_idle_timeout_s", float, d.ota_idle_timeout_s, lo=1, hi=7 * 86400),
-        ota_jobs=t.get("ota_jobs", int, d.ota_jobs, lo=1, hi=64))
+        ota_jobs=t.get("ota_jobs", int, d.ota_jobs, lo=1, hi=64),
+        ota_url_installs=t.get("ota_url_installs", bool, d.ota_url_installs))
     t.finish()
     return out
 

@@ -34,6 +34,7 @@ import shutil
 import signal
 import threading
 import time
+import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -128,11 +129,13 @@ class Job:
 class Installer:
     def __init__(self, state_dir: str | os.PathLike, store: ModelStore, runtime: Runtime, topics: Topics,
                  device_id: str, send: Callable[..., None], between_requests: Callable[[Callable[[], Any]], Any],
-                 retry_s: float = 5.0, idle_timeout_s: float = 600.0, max_jobs: int = 4):
+                 retry_s: float = 5.0, idle_timeout_s: float = 600.0, max_jobs: int = 4,
+                 url_installs: bool = False):
         self.dir = Path(state_dir) / "ota"
         self.store, self.runtime, self.topics, self.device_id = store, runtime, topics, device_id
         self.send, self.between_requests = send, between_requests
         self.retry_s, self.idle_timeout_s, self.max_jobs = retry_s, idle_timeout_s, max_jobs
+        self.url_installs = url_installs
         self.jobs: dict[str, Job] = {}          # every job on record, finished ones too
         self._lock = threading.RLock()
         self._verify: list[Job] = []
@@ -158,6 +161,8 @@ class Installer:
             if job.state in (JobState.VERIFYING, JobState.ACTIVATING) or (
                     not job.final and job.spec.chunks and job.received == job.spec.chunks):
                 self._verify.append(job)
+            elif job.spec.url and not job.final:
+                self._start_fetch(job)
         self._thread.start()
 
     def stop(self) -> None:
@@ -171,7 +176,7 @@ class Installer:
         with self._lock:
             for job in self.jobs.values():
                 self._publish_status(job)
-                if job.state == JobState.DOWNLOADING:
+                if job.state == JobState.DOWNLOADING and not job.spec.url:
                     self._ask(job, again=True)
 
     # -- requests -------------------------------------------------------------------
@@ -187,13 +192,16 @@ class Installer:
                 self._publish_status(job)
                 if job.final:
                     self._announce_final(job)
-                elif job.state in (JobState.QUEUED, JobState.DOWNLOADING):
+                elif job.state in (JobState.QUEUED, JobState.DOWNLOADING) and not job.spec.url:
                     self._ask(job, again=True)
                 return
             active = sum(not j.final for j in self.jobs.values())
             if active >= self.max_jobs:
                 raise Busy(f"{active} installs are unfinished (limit {self.max_jobs}); try again later")
             spec = req.install
+            if spec.url and not self.url_installs:
+                raise BadRequest("this device does not fetch bundles from URLs (limits.ota_url_installs is "
+                                 "false); send the bundle in chunks instead (edge-aigc push without --url)")
             free = shutil.disk_usage(self.dir.parent if self.dir.parent.exists() else "/").free
             if free < 2 * spec.size:  # the part file, then the extracted version
                 raise Rejected("space", f"a {spec.size / MIB:.1f} MB bundle needs {2 * spec.size / MIB:.1f} MB "
@@ -210,7 +218,11 @@ class Installer:
             self._reply(job, event(EventKind.ACCEPTED, job.id, action="install", queue_position=0))
             self._publish_status(job)
             _crash_point("queued")
-            self._ask(job)
+            if spec.url:
+                self._set(job, JobState.DOWNLOADING)
+                self._start_fetch(job)
+            else:
+                self._ask(job)
 
     def cancel(self, job_id: str) -> bool:
         with self._lock:
@@ -229,7 +241,7 @@ class Installer:
         job_id, _, index = topic[len(self.topics.ota_prefix):].partition("/")
         with self._lock:
             job = self.jobs.get(job_id)
-            if job is None or job.state != JobState.DOWNLOADING or not index.isdigit():
+            if job is None or job.state != JobState.DOWNLOADING or job.spec.url or not index.isdigit():
                 return  # a late duplicate, or a stray message: nothing to do
             n, spec = int(index), job.spec
             if n >= spec.chunks or job.have[n]:
@@ -241,32 +253,81 @@ class Installer:
                 job.asked.discard(n)
                 self._ask(job)
                 return
-            fd = os.open(job.dir / PART, os.O_WRONLY)
-            try:
-                os.pwrite(fd, data, n * spec.chunk_bytes)
-                os.fsync(fd)  # the data is on disk before the map says so
-            finally:
-                os.close(fd)
-            fd = os.open(job.dir / MAP, os.O_WRONLY)
-            try:
-                os.pwrite(fd, b"\x01", n)
-            finally:
-                os.close(fd)
-            job.have[n] = 1
             job.asked.discard(n)
-            job.last_activity = time.monotonic()
-            received = job.received
-            if received == spec.chunks:
-                self._progress(job, force=True)
-                self._set(job, JobState.VERIFYING)
-                self._verify.append(job)
-                self._wake.set()
-                return
-            if received == spec.chunks // 2:
-                _crash_point("downloading")
-            self._progress(job)
-            if len(job.asked) <= WINDOW // 2:
+            if self._store_chunk(job, n, data) and len(job.asked) <= WINDOW // 2:
                 self._ask(job)
+
+    def _store_chunk(self, job: Job, n: int, data: bytes) -> bool:
+        """Write chunk ``n`` and record it (under the lock); False once the bundle is complete."""
+        fd = os.open(job.dir / PART, os.O_WRONLY)
+        try:
+            os.pwrite(fd, data, n * job.spec.chunk_bytes)
+            os.fsync(fd)  # the data is on disk before the map says so
+        finally:
+            os.close(fd)
+        fd = os.open(job.dir / MAP, os.O_WRONLY)
+        try:
+            os.pwrite(fd, b"\x01", n)
+        finally:
+            os.close(fd)
+        job.have[n] = 1
+        job.last_activity = time.monotonic()
+        received = job.received
+        if received == job.spec.chunks:
+            self._progress(job, force=True)
+            self._set(job, JobState.VERIFYING)
+            self._verify.append(job)
+            self._wake.set()
+            return False
+        if received == job.spec.chunks // 2:
+            _crash_point("downloading")
+        self._progress(job)
+        return True
+
+    # -- fetching from a URL (limits.ota_url_installs) --------------------------------
+    def _start_fetch(self, job: Job) -> None:
+        threading.Thread(target=self._fetch, args=(job,), name=f"ota-fetch-{job.id}", daemon=True).start()
+
+    def _fetch(self, job: Job) -> None:
+        """Download the bundle, resuming with a Range request after a broken connection, until it
+        is complete or nothing arrived for ``idle_timeout_s``."""
+        while not self._stop.is_set() and job.state == JobState.DOWNLOADING:
+            first = job.have.find(0)
+            if first == -1:
+                return
+            try:
+                self._fetch_from(job, first)
+            except (OSError, ValueError) as exc:  # urllib's errors are OSErrors
+                log.warning("install %s: download interrupted at chunk %d (%s); retrying", job.id,
+                            job.have.find(0), exc)
+            with self._lock:
+                idle = time.monotonic() - job.last_activity
+                if job.state == JobState.DOWNLOADING and job.have.find(0) != -1 and idle > self.idle_timeout_s:
+                    self._finish(job, JobState.FAILED, "download", f"the bundle URL gave nothing for "
+                                 f"{idle:.0f} s; {job.spec.chunks - job.received} of {job.spec.chunks} "
+                                 "chunks missing", "timeout")
+                    return
+            self._stop.wait(self.retry_s)
+
+    def _fetch_from(self, job: Job, first: int) -> None:
+        spec = job.spec
+        offset = first * spec.chunk_bytes
+        request = urllib.request.Request(spec.url, headers={"Range": f"bytes={offset}-"} if offset else {})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            if offset and response.status != 206:  # the server ignored the range: start over
+                offset, first = 0, 0
+            n = first
+            while n < spec.chunks and not self._stop.is_set():
+                expected = min(spec.chunk_bytes, spec.size - n * spec.chunk_bytes)
+                data = response.read(expected)
+                if len(data) != expected:
+                    raise ValueError(f"the response ended after {n * spec.chunk_bytes + len(data)} bytes")
+                with self._lock:
+                    if job.state != JobState.DOWNLOADING:
+                        return
+                    if not job.have[n] and not self._store_chunk(job, n, data):
+                        return
+                n += 1
 
     def _ask(self, job: Job, again: bool = False) -> None:
         """A ``need`` event for the next missing chunks (``again``: also those asked before)."""
@@ -318,7 +379,7 @@ class Installer:
         now = time.monotonic()
         with self._lock:
             for job in list(self.jobs.values()):
-                if job.state != JobState.DOWNLOADING:
+                if job.state != JobState.DOWNLOADING or job.spec.url:  # a fetch keeps its own time
                     continue
                 idle = now - job.last_activity
                 if idle > self.idle_timeout_s:

@@ -26,7 +26,7 @@ __all__ = ["ACTIONS", "BrokerUrl", "InstallSpec", "CHUNK_BYTES", "parse_broker_u
 ACTIONS = tuple(Action)
 _ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _FIELDS = {"id", "action", "model", "task", "params", "reply_to", "target", "timeout_s"}
-_INSTALL_FIELDS = {"sha256", "size", "activate", "chunk_bytes"}   # install only
+_INSTALL_FIELDS = {"sha256", "size", "activate", "chunk_bytes", "url"}   # install only
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _JOB_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")  # a job id names a directory on the device
 CHUNK_BYTES = 64 << 10                   # an install's default chunk size
@@ -42,6 +42,7 @@ class InstallSpec:
     size: int
     activate: bool = True
     chunk_bytes: int = CHUNK_BYTES
+    url: str | None = None   # where the device fetches the bundle itself (else: MQTT chunks)
 
     @property
     def chunks(self) -> int:
@@ -294,7 +295,19 @@ def _install_spec(data: dict[str, Any], job: str) -> InstallSpec:
     if not isinstance(activate, bool):
         raise BadRequest(f"install: 'activate' must be true or false, got {activate!r}")
     return InstallSpec(digest, integer("size", 1, MAX_INSTALL_BYTES), activate,
-                       integer("chunk_bytes", *CHUNK_BYTES_RANGE, default=CHUNK_BYTES))
+                       integer("chunk_bytes", *CHUNK_BYTES_RANGE, default=CHUNK_BYTES), _bundle_url(data.get("url")))
+
+
+def _bundle_url(url: Any) -> str | None:
+    """An http(s) URL without credentials (they would show in logs and job records)."""
+    if url is None:
+        return None
+    parts = urlsplit(url) if isinstance(url, str) and len(url) <= 2048 and is_text(url) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise BadRequest("install: 'url' must be an http:// or https:// URL of at most 2048 characters")
+    if parts.username or parts.password:
+        raise BadRequest("install: 'url' must not carry credentials")
+    return url
 
 
 def _annotate(exc: RequestError, request_id: str | None, reply_to: str) -> RequestError:

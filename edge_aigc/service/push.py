@@ -83,9 +83,11 @@ StatusCallback = Callable[[str, str, int, int], None]
 def push(client: DeviceClient, device: str, bundle: BundleFile, job: str | None = None,
          chunk_bytes: int = CHUNK_BYTES, activate: bool = True, timeout: float = 600.0,
          quiet_s: float = 10.0, on_status: StatusCallback | None = None,
-         send_chunk: Callable[[str, bytes], None] | None = None) -> PushResult:
+         send_chunk: Callable[[str, bytes], None] | None = None, url: str | None = None) -> PushResult:
     """Install ``bundle`` on ``device`` and wait for the job to end (or ``timeout``).
-    ``send_chunk(topic, framed)`` publishes one chunk (tests swap it to damage chunks)."""
+    With ``url`` the device fetches the bundle there itself (the same bytes as ``bundle``);
+    else it asks for chunks. ``send_chunk(topic, framed)`` publishes one chunk (tests swap it
+    to damage chunks)."""
     job = job or f"push-{uuid.uuid4().hex[:12]}"
     topics = Topics.for_device(client.root, device)
     reply, status_topic = topics.reply(job), topics.jobs(job)
@@ -93,7 +95,7 @@ def push(client: DeviceClient, device: str, bundle: BundleFile, job: str | None 
     client.subscribe(status_topic)
     send_chunk = send_chunk or client.publish
     announce = json.dumps({"id": job, "action": Action.INSTALL, "sha256": bundle.sha256, "size": bundle.size,
-                           "chunk_bytes": chunk_bytes, "activate": activate}).encode()
+                           "chunk_bytes": chunk_bytes, "activate": activate, **({"url": url} if url else {})}).encode()
     started = time.monotonic()
     deadline, heard = started + timeout, started
     client.publish(topics.cmd, announce)

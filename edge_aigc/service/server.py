@@ -55,7 +55,7 @@ class DeviceService:
             lim = cfg.limits
             self.installer = Installer(runtime.state_dir, runtime.store, runtime, self.topics, cfg.device_id,
                                        self._publish_plain, self.between_requests, lim.ota_retry_s,
-                                       lim.ota_idle_timeout_s, lim.ota_jobs)
+                                       lim.ota_idle_timeout_s, lim.ota_jobs, lim.ota_url_installs)
             subs.append(self.topics.ota("+"))
         self.ha = None
         if cfg.homeassistant.enabled:  # MQTT discovery, prompt box and buttons (homeassistant.py)
