@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from contextlib import ExitStack
 
@@ -73,7 +74,7 @@ def test_rollback_makes_the_previous_version_serve_again(broker, bundles, tmp_pa
     ({"sha256": "ab" * 32, "size": 10, "chunk_bytes": 100}, "'chunk_bytes'"),
     ({"sha256": "ab" * 32, "size": 10, "chunk_bytes": 2 << 20}, "'chunk_bytes'"),
     ({"sha256": "ab" * 32, "size": 10, "activate": "yes"}, "'activate'"),
-    ({"sha256": "ab" * 32, "size": 10, "url": "http://x"}, "unknown field 'url'"),
+    ({"sha256": "ab" * 32, "size": 10, "chunks": 3}, "unknown field 'chunks'"),
     ({"sha256": "ab" * 32, "size": 10 * (1 << 40)}, "'size'"),
 ])
 def test_a_malformed_install_is_a_bad_request(broker, tmp_path, fields, says, v1):
@@ -141,3 +142,70 @@ def test_the_job_status_is_retained_for_late_subscribers(broker, bundles, tmp_pa
     assert (status["model"], status["version"], status["previous"], status["activated"]) == \
         ("tiny-dcgan", "2.0.0", "1.0.0", True)
     assert status["received"] == status["chunks"] == -(-BundleFile.read(v2).size // (64 << 10))
+
+
+def test_a_push_can_bring_a_model_the_device_never_had(broker, bundles, tmp_path, v1):
+    blend = versioned(bundles["blend"], tmp_path, "1.0.0")
+    cfg = device(tmp_path, broker.port, "ota-new-model", [v1])
+    with running_service(cfg):
+        result = push_file(broker, "ota-new-model", blend)
+        assert result.ok and result.previous is None, result.describe()
+        assert served_version(broker, "ota-new-model", "tiny-blend") == "1.0.0"
+        assert served_version(broker, "ota-new-model") == "1.0.0"  # the other model untouched
+    assert active_versions(tmp_path / "state-ota-new-model") == {"tiny-blend": "1.0.0", "tiny-dcgan": "1.0.0"}
+
+
+def test_a_downloading_install_can_be_cancelled_and_a_full_installer_is_busy(broker, bundles, tmp_path, v1):
+    v2 = versioned(bundles["image"], tmp_path, "2.0.0")
+    cfg = device(tmp_path, broker.port, "ota-cancel", [v1], limits={"ota_jobs": 1})
+    outcome = {}
+    with running_service(cfg), DeviceClient(f"mqtt://127.0.0.1:{broker.port}") as client:
+        def stalled():  # a host that never sends a chunk
+            outcome["r"] = push_file(broker, "ota-cancel", v2, job="job-stalled", send_chunk=lambda t, f: None,
+                                     quiet_s=60, timeout=60)
+
+        worker = threading.Thread(target=stalled)
+        worker.start()
+        status_topic = "edge-aigc/ota-cancel/jobs/job-stalled"
+        client.subscribe(status_topic)
+        while (msg := client.next_message(10)) is not None and json.loads(msg.payload)["state"] != "downloading":
+            pass
+        busy = client.request("ota-cancel", "install", timeout=10, sha256=BundleFile.read(v2).sha256, size=10)
+        assert busy.final["code"] == "busy" and "limit 1" in busy.final["message"]
+        cancel = client.request("ota-cancel", "cancel", target="job-stalled", timeout=10)
+        assert cancel.ok and cancel.final["cancelled"] is True
+        worker.join(30)
+        assert outcome["r"].state == JobState.FAILED and "cancelled" in outcome["r"].reason
+        assert served_version(broker, "ota-cancel") == "1.0.0"
+        assert push_file(broker, "ota-cancel", v2).ok  # the slot is free again
+
+
+def test_a_request_in_flight_finishes_before_the_new_version_takes_over(broker, bundles, tmp_path):
+    """The switch waits for the running request: its result comes before the install's."""
+    slow_v1 = versioned(bundles["slow"], tmp_path, "1.0.0", fidelity={})
+    slow_v2 = versioned(bundles["slow"], tmp_path, "2.0.0", fidelity={})
+    cfg = device(tmp_path, broker.port, "ota-inflight", [slow_v1])
+    finished, first_token, reply = {}, threading.Event(), {}
+    with running_service(cfg):
+        def generate():
+            with DeviceClient(f"mqtt://127.0.0.1:{broker.port}") as c:
+                reply["r"] = c.request("ota-inflight", "generate", "slow-lm",
+                                       {"prompt": "The", "max_new_tokens": 2000, "temperature": 0.0}, timeout=120,
+                                       on_event=lambda ev: ev["event"] == "token" and first_token.set())
+            finished["generate"] = time.monotonic()
+
+        worker = threading.Thread(target=generate)
+        worker.start()
+        assert first_token.wait(30)
+        marks = {}
+        result = push_file(broker, "ota-inflight", slow_v2,
+                           on_status=lambda d, state, got, n: marks.setdefault(state, time.monotonic()))
+        finished["push"] = time.monotonic()
+        worker.join(120)
+        assert result.ok, result.describe()
+        assert reply["r"].ok and reply["r"].final["meta"]["generated_tokens"] == 2000
+        # the install reached its switch while the request still ran, and waited for it
+        assert marks[JobState.ACTIVATING] < finished["generate"] < finished["push"]
+        with DeviceClient(f"mqtt://127.0.0.1:{broker.port}") as c:
+            models = c.request("ota-inflight", "models", timeout=10).final["models"]
+        assert [m["version"] for m in models if m["name"] == "slow-lm"] == ["2.0.0"]
