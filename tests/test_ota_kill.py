@@ -19,6 +19,7 @@ from edge_aigc.store import ModelStore
 from ota_helpers import active_versions, device, versioned
 from service_helpers import serve_process
 from test_ota import served_version
+from test_ota_url import BundleServer
 
 
 def start(cfg, broker, device_id: str, crash_at: str | None = None):
@@ -60,19 +61,21 @@ def one_active_version(state) -> dict[str, str]:
 class BackgroundPush(threading.Thread):
     """A push that outlives the device it started on: it announces again while the device is away."""
 
-    def __init__(self, broker, device_id: str, bundle, job: str):
+    def __init__(self, broker, device_id: str, bundle, job: str, url: str | None = None):
         super().__init__(daemon=True)
-        self.args, self.result = (broker, device_id, BundleFile.read(bundle), job), None
+        self.args, self.result = (broker, device_id, BundleFile.read(bundle), job, url), None
 
     def run(self) -> None:
-        broker, device_id, bundle, job = self.args
+        broker, device_id, bundle, job, url = self.args
         with DeviceClient(f"mqtt://127.0.0.1:{broker.port}") as client:
-            self.result = push(client, device_id, bundle, job, chunk_bytes=16 << 10, quiet_s=1.0, timeout=120)
+            self.result = push(client, device_id, bundle, job, chunk_bytes=16 << 10, quiet_s=1.0, timeout=120,
+                               url=url)
 
 
-def kill_and_restart(broker, cfg, device_id: str, state, bundle, job: str, crash_at: str) -> tuple[dict, object]:
+def kill_and_restart(broker, cfg, device_id: str, state, bundle, job: str, crash_at: str,
+                     url: str | None = None) -> tuple[dict, object]:
     proc = start(cfg, broker, device_id, crash_at)
-    pusher = BackgroundPush(broker, device_id, bundle, job)
+    pusher = BackgroundPush(broker, device_id, bundle, job, url)
     pusher.start()
     try:
         assert proc.wait(60) == -9, f"the service was not killed at {crash_at}"
@@ -123,3 +126,23 @@ def test_twenty_update_kill_cycles_in_a_row_lose_nothing(broker, bundles, tmp_pa
         proc.kill()
         proc.wait(10)
     assert active_versions(state) == {"tiny-dcgan": "1.20.0"}
+
+
+@pytest.mark.parametrize("crash_at", ["queued", "downloading", "verifying"])
+def test_a_url_install_killed_mid_way_resumes_its_download_after_the_restart(broker, bundles, tmp_path, crash_at):
+    device_id = f"kill-url-{crash_at}"
+    v1 = versioned(bundles["image"], tmp_path, "1.0.0")
+    v2 = versioned(bundles["image"], tmp_path, "2.0.0", pad_bytes=256 << 10)
+    cfg = device(tmp_path, broker.port, device_id, [v1], limits={"ota_url_installs": "true"})
+    state = tmp_path / f"state-{device_id}"
+    server = BundleServer(v2)
+    try:
+        after_kill, result = kill_and_restart(broker, cfg, device_id, state, v2, f"job-url-{crash_at}", crash_at,
+                                              url=server.url)
+    finally:
+        server.shutdown()
+    assert after_kill == {"tiny-dcgan": "1.0.0"}
+    assert result.ok, result.describe()
+    assert one_active_version(state) == {"tiny-dcgan": "2.0.0"}
+    if crash_at == "downloading":  # the second process asked for the rest only
+        assert len(server.ranges) == 2 and server.ranges[0] == 0 and server.ranges[1] > 0

@@ -151,13 +151,18 @@ class Installer:
     def start(self) -> None:
         """Load the job records; a job that was verifying or activating is checked again. (The
         store itself was recovered before the models loaded: service/app.py.)"""
-        for record in sorted(self.dir.glob(f"*/{RECORD}")):
+        for job_dir in sorted(self.dir.glob("*/")):
+            if not (job_dir / RECORD).is_file():  # killed before its first record: never accepted
+                shutil.rmtree(job_dir, ignore_errors=True)
+                continue
             try:
-                job = Job.from_record(json.loads(record.read_text()), record.parent)
+                job = Job.from_record(json.loads((job_dir / RECORD).read_text()), job_dir)
             except (OSError, ValueError, KeyError, TypeError) as exc:
-                log.error("ignoring unreadable install record %s: %s", record.parent.name, exc)
+                log.error("ignoring unreadable install record %s: %s", job_dir.name, exc)
                 continue
             self.jobs[job.id] = job
+            if job.state == JobState.QUEUED:  # accepted, then stopped before it asked for anything
+                self._set(job, JobState.DOWNLOADING)
             if job.state in (JobState.VERIFYING, JobState.ACTIVATING) or (
                     not job.final and job.spec.chunks and job.received == job.spec.chunks):
                 self._verify.append(job)
