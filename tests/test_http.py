@@ -256,9 +256,10 @@ def test_a_client_that_gives_up_while_queued_cancels_its_request(service, broker
     mqtt = Listener(broker, ["edge-aigc/web/res/#"])
     try:
         mqtt.publish("edge-aigc/web/cmd", json.dumps({"id": "hog", "action": "generate", "model": "slow-lm", "params": {
-            "prompt": "Once", "max_new_tokens": 1500, "temperature": 0}}).encode())
+            "prompt": "Once", "max_new_tokens": 2048, "temperature": 0}}).encode())
         mqtt.next(topic="edge-aigc/web/res/hog", event="token", timeout=30)
-        with pytest.raises(httpx.ReadTimeout), httpx.Client(timeout=1.0) as http:  # gives up after 1 s
+        # gives up after 0.5 s; the hog (~2.5 s of tokens, cancelled below) keeps it queued until then
+        with pytest.raises(httpx.ReadTimeout), httpx.Client(timeout=0.5) as http:
             http.post(f"{base_url(service)}/v1/completions", headers={"Authorization": f"Bearer {TOKEN}"},
                       json={"model": "tiny-lm", "prompt": "Once", "max_tokens": 4})
         deadline = time.monotonic() + 10
