@@ -27,6 +27,7 @@ from .export_tflite import export_tflite
 from .gguf_blocks import import_gguf_blocks
 from .lm_builder import build_fused_lm, fused_task_config, supports
 from .optimize import optimize_onnx
+from .prune import prune_channels
 from .package import package_bundle
 from .quantize import QuantizeOptions, quantize_onnx
 from .quantize_embedding import quantize_embeddings
@@ -62,6 +63,9 @@ class ConvertOptions:
     measurements: tuple[Path, ...] = ()
     # ONNX node names to leave in float in every quantized recipe (edge-aigc debug-quant suggests them)
     keep_float: tuple[str, ...] = ()
+    # structured channel pruning of the fp32 graph before quantization (converters/prune.py): the
+    # share of each prunable convolution's channels to remove; None: no pruning
+    prune: float | None = None
 
 
 @dataclass(frozen=True)
@@ -94,6 +98,14 @@ def _buildable(source: Source) -> tuple[str, ...]:
 
 def _format_for(profile: Profile, source: Source, opts: ConvertOptions, progress: Progress) -> str:
     can, requested = _buildable(source), opts.format
+    if opts.prune is not None:  # the ONNX graph is what gets pruned (converters/prune.py)
+        if source.task == "text-generation":
+            raise ConversionError("--prune removes convolution channels; a language model has none to "
+                                  "prune (heads are not pruned)")
+        if "onnx" not in profile.formats or requested not in (None, "onnx"):
+            raise ConversionError(f"--prune makes ONNX bundles only (TFLite is exported from PyTorch, not from "
+                                  f"the pruned graph); profile {profile.name} runs {', '.join(profile.formats)}")
+        return "onnx"
     if requested:
         if requested not in profile.formats:
             raise ConversionError(f"profile {profile.name} does not run {requested} "
@@ -152,9 +164,12 @@ def convert(source_ref: str | Path | Source, profiles: list[Profile], out: Path,
             optimized = optimize_onnx(exported.path, work / "reference-fp32.onnx")
             s["detail"] = optimized.note or f"{optimized.nodes_before} → {optimized.nodes_after} nodes"
         fp32_path = optimized.path
-        reference = Reference(source, fp32_path, opts.validation_samples)
+        reference = Reference(source, fp32_path, opts.validation_samples)  # the unpruned model, always
         source_record = {"kind": source.kind, "ref": source.ref, "fp32_sha256": _sha256(fp32_path),
                          "opset": OPSET, "export_max_abs_diff": exported.max_abs_diff, **source.origin}
+        build_from = fp32_path
+        if opts.prune is not None:
+            build_from = _prune(fp32_path, work, opts.prune, progress, source_record)
         done: dict[tuple, tuple[Path, FidelityReport, dict, float]] = {}
 
         def artifact(profile: Profile, fmt: str, recipe: str) -> tuple[tuple[Path, FidelityReport, dict, float], bool]:
@@ -167,7 +182,7 @@ def convert(source_ref: str | Path | Source, profiles: list[Profile], out: Path,
                 return done[cache_key], True
             start = time.perf_counter()
             build = _build_onnx if fmt == "onnx" else _build_tflite
-            model_path, facts = build(source, fp32_path, recipe, reduce_range, opts, work, progress)
+            model_path, facts = build(source, build_from, recipe, reduce_range, opts, work, progress)
             config = {**source.task_config, **facts.get("task_config", {})}
             report = _validate(reference, fmt, recipe, model_path, opts, progress, config)
             done[cache_key] = (model_path, report, facts, time.perf_counter() - start)
@@ -188,7 +203,8 @@ def convert(source_ref: str | Path | Source, profiles: list[Profile], out: Path,
                              bundle, False, lambda line: None, 0.0)
                     return bundle
                 chosen, selection = choose(profile, [opts.format] if opts.format else
-                                           [f for f in profile.formats if f in _buildable(source)],
+                                           [f for f in profile.formats if f in _buildable(source)
+                                            and (opts.prune is None or f == "onnx")],
                                            built, probe, measurements, progress)
                 fmt, recipe = chosen.format, chosen.recipe
                 progress(f"--recipe auto, {profile.name}: {selection['winner']}, {selection['why']}")
@@ -206,6 +222,19 @@ def convert(source_ref: str | Path | Source, profiles: list[Profile], out: Path,
             raise FidelityError(f"fidelity gate failed for {lines}. Measured: {failed[0][1].summary()}. "
                                 "Use --allow-degraded to package anyway, or --threshold KEY=VALUE")
         return results
+
+
+def _prune(fp32_path: Path, work: Path, ratio: float, progress: Progress, record: dict) -> Path:
+    """The fp32 graph with ``ratio`` of its prunable channels removed; the figures go to ``record``."""
+    import onnx
+
+    with _step(progress, f"prune {ratio:.0%} of the channels") as s:
+        pruned, report = prune_channels(onnx.load(fp32_path), ratio)
+        out = work / "pruned-fp32.onnx"
+        onnx.save(pruned, out)
+        s["detail"] = report.summary()
+    record["pruned"] = report.to_dict()
+    return out
 
 
 def _calibration(source: Source, fp32_path: Path, opts: ConvertOptions):

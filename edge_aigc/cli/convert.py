@@ -46,7 +46,8 @@ def _convert(args: argparse.Namespace) -> int:
         validation_samples=args.validation_samples, per_channel=not args.no_per_channel,
         block_size=args.block_size, accuracy_level=args.accuracy_level, lm_export=args.lm_export,
         measurements=tuple(Path(m) for m in args.measurements),
-        keep_float=tuple(n.strip() for group in args.keep_float for n in group.split(",") if n.strip()))
+        keep_float=tuple(n.strip() for group in args.keep_float for n in group.split(",") if n.strip()),
+        prune=args.prune)
     if args.measurements and args.recipe != "auto":
         raise UsageError("--measurements ranks the candidates of --recipe auto; give --recipe auto too")
     step = [0]
@@ -100,4 +101,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "or the plain dynamo export for every recipe")
     p.add_argument("--keep-float", action="append", default=[], metavar="NAME[,NAME]",
                    help="ONNX nodes to leave in float in quantized recipes (edge-aigc debug-quant suggests them)")
+    p.add_argument("--prune", type=float, metavar="RATIO",
+                   help="remove this share (0-1) of the channels of every convolution feeding another, "
+                        "smallest L1 norm first, before quantizing (ONNX; graded by the same gate)")
     p.set_defaults(func=_convert)
