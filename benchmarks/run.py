@@ -15,7 +15,7 @@ import datetime as dt
 import time
 from pathlib import Path
 
-from . import generators, http, llm, ota, service, sizes, speech, text, threads
+from . import generators, http, llm, ota, prune, service, sizes, speech, text, threads
 from .common import machine, write_json
 from .plots import plot_bars, plot_latency
 from .targets import targets
@@ -95,6 +95,10 @@ def run(quick: bool, only: set[str], out: Path, work: Path, progress=print) -> d
         r, d = ota.bench_ota(zoo_bundles["digits"], 3 if quick else 5, progress)
         reports.append(r)
         data["ota"] = d
+    if "prune" in only:
+        r, d = prune.bench_prune(work / "prune", 5 if quick else 11, progress)
+        reports.append(r)
+        data["prune"] = d
     if "threads" in only:
         r, d = threads.bench_threads(zoo_bundles["fortune-gpt"], "x86-avx2", 64, 5 if quick else 9, progress)
         reports.append(r)
