@@ -44,9 +44,16 @@ def running_service(config: Path, timeout: float = 20.0):
         runtime.close()
 
 
-def serve_process(config: Path, env: dict | None = None, extra: list[str] = ()) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "edge_aigc", "serve", "--config", str(config), *extra],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+def serve_process(config: Path, env: dict | None = None, extra: list[str] = (),
+                  log: Path | None = None) -> subprocess.Popen:
+    """``edge-aigc serve`` as its own process; its log goes to ``log`` when given."""
+    out = open(log, "wb") if log else subprocess.DEVNULL
+    try:
+        return subprocess.Popen([sys.executable, "-m", "edge_aigc", "serve", "--config", str(config), *extra],
+                                stdout=out, stderr=subprocess.STDOUT if log else subprocess.DEVNULL, env=env)
+    finally:
+        if log:
+            out.close()
 
 
 class Listener:

@@ -121,10 +121,14 @@ class DeviceService:
         if self._worker.is_alive() and self._running is not None:
             self._running[1].cancel()
             self._worker.join(5)
+        if self._worker.is_alive():
+            log.warning("the worker did not stop within %.1f s of its cancel; going offline anyway",
+                        self.cfg.limits.drain_timeout_s + 5)
         if self.http is not None:
             self.http.stop()
         if self.installer is not None:
             self.installer.stop()
+        log.info("requests drained; publishing offline and disconnecting")
         self.transport.stop(last=(self.topics.status, self._status("offline")))
 
     # -- status and metrics -----------------------------------------------------------
