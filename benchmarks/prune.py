@@ -84,6 +84,7 @@ def bench_prune(work: Path, repeats: int, progress=print) -> tuple[Report, dict]
                    one, per_s)
         data["rows"].append({"model": name, "ratio": ratio, "recipe": recipe, **row, "one_image_ms": one,
                              "batch64_per_s": per_s})
-    report.notes.append("no fine-tuning after pruning: the channels with the smallest L1 norm go, and the "
-                        "gate grades what is left against the unpruned fp32 model")
+    report.notes.append("no training after pruning: the channels go by backward elimination on calibration "
+                        "activations, each next layer is refitted by least squares (converters/prune.py), and "
+                        "the gate grades the result against the unpruned fp32 model on other seeds")
     return report, data

@@ -27,7 +27,7 @@ from .export_tflite import export_tflite
 from .gguf_blocks import import_gguf_blocks
 from .lm_builder import build_fused_lm, fused_task_config, supports
 from .optimize import optimize_onnx
-from .prune import prune_channels
+from .prune import RECONSTRUCTION_SAMPLES, prune_channels
 from .package import package_bundle
 from .quantize import QuantizeOptions, quantize_onnx
 from .quantize_embedding import quantize_embeddings
@@ -169,7 +169,7 @@ def convert(source_ref: str | Path | Source, profiles: list[Profile], out: Path,
                          "opset": OPSET, "export_max_abs_diff": exported.max_abs_diff, **source.origin}
         build_from = fp32_path
         if opts.prune is not None:
-            build_from = _prune(fp32_path, work, opts.prune, progress, source_record)
+            build_from = _prune(source, fp32_path, work, opts.prune, progress, source_record)
         done: dict[tuple, tuple[Path, FidelityReport, dict, float]] = {}
 
         def artifact(profile: Profile, fmt: str, recipe: str) -> tuple[tuple[Path, FidelityReport, dict, float], bool]:
@@ -224,12 +224,14 @@ def convert(source_ref: str | Path | Source, profiles: list[Profile], out: Path,
         return results
 
 
-def _prune(fp32_path: Path, work: Path, ratio: float, progress: Progress, record: dict) -> Path:
-    """The fp32 graph with ``ratio`` of its prunable channels removed; the figures go to ``record``."""
+def _prune(source: Source, fp32_path: Path, work: Path, ratio: float, progress: Progress, record: dict) -> Path:
+    """The fp32 graph with ``ratio`` of its prunable channels removed and the layers after
+    them reconstructed on calibration feeds; the figures go to ``record``."""
     import onnx
 
     with _step(progress, f"prune {ratio:.0%} of the channels") as s:
-        pruned, report = prune_channels(onnx.load(fp32_path), ratio)
+        feeds = sample_feeds(source, fp32_path, RECONSTRUCTION_SAMPLES, CALIBRATION_SEED)
+        pruned, report = prune_channels(onnx.load(fp32_path), ratio, feeds)
         out = work / "pruned-fp32.onnx"
         onnx.save(pruned, out)
         s["detail"] = report.summary()
