@@ -48,7 +48,7 @@ BUILTIN_TEXTS = [
 
 
 def _session_inputs(model_path: Path):
-    return open_session("onnx", model_path, None, "calibration").inputs
+    return open_session("tflite" if model_path.suffix == ".tflite" else "onnx", model_path, None, "calibration").inputs
 
 
 def _dim(source: Source, name: str, axis: int, dim) -> int:

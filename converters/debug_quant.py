@@ -13,7 +13,11 @@ name. Two figures per op:
   (``onnx.utils.Extractor``), fed fp32's own inputs — the error the op adds by itself, as
   ai-edge-quantizer's per-op validation measures it.
 
-The ops with the lowest isolated SNR are the suggested ``--keep-float`` set.
+The ops with the lowest isolated SNR are the suggested ``--keep-float`` set. TFLite graphs
+cannot be cut into pieces (converters/debug_quant_tflite.py), so for them the op's own share
+is estimated from the accumulated figures, as ``added_snr_db``: the noise-to-signal power
+of its output minus that of its data input (the noise it reads taken to pass through at
+the same relative power), in dB. ONNX bundles report that estimate beside the measurement.
 
 Text bundles are compared when exported by the dynamo path (``--lm-export dynamo``), on
 windows of real text with an empty KV cache; the builder's fused LM graphs are refused,
@@ -46,7 +50,8 @@ class LayerError:
     op_type: str
     index: int         # position in the fp32 graph's topological order
     snr_db: float            # output vs fp32: the error accumulated up to this op
-    isolated_snr_db: float   # the op alone on fp32's inputs: what it adds by itself
+    isolated_snr_db: float   # the op alone on fp32's inputs: what it adds by itself (NaN for TFLite)
+    added_snr_db: float = math.nan  # the same, estimated from its input's and output's accumulated SNR
 
 
 @dataclass(frozen=True)
@@ -59,19 +64,31 @@ class QuantDebug:
     suggested: list[str]
 
     def ranked(self) -> list[LayerError]:
-        return sorted(self.layers, key=lambda e: e.isolated_snr_db)
+        """Worst first: by the op alone where it could be run alone, else by the estimate."""
+        return sorted(self.layers, key=lambda e: e.added_snr_db if math.isnan(e.isolated_snr_db) else e.isolated_snr_db)
 
     def to_dict(self) -> dict[str, Any]:
         return {"fp32": self.fp32, "quantized": self.quantized, "recipe": self.recipe, "samples": self.samples,
                 "suggested_keep_float": self.suggested,
                 "layers": [{"node": e.node, "op_type": e.op_type, "index": e.index, "snr_db": _finite(e.snr_db),
-                            "isolated_snr_db": _finite(e.isolated_snr_db)} for e in self.layers]}
+                            "isolated_snr_db": _finite(e.isolated_snr_db),
+                            "added_snr_db": _finite(e.added_snr_db)}
+                           for e in self.layers]}
 
 
-def _finite(db: float) -> float:
+def _finite(db: float) -> float | None:
     from .validate import IDENTICAL_DB
 
-    return round(db, 3) if math.isfinite(db) else IDENTICAL_DB
+    return None if math.isnan(db) else round(db, 3) if math.isfinite(db) else IDENTICAL_DB
+
+
+def _added(input_db: float, output_db: float) -> float:
+    """The SNR of the noise an op adds by itself, estimated: its output's noise-to-signal
+    power minus its input's, in dB; inf when it adds none that shows."""
+    if math.isnan(input_db) or math.isnan(output_db):
+        return math.nan
+    added = 10 ** (-output_db / 10) - 10 ** (-input_db / 10)
+    return -10 * math.log10(added) if added > 0 else math.inf
 
 
 def _snr(ref: np.ndarray, out: np.ndarray) -> float:
@@ -120,10 +137,14 @@ def debug_quant(fp32_bundle: Path, quant_bundle: Path, samples: int = 4, suggest
     with load_bundle(fp32_bundle, public_key=public_key) as ref, \
             load_bundle(quant_bundle, public_key=public_key) as cand:
         mr, mc = ref.manifest, cand.manifest
-        if mr.format != Format.ONNX or mc.format != Format.ONNX:
-            raise ConversionError("debug-quant compares ONNX bundles; TFLite's per-tensor comparison is not built yet")
+        if mr.format != mc.format:
+            raise ConversionError(f"debug-quant compares two bundles of one format; these are {mr.format} and "
+                                  f"{mc.format}")
         if mr.task != mc.task or mr.name != mc.name:
             raise ConversionError(f"these are different models: {mr.name} ({mr.task}) and {mc.name} ({mc.task})")
+        if mr.format == Format.TFLITE and mr.task == Task.TEXT:
+            raise ConversionError("debug-quant compares TFLite generators and voices; a TFLite LM's cache "
+                                  "signatures are not compared (convert it with --format onnx --lm-export dynamo)")
         if mr.task == Task.TEXT and mr.config.kv_layout != "concat":
             raise ConversionError("debug-quant does not compare the builder's fused LM graphs: they name their "
                                   "tensors by precision, so none match by name; convert with --lm-export dynamo")
@@ -132,6 +153,14 @@ def debug_quant(fp32_bundle: Path, quant_bundle: Path, samples: int = 4, suggest
         ref_path, cand_path = ref.root / mr.config.model, cand.root / mc.config.model
         source = _source(fp32_bundle, ref.root, mr, ref_path)
         feeds = sample_feeds(source, ref_path, samples, VALIDATION_SEED)
+        if mr.format == Format.TFLITE:
+            from edge_aigc.system import usable_cpus
+
+            from .debug_quant_tflite import compare_tflite
+
+            layers = [LayerError(out, kind, index, snr, math.nan, _added(src, snr))
+                      for index, kind, out, snr, src in compare_tflite(ref_path, cand_path, feeds, usable_cpus().count)]
+            return _result(fp32_bundle, quant_bundle, mc.recipe, samples, layers, suggest)
         fp32_model, quant_model = onnx.load(str(ref_path)), onnx.load(str(cand_path))
     produced = {o for n in quant_model.graph.node for o in n.output} | {i.name for i in quant_model.graph.input}
     weights = {i.name for i in fp32_model.graph.initializer}
@@ -152,11 +181,20 @@ def debug_quant(fp32_bundle: Path, quant_bundle: Path, samples: int = 4, suggest
     for index, node, data in ops:
         accumulated = _snr_over(ref_vals[node.output[0]], quant_vals[node.output[0]])
         alone = _isolated(pieces, data, node.output[0], [dict(zip(data, v)) for v in zip(*(ref_vals[t] for t in data))])
+        upstream = _snr_over(ref_vals[data[0]], quant_vals[data[0]])
         layers.append(LayerError(node.name, node.op_type, index, accumulated,
-                                 _snr_over(ref_vals[node.output[0]], alone)))
-    ranked = sorted(layers, key=lambda e: e.isolated_snr_db)
-    return QuantDebug(str(fp32_bundle), str(quant_bundle), mc.recipe, samples, layers,
-                      [e.node for e in ranked[:suggest] if math.isfinite(e.isolated_snr_db)])
+                                 _snr_over(ref_vals[node.output[0]], alone), _added(upstream, accumulated)))
+    return _result(fp32_bundle, quant_bundle, mc.recipe, samples, layers, suggest)
+
+
+def _result(fp32: Path, quantized: Path, recipe: str, samples: int, layers: list[LayerError],
+            suggest: int) -> QuantDebug:
+    """The comparison, with the ``suggest`` worst ops that quantization touched as the keep-float set."""
+    result = QuantDebug(str(fp32), str(quantized), recipe, samples, layers, [])
+    touched = [e for e in result.ranked() if math.isfinite(e.isolated_snr_db)
+               or (math.isnan(e.isolated_snr_db) and math.isfinite(e.added_snr_db))]
+    result.suggested.extend(e.node for e in touched[:suggest])
+    return result
 
 
 def _source(bundle: Path, root: Path, manifest, model_path: Path) -> Source:
@@ -198,9 +236,10 @@ def plot(result: QuantDebug, path: Path) -> Path:
     top.plot(x, [min(e.snr_db, 120) for e in result.layers], lw=1)
     top.set_ylabel("accumulated SNR, dB")
     top.set_title(f"{Path(result.quantized).name} ({result.recipe}) against fp32, {result.samples} gate inputs")
-    bottom.bar(x, [min(e.isolated_snr_db, 120) for e in result.layers], width=1.0,
+    alone = not any(math.isnan(e.isolated_snr_db) for e in result.layers)  # TFLite: the estimate instead
+    bottom.bar(x, [min(e.isolated_snr_db if alone else e.added_snr_db, 120) for e in result.layers], width=1.0,
                color=["tab:red" if e.node in result.suggested else "tab:gray" for e in result.layers])
-    bottom.set_ylabel("the op alone: SNR, dB")
+    bottom.set_ylabel("the op alone: SNR, dB" if alone else "the op's own SNR (est.), dB")
     bottom.set_xlabel("weighted ops in graph order (red: suggested --keep-float)")
     fig.tight_layout()
     fig.savefig(path, dpi=80)

@@ -106,9 +106,15 @@ def _quiet() -> Iterator[None]:
 
 
 def export_tflite(source: Source, recipe: str, out: Path,
-                  calibration: Callable[[], Iterator[dict[str, np.ndarray]]] | None = None) -> dict[str, Any]:
-    """Write ``out`` for ``recipe``; returns facts for the manifest (signatures, cache length)."""
+                  calibration: Callable[[], Iterator[dict[str, np.ndarray]]] | None = None,
+                  keep_float: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Write ``out`` for ``recipe``, leaving the ops that write the tensors ``keep_float`` in
+    float; returns facts for the manifest (signatures, cache length)."""
     import litert_torch
+
+    if keep_float and recipe == "int8-static":
+        raise ConversionError("--keep-float on TFLite applies to fp16, int8-dynamic and int4 (ai-edge-quantizer); "
+                              "int8-static is quantized by PT2E before conversion, where those names do not exist")
 
     if source.kind == "onnx":
         raise ConversionError("TFLite export needs a PyTorch or Keras source (a factory, a Hugging Face "
@@ -140,7 +146,7 @@ def export_tflite(source: Source, recipe: str, out: Path,
             config = static_quant_config(quantizer) if quantizer is not None else None
             model = converter.convert(quant_config=config).model_content()
             if recipe in POST_CONVERSION:
-                model = quantize_weights(recipe, model)
+                model = quantize_weights(recipe, model, keep_float)
             out.write_bytes(model)
     except ConversionError:
         raise

@@ -296,11 +296,10 @@ def _quantize_dynamo(source: Source, fp32_path: Path, recipe: str, reduce_range:
 
 def _build_tflite(source: Source, fp32_path: Path, recipe: str, reduce_range: bool,
                   opts: ConvertOptions, work: Path, progress: Progress) -> tuple[Path, dict]:
-    if opts.keep_float:
-        raise ConversionError("--keep-float applies to ONNX recipes; give --format onnx")
     dst = work / f"artifact-{recipe}.tflite"
     with _step(progress, f"export TFLite {recipe} (litert-torch)") as s:
-        facts = export_tflite(source, recipe, dst, _calibration(source, fp32_path, opts))
+        facts = export_tflite(source, recipe, dst, _calibration(source, fp32_path, opts),
+                              opts.keep_float if recipe != "fp32" else ())
         s["detail"] = (f"{len(facts['signatures'])} signatures, fp32 ONNX {fp32_path.stat().st_size:,} → "
                        f"{dst.stat().st_size:,} bytes")
     return dst, facts

@@ -49,14 +49,19 @@ def _base_recipe(recipe: str):
     raise ConversionError(f"{recipe!r} is not a post-conversion TFLite recipe ({', '.join(POST_CONVERSION)})")
 
 
-def quantize_weights(recipe: str, model: bytes) -> bytes:
-    """fp16 / int8-dynamic / int4 over a converted fp32 model (ai-edge-quantizer)."""
+def quantize_weights(recipe: str, model: bytes, keep_float: tuple[str, ...] = ()) -> bytes:
+    """fp16 / int8-dynamic / int4 over a converted fp32 model (ai-edge-quantizer); the ops
+    writing the tensors named in ``keep_float`` stay float (debug-quant suggests them)."""
     from ai_edge_quantizer import algorithm_manager, qtyping, quantizer
     from litert_torch.quantize.translate_recipe import translate_to_ai_edge_recipe
 
+    from .debug_quant_tflite import check_keep_float_tflite, keep_float_regex
+
+    check_keep_float_tflite(model, keep_float)
     qt = quantizer.Quantizer(model, translate_to_ai_edge_recipe(_base_recipe(recipe).generative_recipe))
-    qt.update_quantization_recipe(KEEP_FLOAT_SCOPES, qtyping.TFLOperationName.ALL_SUPPORTED,
-                                  algorithm_key=algorithm_manager.AlgorithmName.NO_QUANTIZE)
+    for scope in (KEEP_FLOAT_SCOPES, *map(keep_float_regex, keep_float)):  # later scopes win
+        qt.update_quantization_recipe(scope, qtyping.TFLOperationName.ALL_SUPPORTED,
+                                      algorithm_key=algorithm_manager.AlgorithmName.NO_QUANTIZE)
     return bytes(qt.quantize(enable_progress_bar=False, enable_progress_report=False).quantized_model)
 
 

@@ -3,6 +3,7 @@ the per-layer table, the suggestion, and a re-run that keeps the suggested ops i
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 import tarfile
@@ -80,9 +81,9 @@ def test_a_keep_float_name_that_is_not_a_node_is_refused_with_close_ones(dcgan, 
 
 
 def test_keep_float_is_refused_where_it_cannot_apply(tmp_path, bundles):
-    with pytest.raises(ConversionError, match="applies to ONNX recipes"):
+    with pytest.raises(ConversionError, match="int8-static is quantized by PT2E"):
         convert("tiny_models:tiny_dcgan", [get_profile("rpi4")], tmp_path / "t.eaigc",
-                ConvertOptions(recipe="int8-dynamic", format="tflite", keep_float=("/x",)))
+                ConvertOptions(recipe="int8-static", format="tflite", keep_float=("/x",)))
     with pytest.raises(ConversionError, match="fused LM graphs.*--lm-export dynamo"):
         debug_quant(bundles["text"], bundles["text"])  # the builder's graph (the default for Llamas)
 
@@ -118,3 +119,28 @@ def test_the_cli_prints_the_table_json_and_a_plot(dcgan, tmp_path):
     wrong = subprocess.run([sys.executable, "-m", "edge_aigc", "debug-quant", str(out["int8-dynamic"].bundle),
                             str(out["fp32"].bundle)], capture_output=True, text=True, timeout=300)
     assert wrong.returncode == 9 and "must be the fp32 one" in wrong.stderr
+
+
+def test_tflite_bundles_are_compared_tensor_by_tensor_and_keeping_the_worst_op_in_float_removes_its_loss(tmp_path):
+    from converters.debug_quant_tflite import WEIGHTED_TFLITE
+
+    rpi4, out = [get_profile("rpi4")], {}
+    for recipe in ("fp32", "int8-dynamic"):
+        [out[recipe]] = convert("tiny_models:tiny_dcgan", rpi4, tmp_path / f"{recipe}.eaigc",
+                                ConvertOptions(recipe=recipe, format="tflite", name="tiny-dcgan", allow_degraded=True))
+    result = debug_quant(out["fp32"].bundle, out["int8-dynamic"].bundle, samples=2, suggest=1)
+    assert result.layers and all(e.op_type in WEIGHTED_TFLITE for e in result.layers)
+    assert all(math.isnan(e.isolated_snr_db) for e in result.layers)  # TFLite graphs are not cut into pieces
+    worst = result.ranked()[0]
+    assert result.suggested == [worst.node] and worst.added_snr_db < 80  # int8 weights cost that op some SNR
+    assert json.loads(json.dumps(result.to_dict()))["layers"][0]["isolated_snr_db"] is None
+
+    with pytest.raises(ConversionError, match="no op of the fp32 TFLite model writes such a tensor"):
+        convert("tiny_models:tiny_dcgan", rpi4, tmp_path / "typo.eaigc",
+                ConvertOptions(recipe="int8-dynamic", format="tflite", keep_float=(worst.node + "x",)))
+    [kept] = convert("tiny_models:tiny_dcgan", rpi4, tmp_path / "kept.eaigc",
+                     ConvertOptions(recipe="int8-dynamic", format="tflite", name="tiny-dcgan", allow_degraded=True,
+                                    keep_float=tuple(result.suggested)))
+    again = {e.node: e for e in debug_quant(out["fp32"].bundle, kept.bundle, samples=2).layers}
+    assert again[worst.node].added_snr_db > worst.added_snr_db + 10  # in float it adds (almost) nothing
+    assert kept.fidelity.metrics["psnr_db"] > out["int8-dynamic"].fidelity.metrics["psnr_db"]

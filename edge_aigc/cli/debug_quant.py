@@ -1,7 +1,8 @@
 """``edge-aigc debug-quant FP32_BUNDLE QUANT_BUNDLE``: which layers did quantization break (host side).
 
-Runs both bundles' graphs on the fidelity gate's inputs, compares every weighted op's output
-by name, ranks the ops by the error each one added, and suggests a ``--keep-float`` set for
+Runs both bundles' graphs (ONNX or TFLite) on the fidelity gate's inputs, compares every
+weighted op's output by name, ranks the ops by the error each one added (ONNX: the op run
+alone; TFLite: the op's own share, estimated from its input's and output's SNR), and suggests a ``--keep-float`` set for
 ``edge-aigc convert`` (converters/debug_quant.py says how).
 """
 from __future__ import annotations
@@ -28,9 +29,9 @@ def _debug(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result.to_dict(), indent=1))
     else:
-        rows = [(e.index, e.node, e.op_type, f"{e.isolated_snr_db:.1f}", f"{e.snr_db:.1f}")
-                for e in result.ranked()[:args.top]]
-        print(table(("#", "NODE", "OP", "ALONE SNR dB", "ACCUMULATED SNR dB"), rows))
+        rows = [(e.index, e.node, e.op_type, "—" if e.isolated_snr_db != e.isolated_snr_db else f"{e.isolated_snr_db:.1f}",
+                 f"{e.snr_db:.1f}", f"{e.added_snr_db:.1f}") for e in result.ranked()[:args.top]]
+        print(table(("#", "NODE", "OP", "ALONE SNR dB", "ACCUMULATED SNR dB", "ADDED SNR dB (est.)"), rows))
         drop = _largest_drop(result.layers)
         print(f"\n{len(result.layers)} weighted ops compared on {result.samples} gate inputs; the accumulated "
               f"SNR falls most ({drop[0]:.1f} dB) just before {drop[1]}")
