@@ -100,8 +100,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "Gemma, Mistral, …): its fused graph for fp32/int8-dynamic/int4 (default), "
                         "or the plain dynamo export for every recipe")
     p.add_argument("--keep-float", action="append", default=[], metavar="NAME[,NAME]",
-                   help="ONNX nodes to leave in float in quantized recipes (edge-aigc debug-quant suggests them)")
+                   help="ops to leave in float in quantized recipes: ONNX node names, or for TFLite the "
+                        "op's output tensor (edge-aigc debug-quant suggests them)")
     p.add_argument("--prune", type=float, metavar="RATIO",
-                   help="remove this share (0-1) of the channels of every convolution feeding another, "
-                        "smallest L1 norm first, before quantizing (ONNX; graded by the same gate)")
+                   help="remove this share (0-1) of the channels of every convolution (or dense layer "
+                        "reshaped into channels) feeding another, refitting the next layer by least "
+                        "squares, before quantizing (ONNX; graded by the same gate)")
     p.set_defaults(func=_convert)
