@@ -64,18 +64,14 @@ def _builtin_name(flat, op) -> str:
 
 def check_keep_float_tflite(model: bytes, names: tuple[str, ...]) -> None:
     """Every ``--keep-float`` name is the output tensor of an op of the fp32 model."""
-    import difflib
-
     from ai_edge_quantizer.utils import tfl_flatbuffer_utils as fb
+
+    from .quantize import require_known
 
     flat = fb.read_model(model)
     outputs = [fb.get_tensor_name(g.tensors[i]) for g in flat.subgraphs for op in g.operators for i in op.outputs]
-    for name in names:
-        if name not in outputs:
-            close = difflib.get_close_matches(name, outputs, n=3)
-            raise ConversionError(f"--keep-float {name!r}: no op of the fp32 TFLite model writes such a tensor"
-                                  + (f" (close: {', '.join(close)})" if close else
-                                     "; edge-aigc debug-quant lists the ops by their output tensor"))
+    require_known(names, outputs, "no op of the fp32 TFLite model writes such a tensor",
+                  "edge-aigc debug-quant lists the ops by their output tensor")
 
 
 def _signature(model: bytes, feeds: list[dict[str, np.ndarray]]) -> tuple[str, list[dict[str, np.ndarray]]]:

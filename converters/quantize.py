@@ -119,19 +119,24 @@ RECIPES: dict[str, Callable[[Path, Path, QuantizeOptions], None]] = {
 }
 
 
-def check_keep_float(src: Path, names: tuple[str, ...]) -> None:
-    """Every ``--keep-float`` name is a node of the fp32 graph (a typo would silently keep nothing)."""
+def require_known(names: tuple[str, ...], known: list[str], missing: str, hint: str) -> None:
+    """Every ``--keep-float`` name is in ``known`` (a typo would silently keep nothing); the
+    error names the closest ones, else ``hint``."""
     import difflib
 
+    for name in names:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=3)
+            raise ConversionError(f"--keep-float {name!r}: {missing}"
+                                  + (f" (close: {', '.join(close)})" if close else f"; {hint}"))
+
+
+def check_keep_float(src: Path, names: tuple[str, ...]) -> None:
+    """Every ``--keep-float`` name is a node of the fp32 graph."""
     import onnx
 
     nodes = [n.name for n in onnx.load(str(src), load_external_data=False).graph.node]
-    for name in names:
-        if name not in nodes:
-            close = difflib.get_close_matches(name, nodes, n=3)
-            raise ConversionError(f"--keep-float {name!r}: no such node in the fp32 graph"
-                                  + (f" (close: {', '.join(close)})" if close else
-                                     "; edge-aigc debug-quant lists the nodes by their error"))
+    require_known(names, nodes, "no such node in the fp32 graph", "edge-aigc debug-quant lists the nodes by their error")
 
 
 def quantize_onnx(recipe: str, src: Path, dst: Path, opts: QuantizeOptions) -> Path:
