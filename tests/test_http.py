@@ -300,7 +300,9 @@ def test_load_gets_429s_not_an_unbounded_queue_and_every_request_one_answer(serv
 
 def test_mqtt_and_http_share_one_queue(service, broker, client):
     wait_idle(service)
-    slow = {"prompt": "Once", "max_new_tokens": 1500, "temperature": 0}
+    # 2,048 tokens in 4 beams, several seconds (cancelled below): the one running must outlast the
+    # checks, also on a loaded CI machine (1,500 greedy tokens, ~1.9 s, once finished first)
+    slow = {"prompt": "Once", "max_new_tokens": 2048, "temperature": 0, "num_beams": 4}
     mqtt = Listener(broker, ["edge-aigc/web/res/#"])
     try:
         for i in range(3):  # one runs, two wait: the queue (2) is full
@@ -316,7 +318,7 @@ def test_mqtt_and_http_share_one_queue(service, broker, client):
                                                           "target": f"share-{i}"}).encode())
         wait_idle(service)
         # and the other way round: HTTP requests fill the queue, an MQTT one is refused as busy
-        body = {"model": "slow-lm", "prompt": "Once", "max_tokens": 1500, "temperature": 0}
+        body = {"model": "slow-lm", "prompt": "Once", "max_tokens": 2048, "temperature": 0, "num_beams": 4}
         codes: list[int] = []
 
         def post() -> None:
