@@ -96,7 +96,7 @@ def run(quick: bool, only: set[str], out: Path, work: Path, progress=print) -> d
         reports.append(r)
         data["ota"] = d
     if "prune" in only:
-        r, d = prune.bench_prune(work / "prune", 5 if quick else 11, progress)
+        r, d = prune.bench_prune(work / "prune", 5 if quick else 31, progress)  # timing is ~1 s a round
         reports.append(r)
         data["prune"] = d
     if "threads" in only:
