@@ -9,13 +9,17 @@ known answers. llama.cpp's block formats fit ONNX Runtime's ``MatMulNBits`` (blo
 | GGUF block | value | ``MatMulNBits`` |
 |---|---|---|
 | Q4_0 (d, 4-bit q) | d·(q − 8) | 4 bits, scale d, the default zero point 8 |
-| Q4_1 (d, m, 4-bit q) | d·q + m | 4 bits, scale d, zero point 0, plus Σ(block of A)·m |
+| Q4_1 (d, m, 4-bit q) | d·q + m = d·(q − z) + r | 4 bits, scale d, zero point z = round(−m/d), plus Σ(block of A)·r |
 | Q8_0 (d, 8-bit q) | d·q | 8 bits, q + 128, scale d, the default zero point 128 |
 
 Q4_1's per-block minimum ``m`` has no integer zero point, and a float one sends ONNX
-Runtime to its slow unpacked path; so the minimum is applied as a small extra product —
-the activations summed per block ([…, K/32]) times the minima ([K/32, N], 1/32 of the
-weights) — added to the 4-bit product. The graph is the builder's int4 graph (names,
+Runtime to its slow unpacked path; so each block gets the integer zero point nearest its
+own zero, z = round(−m/d), and what is left, r = m + z·d (at most half a step), is applied
+as a small extra product — the activations summed per block ([…, K/32]) times the
+residuals ([K/32, N], 1/32 of the weights) — added to the 4-bit product. The centred zero
+point matters with int8 activations (accuracy level 4): the kernel's activation rounding
+error is multiplied by q − z, so with z = 0 (q all positive, the minimum carried whole by
+the extra term) it is not cancelled by the block's signs and SmolLM2 measured 4× the KL. The graph is the builder's int4 graph (names,
 fused attention and all); only the weights of the matrices the file holds in these
 formats are replaced, and a tied embedding follows its LM head.
 
@@ -210,13 +214,19 @@ def import_gguf_blocks(model_path: Path, gguf_path: Path, accuracy_level: int = 
 
 
 def _add_minimum_term(graph, node, blocks: _Blocks, helper, numpy_helper, TensorProto) -> None:
-    """zero point 0 for the 4-bit product, then + (A summed per block) @ minima: d·q + m exactly."""
+    """Zero point z = round(−m/d) for the 4-bit product, then + (A summed per block) @ r with
+    r = m + z·d: d·(q − z) + r = d·q + m (r held in float16, within 2⁻¹¹ of itself)."""
     rows, count = blocks.scale.shape
     base = node.name
-    zero_points = np.zeros((rows, (count + 1) // 2), np.uint8)
+    zero = np.clip(np.rint(-np.divide(blocks.minimum, blocks.scale, out=np.zeros_like(blocks.minimum),
+                                      where=blocks.scale != 0)), 0, 15).astype(np.uint8)
+    residual = blocks.minimum + zero * blocks.scale
+    if count % 2:
+        zero = np.pad(zero, ((0, 0), (0, 1)))
+    zero_points = (zero[:, 0::2] | (zero[:, 1::2] << 4)).astype(np.uint8)  # block 2i in the low nibble
     zp_name, minima_name = f"{node.input[1]}_zero_points", f"{node.input[1]}_block_minima"
     graph.initializer.extend([numpy_helper.from_array(zero_points, zp_name),
-                              numpy_helper.from_array(blocks.minimum.T.astype(np.float16), minima_name),
+                              numpy_helper.from_array(residual.T.astype(np.float16), minima_name),
                               numpy_helper.from_array(np.array([0, 0, count, BLOCK], np.int64), f"{base}/block_shape"),
                               numpy_helper.from_array(np.array([-1], np.int64), f"{base}/last_axis")])
     while len(node.input) < 4:

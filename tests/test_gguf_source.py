@@ -135,3 +135,53 @@ def test_block_import_refuses_nothing_silently(quantized, tmp_path):
     assert kinds["token_embd.weight"] == "Q8_0" and kinds["blk.0.attn_q.weight"] == "Q4_0"
     norm = next(t for t in reader.tensors if t.name == "blk.0.attn_norm.weight")
     assert _read_blocks(norm) is None  # F32: left to the builder, and reported as requantized
+
+
+def _q4_1_product(blocks, activations, accuracy_level: int):
+    """One Q4_1 matrix as the import writes it (MatMulNBits + the residual term), run by ONNX Runtime."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from converters.gguf_blocks import BLOCK, _add_minimum_term, _pack, _toposort
+
+    rows, count = blocks.scale.shape
+    node = helper.make_node("MatMulNBits", ["A", "B_Q4", "B_scales"], ["Y"], domain="com.microsoft", name="m",
+                            K=count * BLOCK, N=rows, bits=4, block_size=BLOCK, accuracy_level=accuracy_level)
+    graph = helper.make_graph(
+        [node], "q4_1", [helper.make_tensor_value_info("A", TensorProto.FLOAT, [1, None, count * BLOCK])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [1, None, rows])],
+        [numpy_helper.from_array(_pack(blocks), "B_Q4"), numpy_helper.from_array(blocks.scale, "B_scales")])
+    _add_minimum_term(graph, graph.node[0], blocks, helper, numpy_helper, TensorProto)
+    _toposort(graph)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, {"A": activations})[0]
+
+
+def test_q4_1_blocks_keep_their_values_and_a_centred_zero_point():
+    """Level 1 gives the file's d·q + m exactly; at level 4 (int8 activations) the error is the
+    activations' own rounding, not that times q (a zero point of 0 made it several times larger)."""
+    import numpy as np
+
+    from converters.gguf_blocks import BLOCK, _Blocks
+
+    rng = np.random.default_rng(3)
+    rows, k = 192, 512
+    w = (rng.standard_normal((rows, k // BLOCK, BLOCK)) * 0.05).astype(np.float32)
+    lo = w.min(-1).astype(np.float16).astype(np.float32)
+    d = ((w.max(-1) - lo) / 15).astype(np.float16).astype(np.float32)
+    q = np.clip(np.rint((w - lo[..., None]) / d[..., None]), 0, 15).astype(np.uint8)
+    weights = (d[..., None] * q + lo[..., None]).reshape(rows, k)  # what llama.cpp dequantizes
+    a = rng.standard_normal((1, 4, k)).astype(np.float32)
+    a[..., rng.choice(k, 6, replace=False)] *= 20  # outlier channels, as in a real LM's activations
+    exact = a @ weights.T
+    blocks = _Blocks(4, q, d, lo)
+
+    def error(y):
+        return float(np.linalg.norm(y - exact) / np.linalg.norm(exact))
+
+    assert error(_q4_1_product(blocks, a, accuracy_level=1)) < 1e-4
+    grouped = a.reshape(1, 4, k // BLOCK, BLOCK)
+    step = np.abs(grouped).max(-1, keepdims=True) / 127
+    activations_alone = error((np.rint(grouped / step) * step).reshape(a.shape) @ weights.T)
+    assert error(_q4_1_product(blocks, a, accuracy_level=4)) < 1.5 * activations_alone
