@@ -19,13 +19,16 @@ is estimated from the accumulated figures, as ``added_snr_db``: the noise-to-sig
 of its output minus that of its data input (the noise it reads taken to pass through at
 the same relative power), in dB. ONNX bundles report that estimate beside the measurement.
 
-Text bundles are compared when exported by the dynamo path (``--lm-export dynamo``), on
-windows of real text with an empty KV cache; the builder's fused LM graphs are refused,
-as they name their tensors by precision (``…/MatMul`` against ``…/MatMulNBits``).
+Text bundles are compared on windows of real text with an empty KV cache. The builder's
+fused LM graphs name a quantized matrix by its precision (``…/qkv_proj/MatMul_Q4/output_0``
+where fp32 has ``…/qkv_proj/MatMul/output_0``), so their tensors are matched with that
+suffix dropped; ``--keep-float`` does not apply to them (the builder writes the graph), so
+no set is suggested, and the ranking says which projections the quantization hurts.
 """
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +45,7 @@ __all__ = ["LayerError", "QuantDebug", "debug_quant", "WEIGHTED"]
 
 WEIGHTED = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 _PER_RUN = 48  # tensors exposed per run: the decoder's activations are megabytes each
+_PRECISION = re.compile(r"_Q\d+(?=/|$)")  # the builder's MatMul_Q4 / MatMul_Q8 for a float MatMul
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,7 @@ class QuantDebug:
     samples: int
     layers: list[LayerError]        # in graph order
     suggested: list[str]
+    note: str = ""                  # why nothing is suggested, where that is so
 
     def ranked(self) -> list[LayerError]:
         """Worst first: by the op alone where it could be run alone, else by the estimate."""
@@ -69,7 +74,7 @@ class QuantDebug:
 
     def to_dict(self) -> dict[str, Any]:
         return {"fp32": self.fp32, "quantized": self.quantized, "recipe": self.recipe, "samples": self.samples,
-                "suggested_keep_float": self.suggested,
+                "suggested_keep_float": self.suggested, "note": self.note,
                 "layers": [{"node": e.node, "op_type": e.op_type, "index": e.index, "snr_db": _finite(e.snr_db),
                             "isolated_snr_db": _finite(e.isolated_snr_db),
                             "added_snr_db": _finite(e.added_snr_db)}
@@ -145,9 +150,6 @@ def debug_quant(fp32_bundle: Path, quant_bundle: Path, samples: int = 4, suggest
         if mr.format == Format.TFLITE and mr.task == Task.TEXT:
             raise ConversionError("debug-quant compares TFLite generators and voices; a TFLite LM's cache "
                                   "signatures are not compared (convert it with --format onnx --lm-export dynamo)")
-        if mr.task == Task.TEXT and mr.config.kv_layout != "concat":
-            raise ConversionError("debug-quant does not compare the builder's fused LM graphs: they name their "
-                                  "tensors by precision, so none match by name; convert with --lm-export dynamo")
         if mr.recipe != "fp32":
             raise ConversionError(f"the first bundle must be the fp32 one; {fp32_bundle} is {mr.recipe}")
         ref_path, cand_path = ref.root / mr.config.model, cand.root / mc.config.model
@@ -161,17 +163,25 @@ def debug_quant(fp32_bundle: Path, quant_bundle: Path, samples: int = 4, suggest
             layers = [LayerError(out, kind, index, snr, math.nan, _added(src, snr))
                       for index, kind, out, snr, src in compare_tflite(ref_path, cand_path, feeds, usable_cpus().count)]
             return _result(fp32_bundle, quant_bundle, mc.recipe, samples, layers, suggest)
+        fused = mr.task == Task.TEXT and mr.config.kv_layout == "shared"
         fp32_model, quant_model = onnx.load(str(ref_path)), onnx.load(str(cand_path))
     produced = {o for n in quant_model.graph.node for o in n.output} | {i.name for i in quant_model.graph.input}
+    twin = {name: name for name in produced}  # an fp32 tensor's name -> the quantized graph's
+    if fused:
+        twin.update({_PRECISION.sub("", name): name for name in produced
+                     if _PRECISION.search(name) and _PRECISION.sub("", name) not in produced})
     weights = {i.name for i in fp32_model.graph.initializer}
     ops = [(i, n, [t for t in n.input if t and t not in weights]) for i, n in enumerate(fp32_model.graph.node)
-           if n.op_type in WEIGHTED and n.output[0] in produced]
-    ops = [(i, n, data) for i, n, data in ops if data and all(t in produced for t in data)]
+           if n.op_type in WEIGHTED and n.output[0] in twin]
+    ops = [(i, n, data) for i, n, data in ops if data and all(t in twin for t in data)]
     if not ops:
         raise ConversionError("no weighted op of the fp32 graph is found by name in the quantized one")
     graph_inputs = {i.name for i in fp32_model.graph.input}
+    feeds = [{k: v for k, v in f.items() if k in graph_inputs} for f in feeds]  # a fused graph takes no position_ids
     exposed = sorted({t for _, n, data in ops for t in (*data, n.output[0])} - graph_inputs)
-    ref_vals, quant_vals = _run_all(fp32_model, exposed, feeds), _run_all(quant_model, exposed, feeds)
+    ref_vals = _run_all(fp32_model, exposed, feeds)
+    got = _run_all(quant_model, sorted({twin[t] for t in exposed}), feeds)
+    quant_vals = {t: got[twin[t]] for t in exposed}
     for t in graph_inputs:
         ref_vals[t] = quant_vals[t] = [f[t] for f in feeds if t in f]
     from onnx.utils import Extractor
@@ -180,10 +190,15 @@ def debug_quant(fp32_bundle: Path, quant_bundle: Path, samples: int = 4, suggest
     layers = []
     for index, node, data in ops:
         accumulated = _snr_over(ref_vals[node.output[0]], quant_vals[node.output[0]])
-        alone = _isolated(pieces, data, node.output[0], [dict(zip(data, v)) for v in zip(*(ref_vals[t] for t in data))])
+        alone = _isolated(pieces, [twin[t] for t in data], twin[node.output[0]],
+                          [dict(zip((twin[t] for t in data), v)) for v in zip(*(ref_vals[t] for t in data))])
         upstream = _snr_over(ref_vals[data[0]], quant_vals[data[0]])
         layers.append(LayerError(node.name, node.op_type, index, accumulated,
                                  _snr_over(ref_vals[node.output[0]], alone), _added(upstream, accumulated)))
+    if fused:
+        return QuantDebug(str(fp32_bundle), str(quant_bundle), mc.recipe, samples, layers, [],
+                          "a fused LM graph (the onnxruntime-genai builder's): --keep-float does not apply to it; "
+                          "convert with --lm-export dynamo to keep ops in float")
     return _result(fp32_bundle, quant_bundle, mc.recipe, samples, layers, suggest)
 
 

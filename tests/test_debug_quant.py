@@ -84,8 +84,6 @@ def test_keep_float_is_refused_where_it_cannot_apply(tmp_path, bundles):
     with pytest.raises(ConversionError, match="int8-static is quantized by PT2E"):
         convert("tiny_models:tiny_dcgan", [get_profile("rpi4")], tmp_path / "t.eaigc",
                 ConvertOptions(recipe="int8-static", format="tflite", keep_float=("/x",)))
-    with pytest.raises(ConversionError, match="fused LM graphs.*--lm-export dynamo"):
-        debug_quant(bundles["text"], bundles["text"])  # the builder's graph (the default for Llamas)
 
 
 def test_a_dynamo_exported_lm_is_compared_on_real_text(tmp_path):
@@ -104,6 +102,26 @@ def test_a_dynamo_exported_lm_is_compared_on_real_text(tmp_path):
                                     keep_float=tuple(result.suggested)))
     again = {e.node: e.isolated_snr_db for e in debug_quant(out["fp32"].bundle, kept.bundle, samples=2).layers}
     assert all(again[n] == float("inf") for n in result.suggested)
+
+
+def test_the_builders_fused_lm_graphs_are_compared_by_their_precision_named_tensors(tmp_path):
+    from tiny_lm import save_tiny_lm
+
+    hf = save_tiny_lm(tmp_path / "lm", arch="llama")
+    out = {}
+    for recipe in ("fp32", "int4"):  # the fused graph, the default for Llamas
+        [out[recipe]] = convert(str(hf), X86, tmp_path / f"{recipe}.eaigc",
+                                ConvertOptions(recipe=recipe, allow_degraded=True))
+    same = debug_quant(out["fp32"].bundle, out["fp32"].bundle, samples=1)
+    assert same.layers and all(e.isolated_snr_db == float("inf") for e in same.layers)
+    result = debug_quant(out["fp32"].bundle, out["int4"].bundle, samples=2)
+    layers = {e.node: e for e in result.layers}
+    # every projection of both layers and the head, each matched to its MatMul_Q4 twin and run alone
+    projections = ("attn/qkv_proj", "attn/o_proj", "mlp/gate_proj", "mlp/up_proj", "mlp/down_proj")
+    assert sorted(layers) == sorted([f"/model/layers.{i}/{p}/MatMul" for i in (0, 1) for p in projections]
+                                    + ["/lm_head/MatMul"])
+    assert all(10 < e.isolated_snr_db < 80 and e.snr_db <= e.isolated_snr_db + 3 for e in layers.values())
+    assert result.suggested == [] and "--lm-export dynamo" in result.note
 
 
 def test_the_cli_prints_the_table_json_and_a_plot(dcgan, tmp_path):
