@@ -10,11 +10,15 @@ once from the ``llama-cpp-python`` sdist (``benchmarks.llama_cpp``). Every syste
 same threads; decode (64 tokens after a 128-token prompt) and prefill (128 tokens) are
 timed in rounds, one run of each system per round, medians over rounds. Perplexity is
 llama-perplexity's method on both sides (2,048 tokens of GPL-3 in 512-token windows, each
-window's second half scored). Peak RSS is measured in a fresh process per system.
+window's second half scored), and so is the mean KL divergence from each side's own float32
+on those tokens (llama-perplexity's ``--kl-divergence``; ours from the logits), which tells
+precision apart where perplexities differ by noise. Peak RSS is measured in a fresh process
+per system.
 """
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -91,6 +95,23 @@ def _llama_perplexity(bin_dir: Path, model: Path, text: Path, n: int) -> float:
     raise RuntimeError(f"llama-perplexity gave no estimate:\n{proc.stderr[-800:]}")
 
 
+def _llama_kl(bin_dir: Path, model: Path, base: Path, text: Path, n: int) -> float:
+    """Mean KL(float32 ‖ model) per scored token, by llama-perplexity's own --kl-divergence
+    against ``base`` (the float32 file's logits, saved by the first call for that file)."""
+    cmd = [str(bin_dir / "llama-perplexity"), "-m", str(model), "-f", str(text), "-c", "512", "--chunks", "4",
+           "-t", str(n), *TOOL_FLAGS, "--kl-divergence-base", str(base)]
+    saving = not base.is_file()
+    proc = subprocess.run(cmd if saving else [*cmd, "--kl-divergence"], capture_output=True, text=True)
+    if saving:
+        if not base.is_file():
+            raise RuntimeError(f"llama-perplexity saved no logits:\n{proc.stderr[-800:]}")
+        return 0.0
+    found = re.search(r"Mean\s+KLD:\s+([-0-9.e+]+)", proc.stdout + proc.stderr)
+    if found is None:
+        raise RuntimeError(f"llama-perplexity gave no KL divergence:\n{proc.stderr[-800:]}")
+    return float(found.group(1))
+
+
 def _peak_rss_mb(cmd: list[str]) -> float:
     """Peak RSS of ``cmd`` run alone in a fresh wrapper process."""
     wrapper = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], capture_output=True); "
@@ -144,7 +165,7 @@ _OUR_RSS = ("import sys, numpy as np; from edge_aigc import Runtime; rt = Runtim
 
 
 def bench_llm(work: Path, repeats: int, progress=print) -> tuple[Report, dict]:
-    from converters import text_gate
+    from converters import metrics, text_gate
     from converters.sources import load_source
     from edge_aigc import load_bundle
     from edge_aigc.backends import open_session
@@ -178,9 +199,17 @@ def bench_llm(work: Path, repeats: int, progress=print) -> tuple[Report, dict]:
         last = list(ours)[-1]
         speeds[last].append(_our_speed(loops[last], prompt))
     ppl = {kind: _llama_perplexity(bin_dir, path, text, n) for kind, path in ggufs.items()}
-    for label, loop in loops.items():
-        ppl[label] = text_gate.run_lm(source, loop, text_gate.GateInputs(
-            inputs.windows, inputs.prompts[:1], inputs.answers[:1], inputs.eos, 1, inputs.text)).perplexity
+    base = work / "kl-base-F32.dat"
+    base.unlink(missing_ok=True)
+    _llama_kl(bin_dir, ggufs["F32"], base, text, n)  # saves the float32 logits
+    kl = {kind: _llama_kl(bin_dir, path, base, text, n) for kind, path in ggufs.items() if kind != "F32"}
+    runs = {label: text_gate.run_lm(source, loop, text_gate.GateInputs(
+        inputs.windows, inputs.prompts[:1], inputs.answers[:1], inputs.eos, 1, inputs.text))
+        for label, loop in loops.items()}
+    for label, run in runs.items():
+        ppl[label] = run.perplexity
+        kl[label] = metrics.mean_kl(runs["fp32"].logits, run.logits)
+    kl["F32"] = 0.0
     rss = {kind: _peak_rss_mb([str(bin_dir / "llama-bench"), "-m", str(p), "-t", str(n), "-p", str(PROMPT),
                                "-n", str(DECODE), "-r", "1", *BENCH_FLAGS]) for kind, p in ggufs.items()}
     rss.update({label: _peak_rss_mb([sys.executable, "-c", _OUR_RSS, str(p)]) for label, p in ours.items()})
@@ -193,20 +222,22 @@ def bench_llm(work: Path, repeats: int, progress=print) -> tuple[Report, dict]:
         decode = median([x["decode"] for x in runs])
         rows[name] = {"system": f"llama.cpp {name}" if name in ggufs else f"ours {name}",
                       "decode_tps": decode, "prefill_tps": median([x["prefill"] for x in runs]),
-                      "perplexity": ppl[name], "peak_rss_mb": rss[name], "size_mib": size / 2**20,
+                      "perplexity": ppl[name], "mean_kl": kl[name], "peak_rss_mb": rss[name], "size_mib": size / 2**20,
                       "bandwidth_fraction": decode * size / (bandwidth * 1e9)}
     report = Report(f"SmolLM2-135M-Instruct: ours vs llama.cpp, same weights, {n} threads",
-                    ["system", "decode tok/s", "prefill tok/s", "perplexity", "peak RSS MiB", "size MiB",
+                    ["system", "decode tok/s", "prefill tok/s", "perplexity", "KL vs own fp32", "peak RSS MiB", "size MiB",
                      "decode / bandwidth limit", "decode vs llama.cpp", "prefill vs llama.cpp"])
     for kind, ours_label in PAIRS:
         for name in (kind, ours_label):
             row, peer = rows[name], rows[kind]
-            report.add(row["system"], row["decode_tps"], row["prefill_tps"], row["perplexity"], row["peak_rss_mb"],
+            report.add(row["system"], row["decode_tps"], row["prefill_tps"], row["perplexity"], row["mean_kl"],
+                       row["peak_rss_mb"],
                        row["size_mib"], row["bandwidth_fraction"],
                        "" if name == kind else f"{row['decode_tps'] / peer['decode_tps']:.2f}x",
                        "" if name == kind else f"{row['prefill_tps'] / peer['prefill_tps']:.2f}x")
     last = rows[list(ours)[-1]]
-    report.add(last["system"], last["decode_tps"], last["prefill_tps"], last["perplexity"], last["peak_rss_mb"],
+    report.add(last["system"], last["decode_tps"], last["prefill_tps"], last["perplexity"], last["mean_kl"],
+               last["peak_rss_mb"],
                last["size_mib"], last["bandwidth_fraction"],
                f"{last['decode_tps'] / rows['Q4_1']['decode_tps']:.2f}x vs Q4_1",
                f"{last['prefill_tps'] / rows['Q4_1']['prefill_tps']:.2f}x vs Q4_1")
