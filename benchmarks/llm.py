@@ -137,12 +137,13 @@ def _our_bundles(work: Path, gguf: Path, progress) -> dict[str, Path]:
         for label in missing:
             recipe = wanted[label]
             path = work / f"x86-{recipe}.toml"
-            path.write_text(base.replace('name = "x86-avx2"', f'name = "x86-{recipe}"')
-                            .replace('recipe = "int8-dynamic"', f'recipe = "{recipe}"'))
+            path.write_text(base.replace('name = "x86-avx2"', f'name = "x86-{recipe}"')  # text: this recipe
+                            .replace("[onnx.task_recipes]\n", f'[onnx.task_recipes]\ntext-generation = "{recipe}"\n'))
             profiles.append(load_profile(path))
         progress(f"converting SmolLM2 ({', '.join(missing)}); the gate's failures are recorded, not fatal")
         for result in convert(str(gguf), profiles, work / "smollm2-staging",
-                              ConvertOptions(allow_degraded=True), progress=lambda line: progress(f"  {line}")):
+                              ConvertOptions(allow_degraded=True, accuracy_level=4),  # the zoo's is level 1
+                              progress=lambda line: progress(f"  {line}")):
             recipe = result.recipe
             result.bundle.replace(work / f"smollm2-{recipe}.eaigc")
     bundles["int4 (file's blocks, fp32 act.): the zoo's"] = zoo_bundle("smollm2-135m", "x86-avx2").path

@@ -91,5 +91,17 @@ def load_gguf(path: Path) -> Source:
         _dequantize(path, out)
     source = load_hf_dir(out)
     source.name = model_name(path.name.split(".")[0])  # SmolLM2-135M-Instruct.Q4_1.gguf -> smollm2-135m-instruct
-    source.origin = {"gguf": str(path), "gguf_sha256": digest, "gguf_architecture": arch}
+    source.origin = {"gguf": str(path), "gguf_sha256": digest, "gguf_architecture": arch,
+                     "gguf_4bit_share": round(_four_bit_share(path), 4)}
     return source
+
+
+def _four_bit_share(path: Path) -> float:
+    """The share of the file's matrix weights held in Q4_0/Q4_1 blocks (what int4 keeps exactly)."""
+    import gguf
+
+    kinds = gguf.GGMLQuantizationType
+    matrices = [t for t in gguf.GGUFReader(str(path)).tensors if len(t.shape) == 2]
+    total = sum(int(t.n_elements) for t in matrices)
+    four = sum(int(t.n_elements) for t in matrices if t.tensor_type in (kinds.Q4_0, kinds.Q4_1))
+    return four / total if total else 0.0

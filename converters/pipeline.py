@@ -24,7 +24,7 @@ AUTO = "auto"  # the recipe that means: build, gate and measure every candidate 
 from .calibration import CALIBRATION_SEED, sample_feeds
 from .export_onnx import OPSET, export_onnx
 from .export_tflite import export_tflite
-from .gguf_blocks import import_gguf_blocks
+from .gguf_blocks import SUPPORTED_ARCHITECTURES, import_gguf_blocks
 from .lm_builder import build_fused_lm, fused_task_config, supports
 from .optimize import optimize_onnx
 from .prune import RECONSTRUCTION_SAMPLES, prune_channels
@@ -54,7 +54,9 @@ class ConvertOptions:
     validation_samples: int = 8
     per_channel: bool = True
     block_size: int = 32
-    accuracy_level: int = 4
+    # MatMulNBits compute type; None: 1 (float32 activations) for a GGUF file's own 4-bit blocks,
+    # where SmolLM2 kept every known answer only so, else 4 (int8 activations, the fast path)
+    accuracy_level: int | None = None
     # LMs the onnxruntime-genai builder knows get its fused graph for fp32/int8-dynamic/int4
     # ("fused"); "dynamo" keeps the plain export + our quantizers for every recipe.
     lm_export: str = "fused"
@@ -115,7 +117,7 @@ def _format_for(profile: Profile, source: Source, opts: ConvertOptions, progress
                                   "export needs a PyTorch factory, a Hugging Face directory or a .keras file")
         return requested
     if (opts.lm_export == "fused" and profile.preferred_format != "onnx" and "onnx" in profile.formats
-            and supports(source, opts.recipe or profile.recipe_for("onnx", source.task))):
+            and supports(source, opts.recipe or default_recipe(source, profile, "onnx"))):
         progress(f"{profile.name} prefers {profile.preferred_format}, but this LM gets the fused ONNX graph, "
                  "whose in-place KV cache decodes far faster than TFLite's fixed cache (docs/converting.md); "
                  "using onnx (--format tflite to override)")
@@ -209,7 +211,10 @@ def convert(source_ref: str | Path | Source, profiles: list[Profile], out: Path,
                 fmt, recipe = chosen.format, chosen.recipe
                 progress(f"--recipe auto, {profile.name}: {selection['winner']}, {selection['why']}")
             else:
-                recipe = opts.recipe or profile.recipe_for(fmt, source.task)
+                recipe = opts.recipe or default_recipe(source, profile, fmt)
+                if recipe != (opts.recipe or profile.recipe_for(fmt, source.task)):
+                    progress(f"{profile.name}: int4 rather than its {profile.recipe_for(fmt, source.task)}: "
+                             f"{GGUF_4BIT_REASON} (--recipe to override)")
             (model_path, report, facts, spent), shared = artifact(profile, fmt, recipe)
             if not report.passed and not opts.allow_degraded:
                 failed.append((profile.name, report))
@@ -239,6 +244,29 @@ def _prune(source: Source, fp32_path: Path, work: Path, ratio: float, progress: 
     return out
 
 
+GGUF_4BIT_REASON = ("the GGUF file holds its matrices as 4-bit blocks, which int4 keeps exactly; "
+                    "another recipe would round them again (docs/converting.md)")
+
+
+def default_recipe(source: Source, profile: Profile, fmt: str) -> str:
+    """The profile's recipe for the task, except int4 for an ONNX LM from a GGUF file whose
+    matrices are mostly Q4_0/Q4_1 blocks, unless the profile names a recipe for text itself
+    (``task_recipes``): int4 keeps the blocks exactly, where the profiles' int8-dynamic
+    rounds them again (SmolLM2: KL 0.0046 and three known answers lost, against 0.0001 and
+    none) and fp16/fp32 store the same weights 4-8x larger."""
+    recipe = profile.recipe_for(fmt, source.task)
+    named = fmt == "onnx" and profile.onnx is not None and source.task in dict(profile.onnx.task_recipes)
+    if fmt == "onnx" and not named and source.origin.get("gguf_4bit_share", 0) >= 0.5 \
+            and source.origin.get("gguf_architecture") in SUPPORTED_ARCHITECTURES:
+        return "int4"
+    return recipe
+
+
+def _level(opts: ConvertOptions) -> int:
+    """The MatMulNBits accuracy level for weights this conversion quantizes itself."""
+    return 4 if opts.accuracy_level is None else opts.accuracy_level
+
+
 def _calibration(source: Source, fp32_path: Path, opts: ConvertOptions):
     return lambda: iter(sample_feeds(source, fp32_path, opts.calibration_samples, CALIBRATION_SEED))
 
@@ -250,7 +278,8 @@ def _build_onnx(source: Source, fp32_path: Path, recipe: str, reduce_range: bool
         facts = {"task_config": fused_task_config()}
         if recipe == "int4" and source.origin.get("gguf"):
             with _step(progress, "keep the GGUF file's quantized blocks") as s:
-                s["detail"] = import_gguf_blocks(dst, Path(source.origin["gguf"]), opts.accuracy_level).summary()
+                level = 1 if opts.accuracy_level is None else opts.accuracy_level
+                s["detail"] = import_gguf_blocks(dst, Path(source.origin["gguf"]), level).summary()
     else:
         dst, facts = _quantize_dynamo(source, fp32_path, recipe, reduce_range, opts, work, progress), {}
     if recipe.startswith("int"):
@@ -272,7 +301,7 @@ def _fused_lm(source: Source, fp32_path: Path, recipe: str, opts: ConvertOptions
     dst = work / f"artifact-{recipe}-fused.onnx"
     with _step(progress, f"build fused LM {recipe} (onnxruntime-genai builder)") as s:
         try:
-            build_fused_lm(source, recipe, dst, work, opts.block_size, opts.accuracy_level)
+            build_fused_lm(source, recipe, dst, work, opts.block_size, _level(opts))
         except ConversionError as exc:
             s["detail"] = f"not possible, using the dynamo export instead: {str(exc).splitlines()[-1].strip()}"
             return None
@@ -285,7 +314,7 @@ def _quantize_dynamo(source: Source, fp32_path: Path, recipe: str, reduce_range:
     hints = source.quantize_hints
     qopts = QuantizeOptions(
         per_channel=opts.per_channel, reduce_range=reduce_range, op_types=hints.get("op_types"),
-        block_size=opts.block_size, accuracy_level=opts.accuracy_level,
+        block_size=opts.block_size, accuracy_level=_level(opts),
         calibration=_calibration(source, fp32_path, opts), keep_float=opts.keep_float)
     dst = work / f"artifact-{recipe}{'-rr' if reduce_range else ''}.onnx"
     with _step(progress, f"quantize {recipe}{' (reduce_range)' if reduce_range else ''}") as s:

@@ -185,3 +185,29 @@ def test_q4_1_blocks_keep_their_values_and_a_centred_zero_point():
     step = np.abs(grouped).max(-1, keepdims=True) / 127
     activations_alone = error((np.rint(grouped / step) * step).reshape(a.shape) @ weights.T)
     assert error(_q4_1_product(blocks, a, accuracy_level=4)) < 1.5 * activations_alone
+
+
+def test_a_file_of_4_bit_blocks_defaults_to_int4_at_float32_activations(tiny, quantized, tmp_path):
+    import dataclasses
+
+    import onnx
+
+    from converters.pipeline import default_recipe
+
+    x86 = get_profile("x86-avx2")
+    assert x86.recipe_for("onnx", "text-generation") == "int8-dynamic"
+    assert default_recipe(load_source(str(tiny[1])), x86, "onnx") == "int8-dynamic"  # F32: nothing to keep
+    blocks = load_source(str(quantized))
+    assert blocks.origin["gguf_4bit_share"] > 0.5 and default_recipe(blocks, x86, "onnx") == "int4"
+    named = dataclasses.replace(x86, onnx=dataclasses.replace(x86.onnx, task_recipes=(("text-generation", "fp32"),)))
+    assert default_recipe(blocks, named, "onnx") == "fp32"  # a profile that names a text recipe keeps it
+    lines: list[str] = []
+    [result] = convert(str(quantized), [x86], tmp_path / "q.eaigc", ConvertOptions(), progress=lines.append)
+    assert result.recipe == "int4" and result.fidelity.passed
+    assert any("int4 rather than its int8-dynamic" in line and "--recipe to override" in line for line in lines)
+    with load_bundle(tmp_path / "q.eaigc") as b:
+        graph = onnx.load(str(b.file("model.onnx"))).graph
+    levels = {a.i for n in graph.node if n.op_type == "MatMulNBits"
+              for a in n.attribute if a.name == "accuracy_level"
+              if any(b.name == "bits" and b.i == 4 for b in n.attribute)}
+    assert levels == {1}

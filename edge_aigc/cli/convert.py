@@ -93,8 +93,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--validation-samples", type=int, default=8, help="seeded inputs for the fidelity gate")
     p.add_argument("--no-per-channel", action="store_true", help="per-tensor int8 weight scales")
     p.add_argument("--block-size", type=int, default=32, help="int4: weights per scale (16..256)")
-    p.add_argument("--accuracy-level", type=int, default=4, choices=(0, 1, 2, 3, 4),
-                   help="int4: MatMulNBits compute precision (4 = int8, fastest on CPU)")
+    p.add_argument("--accuracy-level", type=int, default=None, choices=(0, 1, 2, 3, 4),
+                   help="int4: MatMulNBits compute precision (4 = int8 activations, fastest on CPU; "
+                        "1 = float32). Default: 1 for a GGUF file's own 4-bit blocks, 4 otherwise")
     p.add_argument("--lm-export", choices=("fused", "dynamo"), default="fused",
                    help="LMs of architectures onnxruntime-genai's builder knows (Llama, Qwen, Phi-3, "
                         "Gemma, Mistral, …): its fused graph for fp32/int8-dynamic/int4 (default), "
