@@ -262,9 +262,12 @@ def default_recipe(source: Source, profile: Profile, fmt: str) -> str:
     return recipe
 
 
-def _level(opts: ConvertOptions) -> int:
-    """The MatMulNBits accuracy level for weights this conversion quantizes itself."""
-    return 4 if opts.accuracy_level is None else opts.accuracy_level
+def _level(opts: ConvertOptions, file_blocks: bool = False) -> int:
+    """The MatMulNBits accuracy level: the option's, else 1 for a GGUF file's own 4-bit
+    blocks (float32 activations) and 4 (int8 activations) for weights quantized here."""
+    if opts.accuracy_level is not None:
+        return opts.accuracy_level
+    return 1 if file_blocks else 4
 
 
 def _calibration(source: Source, fp32_path: Path, opts: ConvertOptions):
@@ -278,8 +281,8 @@ def _build_onnx(source: Source, fp32_path: Path, recipe: str, reduce_range: bool
         facts = {"task_config": fused_task_config()}
         if recipe == "int4" and source.origin.get("gguf"):
             with _step(progress, "keep the GGUF file's quantized blocks") as s:
-                level = 1 if opts.accuracy_level is None else opts.accuracy_level
-                s["detail"] = import_gguf_blocks(dst, Path(source.origin["gguf"]), level).summary()
+                s["detail"] = import_gguf_blocks(dst, Path(source.origin["gguf"]),
+                                                 _level(opts, file_blocks=True)).summary()
     else:
         dst, facts = _quantize_dynamo(source, fp32_path, recipe, reduce_range, opts, work, progress), {}
     if recipe.startswith("int"):
