@@ -22,8 +22,8 @@ the same relative power), in dB. ONNX bundles report that estimate beside the me
 Text bundles are compared on windows of real text with an empty KV cache. The builder's
 fused LM graphs name a quantized matrix by its precision (``…/qkv_proj/MatMul_Q4/output_0``
 where fp32 has ``…/qkv_proj/MatMul/output_0``), so their tensors are matched with that
-suffix dropped; ``--keep-float`` does not apply to them (the builder writes the graph), so
-no set is suggested, and the ranking says which projections the quantization hurts.
+suffix dropped, and the suggested names are the fp32 graph's (``…/qkv_proj/MatMul``), which
+``convert --keep-float`` hands to the builder as its ``nodes_to_exclude``.
 """
 from __future__ import annotations
 
@@ -66,7 +66,6 @@ class QuantDebug:
     samples: int
     layers: list[LayerError]        # in graph order
     suggested: list[str]
-    note: str = ""                  # why nothing is suggested, where that is so
 
     def ranked(self) -> list[LayerError]:
         """Worst first: by the op alone where it could be run alone, else by the estimate."""
@@ -74,7 +73,7 @@ class QuantDebug:
 
     def to_dict(self) -> dict[str, Any]:
         return {"fp32": self.fp32, "quantized": self.quantized, "recipe": self.recipe, "samples": self.samples,
-                "suggested_keep_float": self.suggested, "note": self.note,
+                "suggested_keep_float": self.suggested,
                 "layers": [{"node": e.node, "op_type": e.op_type, "index": e.index, "snr_db": _finite(e.snr_db),
                             "isolated_snr_db": _finite(e.isolated_snr_db),
                             "added_snr_db": _finite(e.added_snr_db)}
@@ -195,10 +194,6 @@ def debug_quant(fp32_bundle: Path, quant_bundle: Path, samples: int = 4, suggest
         upstream = _snr_over(ref_vals[data[0]], quant_vals[data[0]])
         layers.append(LayerError(node.name, node.op_type, index, accumulated,
                                  _snr_over(ref_vals[node.output[0]], alone), _added(upstream, accumulated)))
-    if fused:
-        return QuantDebug(str(fp32_bundle), str(quant_bundle), mc.recipe, samples, layers, [],
-                          "a fused LM graph (the onnxruntime-genai builder's): --keep-float does not apply to it; "
-                          "convert with --lm-export dynamo to keep ops in float")
     return _result(fp32_bundle, quant_bundle, mc.recipe, samples, layers, suggest)
 
 

@@ -18,6 +18,7 @@ know (GPT-2, for one). The result is one self-contained ``.onnx`` file whose inp
 """
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -27,7 +28,7 @@ from edge_aigc.errors import ConversionError
 
 from .source_types import Source
 
-__all__ = ["PRECISION", "supports", "build_fused_lm", "fused_task_config"]
+__all__ = ["PRECISION", "supports", "build_fused_lm", "check_kept_float", "fused_task_config"]
 
 # our recipe -> the builder's --precision
 PRECISION = {"fp32": "fp32", "int8-dynamic": "int8", "int4": "int4"}
@@ -53,8 +54,11 @@ def fused_task_config() -> dict:
 
 
 def build_fused_lm(source: Source, recipe: str, dst: Path, work: Path, block_size: int = 32,
-                   accuracy_level: int = 4) -> Path:
-    """Run the builder on ``source.ref`` (a Hugging Face directory) and write one ``.onnx``."""
+                   accuracy_level: int = 4, keep_float: tuple[str, ...] = ()) -> Path:
+    """Run the builder on ``source.ref`` (a Hugging Face directory) and write one ``.onnx``.
+
+    ``keep_float`` names nodes of the builder's fp32 graph (``/model/layers.3/mlp/down_proj/MatMul``,
+    what ``edge-aigc debug-quant`` lists) that stay float: its ``nodes_to_exclude``."""
     import onnx
 
     out = work / f"builder-{recipe}"
@@ -62,7 +66,8 @@ def build_fused_lm(source: Source, recipe: str, dst: Path, work: Path, block_siz
            "-o", str(out), "-p", PRECISION[recipe], "-e", "cpu", "-c", str(work / "builder-cache")]
     if recipe != "fp32":
         cmd += ["--extra_options", f"block_size={block_size}", f"accuracy_level={accuracy_level}",
-                "op_types_to_quantize=MatMul/Gather"]
+                "op_types_to_quantize=MatMul/Gather",
+                *([f"nodes_to_exclude={','.join(keep_float)}"] if keep_float else [])]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True)
     except OSError as exc:
@@ -80,3 +85,23 @@ def build_fused_lm(source: Source, recipe: str, dst: Path, work: Path, block_siz
                               "bundles hold one self-contained ONNX file")
     onnx.save(model, str(dst))
     return dst
+
+
+def check_kept_float(path: Path, keep_float: tuple[str, ...]) -> None:
+    """The builder ignores a name it does not know: every ``keep_float`` name must be a node of
+    its result at ``path`` (a quantized one is called ``NAME_Q4``/``NAME_Q8``)."""
+    import onnx
+
+    from .quantize import require_known
+
+    if not keep_float:
+        return
+    model = onnx.load(str(path), load_external_data=False)
+    names = [n.name for n in model.graph.node]
+    quantized = sorted({re.sub(r"_Q\d+$", "", n.name) for n in model.graph.node
+                        if n.op_type in ("MatMulNBits", "GatherBlockQuantized")})
+    for name in keep_float:
+        if name not in names:
+            require_known((name,), quantized, "no such quantized node in the fused LM graph",
+                          "edge-aigc debug-quant lists the fused graph's nodes by their error")
+            raise ConversionError(f"--keep-float {name!r}: the builder quantized it all the same")

@@ -25,7 +25,7 @@ from .calibration import CALIBRATION_SEED, sample_feeds
 from .export_onnx import OPSET, export_onnx
 from .export_tflite import export_tflite
 from .gguf_blocks import SUPPORTED_ARCHITECTURES, import_gguf_blocks
-from .lm_builder import build_fused_lm, fused_task_config, supports
+from .lm_builder import build_fused_lm, check_kept_float, fused_task_config, supports
 from .optimize import optimize_onnx
 from .prune import RECONSTRUCTION_SAMPLES, prune_channels
 from .package import package_bundle
@@ -288,7 +288,7 @@ def _build_onnx(source: Source, fp32_path: Path, recipe: str, reduce_range: bool
     if recipe.startswith("int"):
         with _step(progress, "int8 embedding tables") as s:
             size = dst.stat().st_size
-            tables = quantize_embeddings(dst, dst)
+            tables = quantize_embeddings(dst, dst, opts.keep_float)
             s["detail"] = f"{tables} table(s), {size:,} → {dst.stat().st_size:,} bytes"
     return dst, facts
 
@@ -298,17 +298,17 @@ def _fused_lm(source: Source, fp32_path: Path, recipe: str, opts: ConvertOptions
     """The builder's graph where it applies; None (with the reason shown) to use the dynamo path."""
     if opts.lm_export != "fused" or not supports(source, recipe):
         return None
-    if opts.keep_float:
-        raise ConversionError("--keep-float names nodes of the exported graph; the builder writes its own "
-                              "fused LM graph: add --lm-export dynamo")
     dst = work / f"artifact-{recipe}-fused.onnx"
     with _step(progress, f"build fused LM {recipe} (onnxruntime-genai builder)") as s:
         try:
-            build_fused_lm(source, recipe, dst, work, opts.block_size, _level(opts))
+            build_fused_lm(source, recipe, dst, work, opts.block_size, _level(opts),
+                           opts.keep_float if recipe != "fp32" else ())
         except ConversionError as exc:
             s["detail"] = f"not possible, using the dynamo export instead: {str(exc).splitlines()[-1].strip()}"
             return None
         s["detail"] = f"fp32 export {fp32_path.stat().st_size:,} → {dst.stat().st_size:,} bytes"
+    if recipe != "fp32":
+        check_kept_float(dst, opts.keep_float)
     return dst
 
 

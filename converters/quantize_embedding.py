@@ -30,8 +30,9 @@ def _readers(graph) -> dict[str, list]:
     return readers
 
 
-def quantize_embeddings(src: Path, dst: Path) -> int:
-    """Rewrite ``src`` into ``dst``; returns how many tables became int8."""
+def quantize_embeddings(src: Path, dst: Path, keep_float: tuple[str, ...] = ()) -> int:
+    """Rewrite ``src`` into ``dst``; returns how many tables became int8. A table that a
+    Gather named in ``keep_float`` reads stays float."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -44,7 +45,7 @@ def quantize_embeddings(src: Path, dst: Path) -> int:
         users = readers.get(name, [])
         if (tensor.data_type != TensorProto.FLOAT or len(tensor.dims) != 2 or not users
                 or int(np.prod(tensor.dims)) < MIN_ELEMENTS
-                or any(n.op_type != "Gather" or n.input[0] != name or
+                or any(n.op_type != "Gather" or n.input[0] != name or n.name in keep_float or
                        any(a.name == "axis" and a.i != 0 for a in n.attribute) for n in users)):
             continue
         table = numpy_helper.to_array(tensor).astype(np.float32)

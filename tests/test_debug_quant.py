@@ -121,7 +121,21 @@ def test_the_builders_fused_lm_graphs_are_compared_by_their_precision_named_tens
     assert sorted(layers) == sorted([f"/model/layers.{i}/{p}/MatMul" for i in (0, 1) for p in projections]
                                     + ["/lm_head/MatMul"])
     assert all(10 < e.isolated_snr_db < 80 and e.snr_db <= e.isolated_snr_db + 3 for e in layers.values())
-    assert result.suggested == [] and "--lm-export dynamo" in result.note
+    worst = sorted(layers.values(), key=lambda e: e.isolated_snr_db)[:2]
+    suggested = debug_quant(out["fp32"].bundle, out["int4"].bundle, samples=2, suggest=2).suggested
+    assert suggested == [e.node for e in worst]
+    # the builder keeps them float (its nodes_to_exclude): plain MatMuls, no MatMul_Q4 twin, adding nothing
+    [kept] = convert(str(hf), X86, tmp_path / "kept.eaigc",
+                     ConvertOptions(recipe="int4", allow_degraded=True, keep_float=tuple(suggested)))
+    nodes = {n.name: n.op_type for n in graph(kept.bundle).node}
+    assert all(nodes.get(name) == "MatMul" and f"{name}_Q4" not in nodes for name in suggested)
+    assert sum(op == "MatMulNBits" for op in nodes.values()) == len(layers) - 2
+    again = {e.node: e.isolated_snr_db for e in debug_quant(out["fp32"].bundle, kept.bundle, samples=2).layers}
+    assert all(again[n] == float("inf") for n in suggested)
+    with pytest.raises(ConversionError, match=r"no such quantized node in the fused LM graph \(close: "
+                                              r"/model/layers.0/mlp/down_proj/MatMul"):
+        convert(str(hf), X86, tmp_path / "typo.eaigc",
+                ConvertOptions(recipe="int4", keep_float=("/model/layers.0/mlp/down_proj/Matmul",)))
 
 
 def test_the_cli_prints_the_table_json_and_a_plot(dcgan, tmp_path):

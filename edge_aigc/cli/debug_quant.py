@@ -37,8 +37,6 @@ def _debug(args: argparse.Namespace) -> int:
               f"SNR falls most ({drop[0]:.1f} dB) just before {drop[1]}")
         if result.suggested:
             print(f"suggested: edge-aigc convert SOURCE --recipe {result.recipe} --keep-float {','.join(result.suggested)}")
-        if result.note:
-            print(result.note)
     if args.plot:
         print(f"wrote {dq.plot(result, Path(args.plot))}", file=sys.stderr if args.json else sys.stdout)
     return 0
