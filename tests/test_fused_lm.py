@@ -80,6 +80,8 @@ def test_int8_embedding_table_keeps_logits_close(fused, tmp_path):
         logits.append(loop.step(loop.start(1), ids))
     assert np.max(np.abs(logits[0] - logits[1])) < 0.05 * np.max(np.abs(logits[0]))
     assert (logits[0].argmax(-1) == logits[1].argmax(-1)).all()
+    gather = next(n.name for n in onnx.load(str(fp32)).graph.node if n.op_type == "Gather" and "embed" in n.name)
+    assert quantize_embeddings(fp32, tmp_path / "kept.onnx", keep_float=(gather,)) == 0  # --keep-float names it
 
 
 def test_fused_int8_and_int4_use_weight_only_kernels_and_pass_the_gate(fused, tmp_path):
