@@ -6,7 +6,8 @@
 The sdist comes from ``pip download --no-deps --no-binary :all: llama-cpp-python==VERSION``
 (the project's package index; nothing else is fetched), is unpacked, and its
 ``vendor/llama.cpp`` is built with CMake for this CPU (``GGML_NATIVE``, as a user would)
-with the tools the benchmarks run: ``llama-bench``, ``llama-perplexity``, ``llama-quantize``.
+with the tools the benchmarks run: ``llama-bench``, ``llama-perplexity``, ``llama-quantize``,
+``llama-completion`` (greedy answers to the gate's questions).
 The result lives in ``$EDGE_AIGC_CACHE/llama.cpp/<version>/bin`` (default ~/.cache/edge-aigc).
 """
 from __future__ import annotations
@@ -23,7 +24,7 @@ from converters.cache import cache_root
 __all__ = ["VERSION", "TOOLS", "cache_dir", "ensure_llama_cpp"]
 
 VERSION = "0.3.36"  # llama-cpp-python; its vendor/llama.cpp is the commit benchmarked
-TOOLS = ("llama-bench", "llama-perplexity", "llama-quantize")
+TOOLS = ("llama-bench", "llama-perplexity", "llama-quantize", "llama-completion")
 
 
 def cache_dir() -> Path:

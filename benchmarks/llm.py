@@ -88,30 +88,40 @@ def _llama_bench(bin_dir: Path, model: Path, n: int) -> dict[str, float]:
             "decode": next(r["avg_ts"] for r in rows if r["n_prompt"] == 0)}
 
 
-def _llama_perplexity(bin_dir: Path, model: Path, text: Path, n: int) -> float:
-    proc = subprocess.run([str(bin_dir / "llama-perplexity"), "-m", str(model), "-f", str(text), "-c", "512",
-                           "--chunks", "4", "-t", str(n), *TOOL_FLAGS], capture_output=True, text=True)
-    for line in (proc.stdout + proc.stderr).splitlines():
-        if "Final estimate: PPL =" in line:
-            return float(line.split("=")[1].split()[0])
-    raise RuntimeError(f"llama-perplexity gave no estimate:\n{proc.stderr[-800:]}")
-
-
-def _llama_kl(bin_dir: Path, model: Path, base: Path, text: Path, n: int) -> float:
-    """Mean KL(float32 ‖ model) per scored token, by llama-perplexity's own --kl-divergence
-    against ``base`` (the float32 file's logits, saved by the first call for that file)."""
+def _llama_quality(bin_dir: Path, model: Path, base: Path, text: Path, n: int) -> tuple[float, float]:
+    """(perplexity, mean KL(float32 ‖ model) per scored token) from one llama-perplexity run. The
+    first call, for the float32 file, saves its logits to ``base`` (KL 0); later calls compare
+    against them with ``--kl-divergence``, which prints its own perplexity, "Mean PPL(Q)"."""
     cmd = [str(bin_dir / "llama-perplexity"), "-m", str(model), "-f", str(text), "-c", "512", "--chunks", "4",
            "-t", str(n), *TOOL_FLAGS, "--kl-divergence-base", str(base)]
     saving = not base.is_file()
     proc = subprocess.run(cmd if saving else [*cmd, "--kl-divergence"], capture_output=True, text=True)
-    if saving:
-        if not base.is_file():
-            raise RuntimeError(f"llama-perplexity saved no logits:\n{proc.stderr[-800:]}")
-        return 0.0
-    found = re.search(r"Mean\s+KLD:\s+([-0-9.e+]+)", proc.stdout + proc.stderr)
-    if found is None:
-        raise RuntimeError(f"llama-perplexity gave no KL divergence:\n{proc.stderr[-800:]}")
-    return float(found.group(1))
+    out = proc.stdout + proc.stderr
+    ppl = re.search(r"Final estimate: PPL = ([0-9.]+)" if saving else r"Mean PPL\(Q\)\s+:\s+([0-9.]+)", out)
+    kl = re.search(r"Mean\s+KLD:\s+([-0-9.e+]+)", out)
+    if ppl is None or (saving and not base.is_file()) or (not saving and kl is None):
+        raise RuntimeError(f"llama-perplexity gave no {'perplexity' if ppl is None else 'KL divergence'}:\n"
+                           f"{proc.stderr[-800:]}")
+    return float(ppl.group(1)), 0.0 if saving else float(kl.group(1))
+
+
+def _llama_answers(bin_dir: Path, model: Path, prompts: list[str], budget: int, n: int) -> list[str]:
+    """llama.cpp's greedy continuation of each rendered question (``llama-completion``, one
+    process per question, special tokens in the prompt parsed, stopping at end of generation)."""
+    texts = []
+    for prompt in prompts:
+        proc = subprocess.run([str(bin_dir / "llama-completion"), "-m", str(model), "-p", prompt, "-n", str(budget),
+                               "-t", str(n), "-c", "512", "--top-k", "1", "--temp", "0", "-no-cnv",
+                               "--no-display-prompt", "--no-warmup", *TOOL_FLAGS],
+                              capture_output=True, text=True, stdin=subprocess.DEVNULL, check=True)
+        texts.append(proc.stdout.replace("[end of text]", "").strip())
+    return texts
+
+
+def _kept(ref: list[bool], out: list[bool]) -> float:
+    """Share of the questions the reference answers right that ``out`` answers right too."""
+    kept = [o for r, o in zip(ref, out) if r]
+    return sum(kept) / len(kept) if kept else 1.0
 
 
 def _peak_rss_mb(cmd: list[str]) -> float:
@@ -201,18 +211,20 @@ def bench_llm(work: Path, repeats: int, progress=print) -> tuple[Report, dict]:
             speeds[ours_label].append(_our_speed(loops[ours_label], prompt))
         last = list(ours)[-1]
         speeds[last].append(_our_speed(loops[last], prompt))
-    ppl = {kind: _llama_perplexity(bin_dir, path, text, n) for kind, path in ggufs.items()}
     base = work / "kl-base-F32.dat"
     base.unlink(missing_ok=True)
-    _llama_kl(bin_dir, ggufs["F32"], base, text, n)  # saves the float32 logits
-    kl = {kind: _llama_kl(bin_dir, path, base, text, n) for kind, path in ggufs.items() if kind != "F32"}
-    runs = {label: text_gate.run_lm(source, loop, text_gate.GateInputs(
-        inputs.windows, inputs.prompts[:1], inputs.answers[:1], inputs.eos, 1, inputs.text))
-        for label, loop in loops.items()}
+    ppl, kl = {}, {}
+    for kind, _ in PAIRS:  # F32 first: it saves the logits the others are compared with
+        ppl[kind], kl[kind] = _llama_quality(bin_dir, ggufs[kind], base, text, n)
+    questions = [source.tokenizer.decode(ids, skip_special_tokens=False) for ids in inputs.prompts]
+    progress(f"{len(questions)} questions, greedy, through llama.cpp and ours")
+    right = {kind: [text_gate.is_right(t, a) for t, a in zip(
+        _llama_answers(bin_dir, path, questions, inputs.budget, n), inputs.answers)] for kind, path in ggufs.items()}
+    runs = {label: text_gate.run_lm(source, loop, inputs) for label, loop in loops.items()}
     for label, run in runs.items():
         ppl[label] = run.perplexity
         kl[label] = metrics.mean_kl(runs["fp32"].logits, run.logits)
-    kl["F32"] = 0.0
+        right[label] = run.right
     rss = {kind: _peak_rss_mb([str(bin_dir / "llama-bench"), "-m", str(p), "-t", str(n), "-p", str(PROMPT),
                                "-n", str(DECODE), "-r", "1", *BENCH_FLAGS]) for kind, p in ggufs.items()}
     rss.update({label: _peak_rss_mb([sys.executable, "-c", _OUR_RSS, str(p)]) for label, p in ours.items()})
@@ -220,35 +232,36 @@ def bench_llm(work: Path, repeats: int, progress=print) -> tuple[Report, dict]:
         bundle.close()
     bandwidth = read_bandwidth_gbs(n)
     rows: dict[str, dict[str, Any]] = {}
-    for name, runs in speeds.items():
+    for name, timings in speeds.items():
         size = ggufs[name].stat().st_size if name in ggufs else sizes[name]
-        decode = median([x["decode"] for x in runs])
+        decode = median([x["decode"] for x in timings])
         rows[name] = {"system": f"llama.cpp {name}" if name in ggufs else f"ours {name}",
-                      "decode_tps": decode, "prefill_tps": median([x["prefill"] for x in runs]),
-                      "perplexity": ppl[name], "mean_kl": kl[name], "peak_rss_mb": rss[name], "size_mib": size / 2**20,
+                      "decode_tps": decode, "prefill_tps": median([x["prefill"] for x in timings]),
+                      "perplexity": ppl[name], "mean_kl": kl[name],
+                      "answers_right": sum(right[name]),
+                      "answers_kept": _kept(right["F32" if name in ggufs else "fp32"], right[name]),
+                      "peak_rss_mb": rss[name], "size_mib": size / 2**20,
                       "bandwidth_fraction": decode * size / (bandwidth * 1e9)}
     report = Report(f"SmolLM2-135M-Instruct: ours vs llama.cpp, same weights, {n} threads",
-                    ["system", "decode tok/s", "prefill tok/s", "perplexity", "KL vs own fp32", "peak RSS MiB", "size MiB",
+                    ["system", "decode tok/s", "prefill tok/s", "perplexity", "KL vs own fp32",
+                     f"right of {len(inputs.prompts)}", "kept vs own fp32", "peak RSS MiB", "size MiB",
                      "decode / bandwidth limit", "decode vs llama.cpp", "prefill vs llama.cpp"])
-    for kind, ours_label in PAIRS:
-        for name in (kind, ours_label):
-            row, peer = rows[name], rows[kind]
-            report.add(row["system"], row["decode_tps"], row["prefill_tps"], row["perplexity"], row["mean_kl"],
-                       row["peak_rss_mb"],
-                       row["size_mib"], row["bandwidth_fraction"],
-                       "" if name == kind else f"{row['decode_tps'] / peer['decode_tps']:.2f}x",
-                       "" if name == kind else f"{row['prefill_tps'] / peer['prefill_tps']:.2f}x")
-    last = rows[list(ours)[-1]]
-    report.add(last["system"], last["decode_tps"], last["prefill_tps"], last["perplexity"], last["mean_kl"],
-               last["peak_rss_mb"],
-               last["size_mib"], last["bandwidth_fraction"],
-               f"{last['decode_tps'] / rows['Q4_1']['decode_tps']:.2f}x vs Q4_1",
-               f"{last['prefill_tps'] / rows['Q4_1']['prefill_tps']:.2f}x vs Q4_1")
+    zoo = list(ours)[-1]
+    for name, peer in [x for kind, label in PAIRS for x in ((kind, None), (label, kind))] + [(zoo, "Q4_1")]:
+        row = rows[name]
+        vs = ["", ""] if peer is None else [
+            f"{row[k] / rows[peer][k]:.2f}x" + (" vs Q4_1" if name == zoo else "") for k in ("decode_tps", "prefill_tps")]
+        report.add(row["system"], row["decode_tps"], row["prefill_tps"], row["perplexity"], row["mean_kl"],
+                   row["answers_right"], row["answers_kept"], row["peak_rss_mb"], row["size_mib"],
+                   row["bandwidth_fraction"], *vs)
     report.notes += [
         f"Medians of {repeats} interleaved rounds; decode = {DECODE} tokens after a {PROMPT}-token prompt; "
         f"read bandwidth {bandwidth:.1f} GB/s ({n} threads reading 512 MiB), the bandwidth limit = that ÷ model bytes.",
         "llama.cpp runs with --repack 0: its AMX kernels crash on this VM (see benchmarks/llm.py).",
         "Perplexity: 2,048 tokens of GPL-3, 512-token windows, second halves scored, each side with its own "
         "tokenizer (llama.cpp's float32 and ours differ by under 1%): compare each against its own float32.",
+        f"Answers: the gate's {len(inputs.prompts)} questions (converters/gate_prompts.json) in the chat template, "
+        f"{inputs.budget} greedy tokens at most; llama.cpp's from llama-completion (--top-k 1) on the same "
+        "rendered text; 'kept' = share of the questions the same side's float32 answers right.",
     ]
     return report, {"rows": rows, "bandwidth_gbs": bandwidth, "threads": n, "repeats": repeats}

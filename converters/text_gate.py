@@ -45,7 +45,7 @@ from edge_aigc.tasks.base import DecodeLoop
 from . import metrics
 from .source_types import Source
 
-__all__ = ["GATE_TEXT", "PROMPTS", "GateInputs", "LmRun", "gate_inputs", "run_lm", "compare"]
+__all__ = ["GATE_TEXT", "PROMPTS", "GateInputs", "LmRun", "gate_inputs", "is_right", "run_lm", "compare"]
 
 GATE_TEXT = Path("/usr/share/common-licenses/GPL-3")
 PROMPTS = Path(__file__).with_name("gate_prompts.json")
@@ -116,7 +116,7 @@ def gate_inputs(source: Source, context: int, text_path: Path = GATE_TEXT) -> Ga
     return GateInputs(windows, prompts, answers, frozenset(cfg.eos_token_id), budget, text_path.name)
 
 
-def _is_right(text: str, answers: tuple[str, ...]) -> bool:
+def is_right(text: str, answers: tuple[str, ...]) -> bool:
     return any(re.search(rf"(?<!\w){re.escape(a)}(?!\w)", text, re.IGNORECASE) for a in answers)
 
 
@@ -139,7 +139,7 @@ def run_lm(source: Source, loop: DecodeLoop, inputs: GateInputs) -> LmRun:
                 break
             step = loop.step(state, np.array([[tokens[-1]]], np.int64))[0, -1]
         greedy.append(tokens)
-        right.append(_is_right(source.tokenizer.decode(tokens, skip_special_tokens=True), answers))
+        right.append(is_right(source.tokenizer.decode(tokens, skip_special_tokens=True), answers))
     return LmRun(np.concatenate(logits), np.concatenate(targets), greedy, right)
 
 

@@ -69,7 +69,7 @@ def test_worse_logits_raise_the_perplexity_ratio():
     ("Parisian", ("Paris",), False),
 ])
 def test_answers_count_as_whole_words_ignoring_case(text, answers, right):
-    assert text_gate._is_right(text, answers) is right
+    assert text_gate.is_right(text, answers) is right
 
 
 def test_inputs_use_the_chat_template_and_fit_the_context(tiny):

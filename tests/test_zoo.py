@@ -247,7 +247,7 @@ def test_smollm2_answers_on_the_device_what_its_gate_measured(rt):
     for item in prompts:
         result = rt.generate(model, messages=[{"role": "user", "content": item["question"]}],
                              max_new_tokens=text_gate.GREEDY_TOKENS, temperature=0)
-        right.append(text_gate._is_right(result.text, tuple(item["answers"])))
+        right.append(text_gate.is_right(result.text, tuple(item["answers"])))
     fidelity = rt.model(model).bundle.manifest.fidelity
     assert right[0] and sum(right) == fidelity["metrics"]["answers_right"] >= 25
     assert fidelity["metrics"]["answers_kept"] == 1.0
