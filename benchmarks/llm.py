@@ -73,10 +73,13 @@ def _gguf_files(work: Path, progress) -> dict[str, Path]:
     return files
 
 
-# The CPU here advertises AMX, and llama.cpp's AMX kernels (picked by weight repacking)
-# crash on it (SIGSEGV in ggml_backend_amx_mul_mat: the VM does not grant the tile state):
-# repacking is off, which leaves its AVX2/AVX-512 kernels.
-BENCH_FLAGS, TOOL_FLAGS = ["--repack", "0"], ["--no-repack"]
+# Where the CPU advertises AMX (this project's Intel VMs), llama.cpp's AMX kernels (picked
+# by weight repacking) crash (SIGSEGV in ggml_backend_amx_mul_mat: the VM does not grant the
+# tile state), so repacking is off there, which leaves its AVX2/AVX-512 kernels; elsewhere
+# llama.cpp runs as a user would, with its default repacking.
+_CPUINFO = Path("/proc/cpuinfo")
+AMX = _CPUINFO.is_file() and "amx_tile" in _CPUINFO.read_text()
+BENCH_FLAGS, TOOL_FLAGS = (["--repack", "0"], ["--no-repack"]) if AMX else ([], [])
 
 
 def _llama_bench(bin_dir: Path, model: Path, n: int) -> dict[str, float]:
@@ -257,11 +260,13 @@ def bench_llm(work: Path, repeats: int, progress=print) -> tuple[Report, dict]:
     report.notes += [
         f"Medians of {repeats} interleaved rounds; decode = {DECODE} tokens after a {PROMPT}-token prompt; "
         f"read bandwidth {bandwidth:.1f} GB/s ({n} threads reading 512 MiB), the bandwidth limit = that ÷ model bytes.",
-        "llama.cpp runs with --repack 0: its AMX kernels crash on this VM (see benchmarks/llm.py).",
+        "llama.cpp runs with --repack 0: its AMX kernels crash on this VM (see benchmarks/llm.py)." if AMX else
+        "llama.cpp runs with its default weight repacking (this CPU has no AMX; see benchmarks/llm.py).",
         "Perplexity: 2,048 tokens of GPL-3, 512-token windows, second halves scored, each side with its own "
         "tokenizer (llama.cpp's float32 and ours differ by under 1%): compare each against its own float32.",
         f"Answers: the gate's {len(inputs.prompts)} questions (converters/gate_prompts.json) in the chat template, "
         f"{inputs.budget} greedy tokens at most; llama.cpp's from llama-completion (--top-k 1) on the same "
         "rendered text; 'kept' = share of the questions the same side's float32 answers right.",
     ]
-    return report, {"rows": rows, "bandwidth_gbs": bandwidth, "threads": n, "repeats": repeats}
+    return report, {"rows": rows, "bandwidth_gbs": bandwidth, "threads": n, "repeats": repeats,
+                    "llama_cpp_repack": not AMX}
