@@ -121,12 +121,6 @@ def _llama_answers(bin_dir: Path, model: Path, prompts: list[str], budget: int, 
     return texts
 
 
-def _kept(ref: list[bool], out: list[bool]) -> float:
-    """Share of the questions the reference answers right that ``out`` answers right too."""
-    kept = [o for r, o in zip(ref, out) if r]
-    return sum(kept) / len(kept) if kept else 1.0
-
-
 def _peak_rss_mb(cmd: list[str]) -> float:
     """Peak RSS of ``cmd`` run alone in a fresh wrapper process."""
     wrapper = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], capture_output=True); "
@@ -242,7 +236,7 @@ def bench_llm(work: Path, repeats: int, progress=print) -> tuple[Report, dict]:
                       "decode_tps": decode, "prefill_tps": median([x["prefill"] for x in timings]),
                       "perplexity": ppl[name], "mean_kl": kl[name],
                       "answers_right": sum(right[name]),
-                      "answers_kept": _kept(right["F32" if name in ggufs else "fp32"], right[name]),
+                      "answers_kept": text_gate.answers_kept(right["F32" if name in ggufs else "fp32"], right[name]),
                       "peak_rss_mb": rss[name], "size_mib": size / 2**20,
                       "bandwidth_fraction": decode * size / (bandwidth * 1e9)}
     report = Report(f"SmolLM2-135M-Instruct: ours vs llama.cpp, same weights, {n} threads",

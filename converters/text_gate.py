@@ -45,7 +45,7 @@ from edge_aigc.tasks.base import DecodeLoop
 from . import metrics
 from .source_types import Source
 
-__all__ = ["GATE_TEXT", "PROMPTS", "GateInputs", "LmRun", "gate_inputs", "is_right", "run_lm", "compare"]
+__all__ = ["GATE_TEXT", "PROMPTS", "GateInputs", "LmRun", "gate_inputs", "answers_kept", "is_right", "run_lm", "compare"]
 
 GATE_TEXT = Path("/usr/share/common-licenses/GPL-3")
 PROMPTS = Path(__file__).with_name("gate_prompts.json")
@@ -149,13 +149,18 @@ def _divergence(a: list[int], b: list[int], budget: int) -> int:
     return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
 
 
+def answers_kept(ref: list[bool], out: list[bool]) -> float:
+    """Share of the questions ``ref`` answers right that ``out`` answers right too (1 when none)."""
+    kept = [o for r, o in zip(ref, out) if r]
+    return float(np.mean(kept)) if kept else 1.0
+
+
 def compare(ref: LmRun, out: LmRun, budget: int = GREEDY_TOKENS) -> dict[str, float]:
     """The gate's metrics for ``out`` against the fp32 ``ref`` (the module doc's table)."""
-    kept = [o for r, o in zip(ref.right, out.right) if r]
     return {
         "ppl_ratio": out.perplexity / ref.perplexity,
         "greedy_agreement": float(np.mean([a == b for a, b in zip(ref.greedy, out.greedy)])),
-        "answers_kept": float(np.mean(kept)) if kept else 1.0,
+        "answers_kept": answers_kept(ref.right, out.right),
         "median_divergence": float(np.median([_divergence(a, b, budget) for a, b in zip(ref.greedy, out.greedy)])),
         "top1_agreement": metrics.top1_agreement(ref.logits, out.logits),
         "mean_kl": metrics.mean_kl(ref.logits, out.logits),
