@@ -17,13 +17,19 @@ from .errors import ProfileError
 from .tomltable import TomlTable, read_toml
 from .contract import BUNDLE_TASKS, Format, Recipe
 
-__all__ = ["Profile", "OnnxConfig", "TfliteConfig", "Budget", "RECIPES", "FORMATS",
+__all__ = ["Profile", "OnnxConfig", "TfliteConfig", "Budget", "RECIPES", "FORMATS", "DYNAMIC_BLOCK_BASE",
            "load_profile", "list_profiles", "get_profile", "profile_dirs"]
 
 RECIPES = tuple(Recipe)
 FORMATS = tuple(Format)
 ARCHES = ("x86_64", "aarch64", "armv7l")
 GRAPH_OPT_LEVELS = ("disable", "basic", "extended", "all")
+# ONNX Runtime's `session.dynamic_block_base`: a parallel loop is handed out in blocks that
+# start at N / (threads x base) and shrink as it runs, so a thread the OS delays does not
+# hold up the node. 0 keeps ONNX Runtime's equal static shares: on a quiet CPU that was as
+# fast or faster for every zoo model, base 4 paid only beside another busy process
+# (measured in docs/profiles.md).
+DYNAMIC_BLOCK_BASE = 0
 # ONNX Runtime provider names a profile may list; a typo here would otherwise only
 # surface on the device as a silent fallback to CPU.
 KNOWN_PROVIDERS = (
@@ -41,6 +47,7 @@ class OnnxConfig:
     threads: int
     graph_optimization: str = "all"
     reduce_range: bool = False  # int8 on AVX2 without VNNI: avoid u8s8 saturation
+    dynamic_block_base: int = DYNAMIC_BLOCK_BASE
     task_recipes: tuple[tuple[str, str], ...] = ()  # (task, recipe): measured exceptions to `recipe`
 
 
@@ -116,6 +123,7 @@ def _parse(data: dict[str, Any], file: str) -> Profile:
             threads=t.get("threads", int, lo=1, hi=cores),
             graph_optimization=t.get("graph_optimization", str, "all", choices=GRAPH_OPT_LEVELS),
             reduce_range=t.get("reduce_range", bool, False),
+            dynamic_block_base=t.get("dynamic_block_base", int, DYNAMIC_BLOCK_BASE, lo=0, hi=64),
             task_recipes=_task_recipes(t),
         )
         t.finish()

@@ -5,9 +5,12 @@ import os
 import subprocess
 import sys
 
+from pathlib import Path
+
 import pytest
 
 from edge_aigc import Runtime
+from edge_aigc.profiles import DYNAMIC_BLOCK_BASE, get_profile
 from edge_aigc.system import CpuBudget, fit_threads, usable_cpus
 from edge_aigc.zoo import zoo_bundle
 
@@ -63,6 +66,26 @@ def test_a_4_thread_profile_runs_with_no_more_threads_than_usable_cpus():
     with Runtime([path], profile="x86-avx2") as rt:
         info = rt.info("fortune-gpt")
     assert info["threads"] == min(4, usable_cpus().count)
+
+
+def _block_base(rt: Runtime, name: str) -> str | None:
+    options = rt.model(name).session.native().get_session_options()
+    try:
+        return options.get_session_config_entry("session.dynamic_block_base")
+    except RuntimeError:  # ONNX Runtime's answer for a key that was never set
+        return None
+
+
+@pytest.mark.skipif(usable_cpus().count < 2, reason="one thread has no loop to split")
+def test_a_profile_may_hand_out_parallel_loops_in_shrinking_blocks(tmp_path):
+    path = zoo_bundle("digits", "x86-avx2").path
+    with Runtime([path], profile="x86-avx2") as rt:  # the default: ONNX Runtime's static split
+        assert DYNAMIC_BLOCK_BASE == 0 and _block_base(rt, "digits") is None
+    text = Path(get_profile("x86-avx2").path).read_text().replace("threads = 4\n", "threads = 4\ndynamic_block_base = 4\n", 1)
+    (tmp_path / "x86-avx2.toml").write_text(text)
+    with Runtime([path], profile=str(tmp_path / "x86-avx2.toml")) as rt:
+        assert rt.profile.onnx.dynamic_block_base == 4
+        assert _block_base(rt, "digits") == "4"
 
 
 def test_a_process_pinned_to_one_cpu_runs_one_thread():

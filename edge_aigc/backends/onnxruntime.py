@@ -14,7 +14,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from ..errors import BackendUnavailable, BundleError
-from ..profiles import Profile
+from ..profiles import DYNAMIC_BLOCK_BASE, Profile
 from ..system import fit_threads
 from .base import TensorInfo
 
@@ -84,6 +84,9 @@ class OnnxSession:
         so.inter_op_num_threads = 1
         so.graph_optimization_level = getattr(ort.GraphOptimizationLevel,
                                               _GRAPH_OPT[cfg.graph_optimization if cfg else "all"])
+        block_base = cfg.dynamic_block_base if cfg else DYNAMIC_BLOCK_BASE
+        if block_base and self.threads.threads > 1:
+            so.add_session_config_entry("session.dynamic_block_base", str(block_base))
         so.log_severity_level = 3  # errors only; our own logging says what matters
         wanted = cfg.providers if cfg else ("CPUExecutionProvider",)
         providers = resolve_providers(wanted, ort.get_available_providers(), name)

@@ -45,7 +45,8 @@ def _show(args: argparse.Namespace) -> int:
     if p.onnx:
         lines += [("onnx providers", " > ".join(p.onnx.providers)), ("onnx recipe", _with_tasks(p.onnx)),
                   ("onnx threads", p.onnx.threads), ("onnx graph opt", p.onnx.graph_optimization),
-                  ("onnx reduce_range", p.onnx.reduce_range)]
+                  ("onnx reduce_range", p.onnx.reduce_range),
+                  ("onnx block base", p.onnx.dynamic_block_base or "off (static split)")]
     if p.tflite:
         lines += [("tflite recipe", _with_tasks(p.tflite)), ("tflite threads", p.tflite.threads)]
     lines += [("max bundle", f"{p.budget.max_bundle_mb} MB"), ("max RSS", f"{p.budget.max_rss_mb} MB")]
