@@ -37,8 +37,9 @@ def test_every_model_ships_for_the_default_profiles_signed_within_budget():
     expected = {(m, zoo.PORTABLE[m][0]) if m in zoo.PORTABLE else (m, p)
                 for m in zoo.MODELS for p in zoo.DEFAULT_PROFILES}
     assert {(b.model, b.profile) for b in bundles} == expected
-    # the small generators: 41 MiB since digits became the classic Keras DCGAN (2.96 M parameters)
-    assert sum(b.path.stat().st_size for b in bundles if b.model not in zoo.PORTABLE) <= 48 * 2**20
+    # the small generators: 41 MiB since digits became the classic Keras DCGAN (2.96 M parameters),
+    # 51 MiB since x86's fortune-gpt is fp32 (its int8 fails the real-text gate there)
+    assert sum(b.path.stat().st_size for b in bundles if b.model not in zoo.PORTABLE) <= 52 * 2**20
     assert all(b.path.stat().st_size < 100e6 for b in bundles if b.model in zoo.PORTABLE)
     for model, profiles in zoo.PORTABLE.items():  # one bundle, every profile it lists
         assert {zoo.zoo_bundle(model, p).path for p in profiles} == {zoo.zoo_bundle(model, profiles[0]).path}
@@ -51,7 +52,10 @@ def test_every_model_ships_for_the_default_profiles_signed_within_budget():
 
     for b in bundles:
         with load_bundle(b.path, public_key=key) as loaded:
-            assert loaded.manifest.fidelity["passed"], (b.path.name, loaded.manifest.fidelity)
+            fidelity = loaded.manifest.fidelity
+            assert fidelity["passed"], (b.path.name, fidelity)
+            if loaded.manifest.task == "text-generation":  # graded on real text, not random token ids
+                assert {"ppl_ratio", "greedy_agreement", "answers_kept"} <= set(fidelity["thresholds"]), b.path.name
 
 
 # -- text: held-out cross-entropy vs a unigram model, and real words -----------------------
