@@ -19,7 +19,7 @@ from edge_aigc.profiles import get_profile, load_profile
 from edge_aigc.service.client import DeviceClient
 from service_helpers import Listener, serve_process
 
-PROFILE = "x86-avx2"  # what this machine runs; its bundles are int8 (reduce_range)
+PROFILE = "x86-avx2"  # what this machine runs (its bundles: docs/converting.md, converters/zoo/README.md)
 
 
 @pytest.fixture(scope="module")
