@@ -28,6 +28,7 @@ from . import signing, zoo
 from .bundle import load_bundle, resign_bundle
 from .errors import ConfigError, StoreError
 from .profiles import Profile
+from .records import write_atomic
 from .service.config import DEFAULT_BROKER, device_toml
 from .store import ModelStore
 
@@ -69,9 +70,7 @@ def _write(path: Path, content: bytes, written: list[str], root: Path) -> None:
     if path.exists() and path.read_bytes() == content:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(content)
-    os.replace(tmp, path)
+    write_atomic(path, content)
     written.append(str(path.relative_to(root)))
 
 

@@ -181,6 +181,21 @@ class Runtime:
                 "threads": m.session.threads.threads}
 
     # -- generation ---------------------------------------------------------------
+    def check(self, model: str | None, task: str | None, params: dict[str, Any]) -> dict[str, Any] | None:
+        """What :meth:`stream` would refuse before running, for a front end to answer before it
+        queues a request: an unknown model, a task it does not serve, parameters out of range.
+        Returns the checked parameters of a loaded model; None for one installed but not yet
+        loaded (it loads on the worker, and :meth:`stream` checks it there)."""
+        if model is None:
+            raise BadRequest("'model' is required")
+        m = self._loaded.get(model)
+        if m is None:
+            if model not in self.available():
+                raise UnknownModel(f"unknown model {model!r} (available: {', '.join(self.available()) or 'none'})")
+            return None
+        runner = m.runner(task)
+        return validate_params(runner.task, params, m.defaults if runner is m.task else None)
+
     def stream(self, model: str, cancel: CancelToken | None = None, *, owner: str = "",
                task: str | None = None, **params: Any) -> Iterator[Event]:
         """Validate, then run; yields Token/Progress events and one Result. ``owner`` is whose

@@ -30,6 +30,7 @@ from .archive import DEFAULT_MAX_BYTES, extract_archive
 from .bundle import Bundle, verify_tree
 from .errors import StoreError, UnknownModel
 from .manifest import Manifest
+from .records import write_atomic
 from .contract import MANIFEST
 
 __all__ = ["ModelStore", "InstalledModel", "default_state_dir"]
@@ -126,10 +127,8 @@ class ModelStore:
             yield
 
     def _write_state(self, name: str, active: str | None, previous: str | None) -> None:
-        path = self.root / name / "state.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"active": active, "previous": previous}) + "\n")
-        os.replace(tmp, path)
+        write_atomic(self.root / name / "state.json", (json.dumps({"active": active, "previous": previous})
+                                                        + "\n").encode())
 
     def install(self, bundle_path: str | os.PathLike, activate: bool = True) -> InstalledModel:
         """Install a ``.eaigc`` file; installing the same version with the same content is a no-op."""

@@ -66,9 +66,9 @@ def curl(*args: str) -> subprocess.CompletedProcess:
 def wait_idle(service, timeout: float = 60.0) -> None:
     """Until nothing runs or waits (bounded): requests of one test never slow the next."""
     deadline = time.monotonic() + timeout
-    while (service._running is not None or service.queue.qsize()) and time.monotonic() < deadline:
+    while (service.worker.busy or service.worker.queue_depth) and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert service._running is None and service.queue.qsize() == 0
+    assert not service.worker.busy and service.worker.queue_depth == 0
 
 
 # -- chat and completions ------------------------------------------------------------------
@@ -122,11 +122,11 @@ def test_an_idempotency_key_gets_the_first_answer_again_not_a_second_run(service
     ask = dict(model="tiny-lm", prompt="Once", max_tokens=8, temperature=1.0)  # sampled: runs differ
     key = {"Idempotency-Key": "order-42"}
     first = client.completions.with_raw_response.create(**ask, extra_headers=key)
-    done = service.stats.done
+    done = service.worker.stats.done
     again = client.completions.with_raw_response.create(**ask, extra_headers=key)
-    assert again.content == first.content and service.stats.done == done  # replayed, not run
+    assert again.content == first.content and service.worker.stats.done == done  # replayed, not run
     other = client.completions.create(**ask, extra_headers={"Idempotency-Key": "order-43"})
-    assert service.stats.done == done + 1 and other.id != first.parse().id
+    assert service.worker.stats.done == done + 1 and other.id != first.parse().id
     with pytest.raises(openai.BadRequestError, match="Idempotency-Key"):
         client.completions.create(**ask, extra_headers={"Idempotency-Key": "bad key!"})
 
@@ -238,21 +238,21 @@ def test_metrics_are_prometheus_text(base, client):
 
 # -- cancellation, load, and one queue for both front ends --------------------------------
 def test_a_client_that_disconnects_mid_stream_cancels_its_generation(service, base):
-    failed = service.stats.failed
+    failed = service.worker.stats.failed
     body = {"model": "slow-lm", "prompt": "Once", "max_tokens": 2000, "temperature": 0, "stream": True}
     with httpx.Client(timeout=60) as http:
         with http.stream("POST", f"{base}/v1/completions", json=body,
                          headers={"Authorization": f"Bearer {TOKEN}"}) as response:
             lines = response.iter_lines()
             assert [next(lines) for _ in range(6)]  # a few tokens arrived
-            assert service._running is not None
+            assert service.worker.busy
     wait_idle(service)  # bounded: fails if the 2,000-token request went on
-    assert service.stats.failed == failed + 1
+    assert service.worker.stats.failed == failed + 1
 
 
 def test_a_client_that_gives_up_while_queued_cancels_its_request(service, broker):
     wait_idle(service)
-    failed = service.stats.failed
+    failed = service.worker.stats.failed
     mqtt = Listener(broker, ["edge-aigc/web/res/#"])
     try:
         mqtt.publish("edge-aigc/web/cmd", json.dumps({"id": "hog", "action": "generate", "model": "slow-lm", "params": {
@@ -263,13 +263,13 @@ def test_a_client_that_gives_up_while_queued_cancels_its_request(service, broker
             http.post(f"{base_url(service)}/v1/completions", headers={"Authorization": f"Bearer {TOKEN}"},
                       json={"model": "tiny-lm", "prompt": "Once", "max_tokens": 4})
         deadline = time.monotonic() + 10
-        while not service._cancelled and time.monotonic() < deadline:  # the queued request is marked
+        while not service.worker._cancelled and time.monotonic() < deadline:  # the queued request is marked
             time.sleep(0.02)
         mqtt.publish("edge-aigc/web/cmd", json.dumps({"id": "unhog", "action": "cancel", "target": "hog"}).encode())
         wait_idle(service)
     finally:
         mqtt.close()
-    assert service.stats.failed == failed + 2  # the hog, cancelled; the HTTP request, never run
+    assert service.worker.stats.failed == failed + 2  # the hog, cancelled; the HTTP request, never run
 
 
 def test_load_gets_429s_not_an_unbounded_queue_and_every_request_one_answer(service, base):
@@ -309,7 +309,7 @@ def test_mqtt_and_http_share_one_queue(service, broker, client):
             mqtt.publish("edge-aigc/web/cmd", json.dumps({"id": f"share-{i}", "action": "generate",
                                                           "model": "slow-lm", "params": slow}).encode())
         deadline = time.monotonic() + 30
-        while service.queue.qsize() < 2 and time.monotonic() < deadline:
+        while service.worker.queue_depth < 2 and time.monotonic() < deadline:
             time.sleep(0.02)
         with pytest.raises(openai.RateLimitError):
             client.completions.create(model="tiny-lm", prompt="Once", max_tokens=2)
@@ -330,13 +330,13 @@ def test_mqtt_and_http_share_one_queue(service, broker, client):
         for t in threads:
             t.start()
         deadline = time.monotonic() + 30
-        while service.queue.qsize() < 2 and time.monotonic() < deadline:
+        while service.worker.queue_depth < 2 and time.monotonic() < deadline:
             time.sleep(0.02)
         mqtt.publish("edge-aigc/web/cmd", json.dumps({"id": "refused", "action": "generate", "model": "tiny-lm",
                                                       "params": {"prompt": "x"}}).encode())
         assert json.loads(mqtt.next(topic="edge-aigc/web/res/refused", event="error").payload)["code"] == "busy"
-        for req in [service._running[0], *list(service.queue.queue)]:  # the HTTP requests, by their ids
-            service.cancel(req.id)
+        for job_id in [service.worker.running_id, *service.worker.queued_ids()]:  # the HTTP requests
+            service.worker.cancel(job_id)
         for t in threads:
             t.join(60)
         assert sorted(codes) == [503, 503, 503]  # cancelled on the device: each got its one answer

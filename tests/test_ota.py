@@ -11,7 +11,7 @@ from edge_aigc.profiles import get_profile
 from edge_aigc import load_bundle
 from edge_aigc.contract import JobState
 from edge_aigc.service.client import DeviceClient
-from edge_aigc.service.ota import frame_chunk
+from edge_aigc.service.protocol import frame_chunk
 from edge_aigc.service.push import BundleFile, push
 from ota_helpers import MIB, active_versions, device, push_file, versioned
 from service_helpers import running_service
@@ -41,7 +41,7 @@ def test_a_5_mb_push_succeeds_and_the_new_version_serves(broker, bundles, tmp_pa
         assert result.ok, result.describe()
         assert (result.version, result.previous) == ("2.0.0", "1.0.0")
         assert served_version(broker, "ota-ok") == "2.0.0"
-        status = json.loads(service._status("online"))
+        status = json.loads(service.mqtt.status_payload("online"))
         assert status["installed"]["tiny-dcgan"] == {"active": "2.0.0", "versions": ["1.0.0", "2.0.0"]}
     states = [s for s, _, _ in seen]
     assert states[0] in (JobState.QUEUED, JobState.DOWNLOADING) and states[-1] == JobState.SUCCEEDED

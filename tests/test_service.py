@@ -113,15 +113,32 @@ def test_bad_input_gets_an_error_and_the_next_request_succeeds(broker, service, 
     assert ok.ok and service.healthy
 
 
+def test_bad_parameters_are_refused_before_the_queue_and_a_resent_id_gets_the_same_error(broker, service):
+    """Parameters are checked when the request arrives: the first event is the error, never an
+    ``accepted`` that would promise a run; the worker never sees the job."""
+    listener = Listener(broker, ["edge-aigc/dev/res/hot-1"])
+    rejected, done = service.worker.stats.rejected, service.worker.stats.done
+    payload = json.dumps({"id": "hot-1", "action": "generate", "model": "tiny-lm",
+                          "params": {"prompt": "x", "temperature": 9}}).encode()
+    try:
+        for _ in range(2):
+            listener.publish("edge-aigc/dev/cmd", payload)
+            first = json.loads(listener.next(topic="edge-aigc/dev/res/hot-1").payload)
+            assert (first["event"], first["code"]) == ("error", "bad_request") and "temperature" in first["message"]
+    finally:
+        listener.close()
+    assert service.worker.stats.rejected == rejected + 1 and service.worker.stats.done == done
+
+
 def test_redelivered_request_id_is_not_run_twice(client, service):
     first = client.request("dev", "generate", "tiny-lm", {"prompt": "Once", "max_new_tokens": 8, "seed": 1},
                            request_id="dup-1")
-    done = service.stats.done
+    done = service.worker.stats.done
     again = client.request("dev", "generate", "tiny-lm", {"prompt": "Once", "max_new_tokens": 8, "seed": 1},
                            request_id="dup-1")
     assert again.final["text"] == first.final["text"]
     assert [e["event"] for e in again.events] == ["result"], "re-sent result, no accepted/tokens"
-    assert service.stats.done == done
+    assert service.worker.stats.done == done
 
 
 def test_redelivered_image_request_resends_its_data(client):

@@ -14,8 +14,8 @@ payload that removes the device. Entities:
 - a button per generator (draw digits, play a tune), the last image as an ``image``
   entity (``image_topic``, PNG bytes), the last tune as WAV bytes on ``ha/audio``.
 
-Requests from Home Assistant take the same queue as MQTT and HTTP ones (they are
-``Request``s with a listener). Reference: docs/deploy.md, "Home Assistant".
+Requests from Home Assistant are jobs on the device's one worker (worker.py), in the same
+queue as MQTT and HTTP ones. Reference: docs/deploy.md, "Home Assistant".
 """
 from __future__ import annotations
 
@@ -29,9 +29,11 @@ from typing import Any, Callable
 from .._version import __version__
 from ..contract import Action, Task
 from ..errors import RequestError
+from ..runtime import Runtime
 from ..tasks.base import Result
 from .config import HomeAssistantConfig
-from .protocol import Request, Topics
+from .protocol import Topics
+from .worker import Job
 
 __all__ = ["HomeAssistant", "TUNE"]
 
@@ -42,8 +44,8 @@ ANSWER_CHARS = 255                     # Home Assistant keeps at most 255 charac
 
 
 class HomeAssistant:
-    def __init__(self, cfg: HomeAssistantConfig, device_id: str, topics: Topics, runtime: Any,
-                 submit: Callable[[Request], int], publish: Callable[..., None]):
+    def __init__(self, cfg: HomeAssistantConfig, device_id: str, topics: Topics, runtime: Runtime,
+                 submit: Callable[[Job], int], publish: Callable[..., None]):
         self.cfg, self.device_id, self.topics, self.rt = cfg, device_id, topics, runtime
         self._submit, self._publish = submit, publish
         self.object_id = "edge_aigc_" + re.sub(r"[^A-Za-z0-9_-]", "_", device_id)
@@ -148,10 +150,10 @@ class HomeAssistant:
         if model is None:
             log.warning("Home Assistant asked for %s, but no such model is loaded", task)
             return
-        req = Request(f"ha-{uuid.uuid4().hex[:16]}", Action.GENERATE, "", model, params,
-                      owner="homeassistant", listener=lambda ev: self._answer(task, model, ev))
+        job = Job(f"ha-{uuid.uuid4().hex[:16]}", Action.GENERATE, model,
+                  lambda ev: self._answer(task, model, ev), params, owner="homeassistant")
         try:
-            self._submit(req)
+            self._submit(job)
         except RequestError as exc:
             self._answer(task, model, exc)
 

@@ -2,8 +2,8 @@
 
 Starlette routes on uvicorn (the ``[http]`` extra), in one thread of the service process.
 A request is checked here (auth, size, JSON, OpenAI fields, model and parameters), then
-queued on the service's own queue (:meth:`DeviceService.submit`) with a listener that
-hands the worker's events back to this thread's event loop. So MQTT and HTTP requests
+submitted as a job to the device's one worker (worker.py) with a listener that hands the
+worker's events back to this thread's event loop. So MQTT and HTTP requests
 wait in one line, under one ``queue_size``; a full queue is a 429 with ``Retry-After``.
 A client that goes away cancels its request (queued or running) at the next step.
 
@@ -28,12 +28,12 @@ from typing import Any, AsyncIterator, Callable
 from ..contract import Action, Task
 from ..errors import BadRequest, ConfigError, RequestError, TooLarge, UnknownModel
 from ..tasks.base import Result, Token
-from ..tasks.params import validate_params
 from . import openai_api as oa
 from .config import HttpConfig
 from .ledger import Reply
 from .prometheus import CONTENT_TYPE, exposition
-from .protocol import Request, decode_json
+from .protocol import decode_json
+from .worker import Job, Submitter
 
 try:
     import uvicorn
@@ -91,9 +91,10 @@ class _Job:
 class Api:
     """The routes, bound to one service."""
 
-    def __init__(self, service: Any, tokens: frozenset[str]):
-        self.service, self.rt, self.tokens = service, service.rt, tokens
-        self.max_bytes = service.cfg.limits.max_payload_bytes
+    def __init__(self, worker: Submitter, metrics: Callable[[], dict[str, Any]], max_bytes: int,
+                 tokens: frozenset[str]):
+        self.worker, self.rt, self.tokens = worker, worker.rt, tokens
+        self.device_metrics, self.max_bytes = metrics, max_bytes
         self.created = int(time.time())  # the models' "created": when this server loaded them
 
     # -- the plumbing every route shares ----------------------------------------------
@@ -115,25 +116,24 @@ class Api:
         return decode_json(b"".join(chunks))
 
     def check(self, call: oa.Call) -> None:
-        """The model is loaded and of the right task, and the parameters are valid: all
-        answered before the request takes a queue slot."""
+        """The model is loaded and of this endpoint's task (the worker checks the parameters
+        when the job is submitted): all answered before the request takes a queue slot."""
         if call.model not in self.rt.loaded():
             raise UnknownModel(f"model {call.model!r} is not loaded (loaded: {', '.join(self.rt.loaded()) or 'none'})")
         info = self.rt.info(call.model)
         if info["task"] != call.task:
             raise BadRequest(f"model {call.model!r} is a {info['task']} model; this endpoint serves "
                              f"{call.task} models")
-        validate_params(call.task, call.params, self.rt.model(call.model).defaults)
 
-    def submit(self, call: oa.Call, request: HttpRequest) -> tuple[Request, _Job]:
+    def submit(self, call: oa.Call, request: HttpRequest) -> tuple[Job, _Job]:
         self.check(call)
-        job = _Job(asyncio.get_running_loop())
-        req = Request(f"http-{uuid.uuid4().hex}", Action.GENERATE, "", call.model, call.params,
-                      owner=self.owner(request), listener=job)
-        self.service.submit(req)  # Busy when the queue is full
-        return req, job
+        events = _Job(asyncio.get_running_loop())
+        job = Job(f"http-{uuid.uuid4().hex}", Action.GENERATE, call.model, events, call.params,
+                  owner=self.owner(request))
+        self.worker.submit(job)  # BadRequest for bad parameters, Busy when the queue is full
+        return job, events
 
-    async def events(self, request: HttpRequest, req: Request, job: _Job) -> AsyncIterator[Any]:
+    async def events(self, request: HttpRequest, req: Job, job: _Job) -> AsyncIterator[Any]:
         """The request's events up to its Result (a RequestError is raised), cancelling the
         request if the client goes away first (while it waits in the queue, too)."""
         gone = asyncio.ensure_future(_disconnected(request))
@@ -143,7 +143,7 @@ class Api:
                 await asyncio.wait({step, gone}, return_when=asyncio.FIRST_COMPLETED)
                 if not step.done():
                     step.cancel()
-                    self.service.cancel(req.id)
+                    self.worker.cancel(req.id)
                     raise _Failed(Response(status_code=499))  # nobody is listening any more
                 event = step.result()
                 if isinstance(event, RequestError):
@@ -155,7 +155,7 @@ class Api:
             gone.cancel()
 
     async def once(self, request: HttpRequest, call: oa.Call,
-                   answer: Callable[[Request, Result], Response]) -> Response:
+                   answer: Callable[[Job, Result], Response]) -> Response:
         """Run a non-streaming call. With an ``Idempotency-Key`` header, a repeat of a finished
         request gets the first answer again instead of a second run, and one of a running
         request a 409: the rule MQTT applies to request ids (the same ledger, per token)."""
@@ -165,7 +165,7 @@ class Api:
             return answer(req, await self.result(request, req, job))
         if not _KEY_RE.match(key):
             raise BadRequest("Idempotency-Key must be 1-128 characters of A-Z a-z 0-9 . _ : -")
-        ledger, lid = self.service.ledger, f"http:{self.owner(request)}:{key}"
+        ledger, lid = self.worker.ledger, f"http:{self.owner(request)}:{key}"
         seen = ledger.claim(lid)
         if seen is not None and seen.state != "done":
             raise _Failed(_error(409, "a request with this Idempotency-Key is still running", "conflict"))
@@ -180,7 +180,7 @@ class Api:
         ledger.finish(lid, [Reply("", bytes(response.body), response.media_type)])
         return response
 
-    async def result(self, request: HttpRequest, req: Request, job: _Job) -> Result:
+    async def result(self, request: HttpRequest, req: Job, job: _Job) -> Result:
         events = self.events(request, req, job)
         try:
             async for event in events:
@@ -195,12 +195,12 @@ class Api:
         return JSONResponse(oa.model_list([self.rt.info(n) for n in self.rt.loaded()], self.created))
 
     async def health(self, request: HttpRequest) -> Response:
-        ok = self.service.healthy
+        ok = self.worker.healthy
         return JSONResponse({"status": "ok" if ok else "unhealthy", "models": self.rt.loaded(),
-                             "queue_depth": self.service.queue.qsize()}, 200 if ok else 503)
+                             "queue_depth": self.worker.queue_depth}, 200 if ok else 503)
 
     async def metrics(self, request: HttpRequest) -> Response:
-        return Response(exposition(self.service.metrics(), self.rt.loaded()), media_type=CONTENT_TYPE)
+        return Response(exposition(self.device_metrics(), self.rt.loaded()), media_type=CONTENT_TYPE)
 
     async def chat(self, request: HttpRequest) -> Response:
         return await self._text(request, oa.chat_call(await self.body(request)), chat=True)
@@ -225,7 +225,7 @@ class Api:
                                  media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
-    async def _sse(self, req: Request, job: _Job, first: Any, rid: str, created: int, call: oa.Call,
+    async def _sse(self, req: Job, job: _Job, first: Any, rid: str, created: int, call: oa.Call,
                    chat: bool) -> AsyncIterator[bytes]:
         model = call.model
         chunk = (lambda **kw: oa.chat_chunk(rid, model, created, **kw)) if chat else \
@@ -249,7 +249,7 @@ class Api:
             yield b"data: [DONE]\n\n"
         finally:
             if not job.done:  # the client went away mid-stream: stop generating
-                self.service.cancel(req.id)
+                self.worker.cancel(req.id)
 
     async def images(self, request: HttpRequest) -> Response:
         call = oa.image_call(await self.body(request))
@@ -295,8 +295,7 @@ def _sse(data: dict[str, Any]) -> bytes:
     return f"data: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
 
 
-def build_app(service: Any, cfg: HttpConfig, tokens: frozenset[str]) -> Starlette:
-    api = Api(service, tokens)
+def build_app(api: Api, cfg: HttpConfig, tokens: frozenset[str]) -> Starlette:
 
     def route(path: str, handler: Any, method: str) -> Route:
         async def endpoint(request: HttpRequest) -> Response:
@@ -311,7 +310,7 @@ def build_app(service: Any, cfg: HttpConfig, tokens: frozenset[str]) -> Starlett
                 return failed.response
             except RequestError as exc:
                 status = STATUS.get(exc.code, 500)
-                headers = {"Retry-After": str(service.retry_after_s())} if status == 429 else None
+                headers = {"Retry-After": str(api.worker.retry_after_s())} if status == 429 else None
                 if status == 500:
                     log.error("HTTP %s failed: %s", path, exc)
                 return _error(status, str(exc), exc.code, headers)
@@ -337,7 +336,8 @@ class HttpServer:
     """uvicorn serving :func:`build_app` in a thread of its own; ``port`` is the bound port
     (``listen = "127.0.0.1:0"`` picks a free one)."""
 
-    def __init__(self, service: Any, cfg: HttpConfig, tokens: frozenset[str]):
+    def __init__(self, worker: Submitter, metrics: Callable[[], dict[str, Any]], max_bytes: int,
+                 cfg: HttpConfig, tokens: frozenset[str]):
         if not tokens and not cfg.loopback:
             raise ConfigError(f"http.listen = {cfg.listen!r} is reachable from other machines: give "
                               "bearer tokens (http.tokens_file or $CREDENTIALS_DIRECTORY/http-tokens), "
@@ -357,7 +357,7 @@ class HttpServer:
             raise ConfigError(f"http.listen = {cfg.listen!r}: cannot listen there ({exc.strerror})") from None
         self.port = self._sock.getsockname()[1]
         self.tls = bool(cfg.cert_file)
-        config = uvicorn.Config(build_app(service, cfg, tokens), log_config=None, access_log=False,
+        config = uvicorn.Config(build_app(Api(worker, metrics, max_bytes, tokens), cfg, tokens), log_config=None, access_log=False,
                                 lifespan="off", ssl_certfile=cfg.cert_file or None,
                                 ssl_keyfile=cfg.key_file or None, timeout_graceful_shutdown=5)
         try:

@@ -13,15 +13,16 @@ import json
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 from ..contract import Action, EventKind, Task
 from ..errors import BadRequest, ConfigError, RequestError, TooLarge
 from ..manifest import NAME_RE
 from ..tasks.params import is_text
+from .ota.job import CHUNK_BYTES, InstallSpec
 
-__all__ = ["ACTIONS", "BrokerUrl", "InstallSpec", "CHUNK_BYTES", "parse_broker_url", "Request", "Topics", "parse_request", "decode_json", "event", "error_event", "result_event"]
+__all__ = ["ACTIONS", "BrokerUrl", "InstallSpec", "CHUNK_BYTES", "frame_chunk", "unframe_chunk", "parse_broker_url", "Request", "Topics", "parse_request", "decode_json", "event", "error_event", "result_event"]
 
 ACTIONS = tuple(Action)
 _ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -29,24 +30,8 @@ _FIELDS = {"id", "action", "model", "task", "params", "reply_to", "target", "tim
 _INSTALL_FIELDS = {"sha256", "size", "activate", "chunk_bytes", "url"}   # install only
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _JOB_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")  # a job id names a directory on the device
-CHUNK_BYTES = 64 << 10                   # an install's default chunk size
 CHUNK_BYTES_RANGE = (1 << 10, 1 << 20)   # what a device accepts
 MAX_INSTALL_BYTES = 4 << 30              # a bundle archive's cap (archive.DEFAULT_MAX_BYTES)
-
-
-@dataclass(frozen=True)
-class InstallSpec:
-    """What an ``install`` request declares about the bundle it is about to send."""
-
-    sha256: str
-    size: int
-    activate: bool = True
-    chunk_bytes: int = CHUNK_BYTES
-    url: str | None = None   # where the device fetches the bundle itself (else: MQTT chunks)
-
-    @property
-    def chunks(self) -> int:
-        return -(-self.size // self.chunk_bytes)
 
 
 @dataclass(frozen=True)
@@ -146,6 +131,8 @@ class Topics:
 
 @dataclass
 class Request:
+    """An MQTT request: the worker's job fields (worker.Job) in MQTT's envelope."""
+
     id: str
     action: str
     reply_to: str
@@ -156,15 +143,26 @@ class Request:
     task: str | None = None            # generate: one the model also serves (default: its own)
     correlation: bytes | None = None   # MQTT 5 CorrelationData, echoed on every reply
     received: float = field(default_factory=time.monotonic)
-    owner: str = ""                    # whose chat sessions these are (MQTT: the reply topic's parent)
-    # Another front end's request (HTTP): the worker hands it each event (Token, Progress,
-    # Result) or the RequestError that ended it, instead of publishing replies.
-    listener: Callable[[Any], None] | None = None
     install: InstallSpec | None = None  # install: the bundle it announces
 
     @property
     def session_owner(self) -> str:
-        return self.owner or self.reply_to.rsplit("/", 1)[0]
+        """Whose chat sessions these are: the reply topic's parent (one client's topics)."""
+        return self.reply_to.rsplit("/", 1)[0]
+
+
+DIGEST = 32  # an install chunk starts with the sha256 of the rest
+
+
+def frame_chunk(data: bytes) -> bytes:
+    """An install chunk as a device takes it over MQTT: its sha256, then its bytes."""
+    return hashlib.sha256(data).digest() + data
+
+
+def unframe_chunk(payload: bytes) -> bytes | None:
+    """A framed chunk's bytes; None when they do not match the digest in front of them."""
+    data = payload[DIGEST:]
+    return data if len(payload) >= DIGEST and hashlib.sha256(data).digest() == payload[:DIGEST] else None
 
 
 def _valid_topic(topic: Any) -> bool:

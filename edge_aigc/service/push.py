@@ -25,8 +25,7 @@ from ..contract import FINAL_JOB_STATES, MANIFEST, Action, EventKind, JobState
 from ..errors import CorruptBundle
 from ..manifest import Manifest
 from .client import DeviceClient
-from .ota import frame_chunk
-from .protocol import CHUNK_BYTES, Topics
+from .protocol import CHUNK_BYTES, Topics, frame_chunk
 
 __all__ = ["BundleFile", "PushResult", "Rollout", "push", "rollout", "pool_members", "batches"]
 
