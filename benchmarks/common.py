@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from edge_aigc.system import usable_cpus
+from edge_aigc.device.system import usable_cpus
 
 __all__ = ["Timing", "time_repeats", "interleaved", "machine", "threads", "write_json", "Report", "median"]
 

@@ -22,7 +22,7 @@ RECIPES = [("onnx", "fp32"), ("onnx", "fp16"), ("onnx", "int8-dynamic"), ("onnx"
 def _bundle(factory: str, name: str, fmt: str, recipe: str, work: Path) -> Path | None:
     from converters import ConvertOptions, convert
     from edge_aigc.errors import ConversionError
-    from edge_aigc.profiles import get_profile
+    from edge_aigc.device.profiles import get_profile
 
     out = work / f"{name}-{fmt}-{recipe}.eaigc"
     if not out.is_file():

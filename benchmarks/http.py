@@ -82,8 +82,8 @@ def bench_http(image: Path, text: Path, requests: int, seconds: float, repeats: 
     import httpx
 
     from edge_aigc import Runtime, load_bundle
-    from edge_aigc.service.brokers import Mosquitto
-    from edge_aigc.service.client import DeviceClient
+    from edge_aigc.remote.local_brokers import Mosquitto
+    from edge_aigc.remote.client import DeviceClient
 
     direct, mqtt_ms, http_ms, ttft = [], [], [], {"http": [], "mqtt": []}
     idle = {"without HTTP": [], "with HTTP": []}

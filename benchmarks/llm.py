@@ -132,7 +132,7 @@ def _peak_rss_mb(cmd: list[str]) -> float:
 # -- ours ---------------------------------------------------------------------------
 def _our_bundles(work: Path, gguf: Path, progress) -> dict[str, Path]:
     from converters import ConvertOptions, convert
-    from edge_aigc.profiles import load_profile
+    from edge_aigc.device.profiles import load_profile
     from edge_aigc.zoo import zoo_bundle
 
     base = (Path(__file__).parent.parent / "device_profiles" / "x86-avx2.toml").read_text()
@@ -175,11 +175,11 @@ _OUR_RSS = ("import sys, numpy as np; from edge_aigc import Runtime; rt = Runtim
 
 
 def bench_llm(work: Path, repeats: int, progress=print) -> tuple[Report, dict]:
-    from converters import metrics, text_gate
-    from converters.sources import load_source
+    from converters.gate import metrics, text_gate
+    from converters.sources.load import load_source
     from edge_aigc import load_bundle
     from edge_aigc.backends import open_session
-    from edge_aigc.tasks.text import make_kv_loop
+    from edge_aigc.tasks.text.task import make_kv_loop
 
     from .llama_cpp import ensure_llama_cpp
 

@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from edge_aigc.service.config import device_toml
+from edge_aigc.serve.config import device_toml
 
 from .common import Report, median, threads
 from .service import PROFILE, serve, wait_online
@@ -26,12 +26,12 @@ CHUNK_KB = (16, 64, 256)
 
 def bench_ota(bundle: Path, repeats: int, progress=print) -> tuple[Report, dict]:
     from edge_aigc import load_bundle
-    from edge_aigc.bundle import repack_bundle
+    from edge_aigc.bundle.load import repack_bundle
     from edge_aigc.contract import JobState
-    from edge_aigc.service.brokers import Mosquitto
-    from edge_aigc.service.client import DeviceClient
-    from edge_aigc.service.push import BundleFile, push
-    from edge_aigc.store import ModelStore
+    from edge_aigc.remote.local_brokers import Mosquitto
+    from edge_aigc.remote.client import DeviceClient
+    from edge_aigc.remote.push import BundleFile, push
+    from edge_aigc.bundle.store import ModelStore
 
     with tempfile.TemporaryDirectory() as tmp, Mosquitto(Path(tmp) / "broker") as broker:
         tmp = Path(tmp)

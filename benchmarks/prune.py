@@ -39,7 +39,7 @@ def bench_prune(work: Path, repeats: int, progress=print) -> tuple[Report, dict]
     from converters import ConvertOptions, convert
     from converters.zoo.judge import bars
     from edge_aigc import Runtime
-    from edge_aigc.profiles import get_profile
+    from edge_aigc.device.profiles import get_profile
 
     work.mkdir(parents=True, exist_ok=True)
     profile, rows, timed = get_profile("x86-avx2"), {}, {}
@@ -85,6 +85,6 @@ def bench_prune(work: Path, repeats: int, progress=print) -> tuple[Report, dict]
         data["rows"].append({"model": name, "ratio": ratio, "recipe": recipe, **row, "one_image_ms": one,
                              "batch64_per_s": per_s})
     report.notes.append("no training after pruning: the channels go by backward elimination on calibration "
-                        "activations, each next layer is refitted by least squares (converters/prune.py), and "
+                        "activations, each next layer is refitted by least squares (converters/quantize/prune.py), and "
                         "the gate grades the result against the unpruned fp32 model on other seeds")
     return report, data

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from edge_aigc.contract import Task
-from edge_aigc.service.config import device_toml
+from edge_aigc.serve.config import device_toml
 
 from .common import Report, median, threads
 
@@ -77,8 +77,8 @@ def percentile(values: list[float], q: float) -> float:
 
 def bench_mqtt(bundle: Path, requests: int, seconds: float, progress=print) -> tuple[Report, dict]:
     from edge_aigc import Runtime
-    from edge_aigc.service.brokers import Mosquitto
-    from edge_aigc.service.client import DeviceClient
+    from edge_aigc.remote.local_brokers import Mosquitto
+    from edge_aigc.remote.client import DeviceClient
 
     params = {"count": 1, "seed": 1}
     with Runtime([bundle], profile=PROFILE, threads=threads()) as rt:
@@ -120,7 +120,7 @@ def bench_mqtt(bundle: Path, requests: int, seconds: float, progress=print) -> t
 
 
 def _throughput(url: str, name: str, params: dict, clients: int, seconds: float) -> tuple[int, int]:
-    from edge_aigc.service.client import DeviceClient
+    from edge_aigc.remote.client import DeviceClient
 
     return closed_loop(clients, seconds, lambda: DeviceClient(url),
                        lambda c: c.request("bench", "generate", name, params, timeout=60).ok)
@@ -157,9 +157,9 @@ def proc_mb(pid: int, field: str = "VmHWM") -> float:
 
 def bench_cold_start(bundles: dict[str, Path], repeats: int, progress=print) -> tuple[Report, dict]:
     """Process start → retained ``online`` with all models; peak RSS with each model alone."""
-    from edge_aigc.profiles import list_profiles
-    from edge_aigc.service.brokers import Mosquitto
-    from edge_aigc.service.client import DeviceClient
+    from edge_aigc.device.profiles import list_profiles
+    from edge_aigc.remote.local_brokers import Mosquitto
+    from edge_aigc.remote.client import DeviceClient
 
     requests = {Task.TEXT: {"prompt": "You will", "max_new_tokens": 32},
                 Task.IMAGE: {"count": 8}, Task.AUDIO: {"notes": "C4:1 E4:1 G4:2"}}

@@ -110,8 +110,8 @@ def _same_phonemes(voice: Path) -> tuple[int, int]:
     from piper.phoneme_ids import phonemes_to_ids
     from piper.phonemize_espeak import EspeakPhonemizer
 
-    from converters.piper_source import gate_sentences
-    from edge_aigc import espeak
+    from converters.sources.piper import gate_sentences
+    from edge_aigc.tasks import espeak
 
     cfg = json.loads(Path(f"{voice}.json").read_text())
     same = total = 0
@@ -146,7 +146,7 @@ def _zero_noise_difference(voice: Path, bundle: Path) -> float:
 
 def _bundles(work: Path, voice: Path, progress) -> dict[str, tuple[Path, str]]:
     from converters.pipeline import ConvertOptions, convert
-    from edge_aigc.profiles import get_profile
+    from edge_aigc.device.profiles import get_profile
 
     out = {"fp32": (ZOO, "passed")}
     for recipe in ("fp16", "int8-dynamic"):

@@ -46,7 +46,7 @@ def random_llama(directory: Path, shape: dict, seed: int = 0) -> Path:
 
     if (directory / "model.safetensors").is_file():
         return directory
-    from converters.calibration import BUILTIN_TEXTS
+    from converters.gate.calibration import BUILTIN_TEXTS
     try:
         from converters.zoo.text import load_fortunes
         texts = load_fortunes()[0]
@@ -153,7 +153,7 @@ SYSTEMS = {"ours": ours, "eager": eager, "genai": genai}
 
 def build_ours(model_dir: Path, recipe: str, fmt: str, out: Path) -> Path:
     from converters import ConvertOptions, convert
-    from edge_aigc.profiles import get_profile
+    from edge_aigc.device.profiles import get_profile
 
     bundle = out / f"{model_dir.name}-{fmt}-{recipe}.eaigc"
     if not bundle.is_file():

@@ -1,7 +1,7 @@
 """Profile threads against fitted threads: the same bundle, the same greedy decode, two thread counts.
 
 The runtime caps a profile's ``threads`` at the CPUs the process may use
-(``edge_aigc.system.fit_threads``). This measures what that cap is worth here: ONNX Runtime
+(``edge_aigc.device.system.fit_threads``). This measures what that cap is worth here: ONNX Runtime
 sessions made directly with the profile's count (what the runtime did before the cap) and
 with the fitted count, run interleaved, medians of several runs.
 """
@@ -16,9 +16,9 @@ import onnxruntime as ort
 
 from edge_aigc import load_bundle
 from edge_aigc.backends.onnxruntime import OnnxSession
-from edge_aigc.profiles import get_profile
-from edge_aigc.system import fit_threads, usable_cpus
-from edge_aigc.tasks.text import make_kv_loop
+from edge_aigc.device.profiles import get_profile
+from edge_aigc.device.system import fit_threads, usable_cpus
+from edge_aigc.tasks.text.task import make_kv_loop
 
 from .common import Report, median
 

@@ -10,8 +10,8 @@ import onnxslim  # noqa: F401
 import torch  # noqa: F401
 
 from .pipeline import ConversionResult, ConvertOptions, convert
-from .sources import LmSpec, Source, TorchGenerator, load_source
-from .validate import THRESHOLDS, FidelityReport
+from .sources.load import LmSpec, Source, TorchGenerator, load_source
+from .gate.validate import THRESHOLDS, FidelityReport
 
 __all__ = ["convert", "ConvertOptions", "ConversionResult", "load_source", "Source",
            "TorchGenerator", "LmSpec", "FidelityReport", "THRESHOLDS"]

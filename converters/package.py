@@ -7,8 +7,8 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge_aigc.contract import model_file
-from edge_aigc.bundle import pack_bundle
-from edge_aigc.manifest import Manifest
+from edge_aigc.bundle.load import pack_bundle
+from edge_aigc.bundle.manifest import Manifest
 
 __all__ = ["model_io", "package_bundle"]
 

@@ -14,26 +14,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from edge_aigc import signing
+from edge_aigc.bundle import signing
 from edge_aigc.errors import ConversionError, FidelityError
-from edge_aigc.manifest import Manifest
-from edge_aigc.profiles import RECIPES, Profile
+from edge_aigc.bundle.manifest import Manifest
+from edge_aigc.device.profiles import RECIPES, Profile
 
 AUTO = "auto"  # the recipe that means: build, gate and measure every candidate (recipe_auto.py)
 
-from .calibration import CALIBRATION_SEED, sample_feeds
-from .export_onnx import OPSET, export_onnx
-from .export_tflite import export_tflite
-from .gguf_blocks import SUPPORTED_ARCHITECTURES, import_gguf_blocks
-from .lm_builder import build_fused_lm, check_kept_float, fused_task_config, supports
-from .optimize import optimize_onnx
-from .prune import RECONSTRUCTION_SAMPLES, prune_channels
+from .gate.calibration import CALIBRATION_SEED, sample_feeds
+from .export.onnx import OPSET, export_onnx
+from .export.tflite import export_tflite
+from .quantize.gguf_blocks import SUPPORTED_ARCHITECTURES, import_gguf_blocks
+from .export.lm_builder import build_fused_lm, check_kept_float, fused_task_config, supports
+from .export.optimize import optimize_onnx
+from .quantize.prune import RECONSTRUCTION_SAMPLES, prune_channels
 from .package import package_bundle
-from .quantize import QuantizeOptions, quantize_onnx
-from .quantize_embedding import quantize_embeddings
-from .recipe_auto import choose, load_measurements
-from .sources import Source, load_source
-from .validate import FidelityReport, Reference, evaluate
+from .quantize.recipes import QuantizeOptions, quantize_onnx
+from .quantize.embedding import quantize_embeddings
+from .gate.recipe_auto import choose, load_measurements
+from .sources.load import Source, load_source
+from .gate.validate import FidelityReport, Reference, evaluate
 
 __all__ = ["ConvertOptions", "ConversionResult", "convert", "SUPPORTED_FORMATS"]
 
@@ -61,11 +61,11 @@ class ConvertOptions:
     # ("fused"); "dynamo" keeps the plain export + our quantizers for every recipe.
     lm_export: str = "fused"
     # recipe "auto": device reports of `edge-aigc bench --bundle` (files or directories) to rank
-    # the candidates by; without them each is measured on this host (converters/recipe_auto.py)
+    # the candidates by; without them each is measured on this host (converters/gate/recipe_auto.py)
     measurements: tuple[Path, ...] = ()
     # ONNX node names to leave in float in every quantized recipe (edge-aigc debug-quant suggests them)
     keep_float: tuple[str, ...] = ()
-    # structured channel pruning of the fp32 graph before quantization (converters/prune.py): the
+    # structured channel pruning of the fp32 graph before quantization (converters/quantize/prune.py): the
     # share of each prunable convolution's channels to remove; None: no pruning
     prune: float | None = None
 
@@ -100,7 +100,7 @@ def _buildable(source: Source) -> tuple[str, ...]:
 
 def _format_for(profile: Profile, source: Source, opts: ConvertOptions, progress: Progress) -> str:
     can, requested = _buildable(source), opts.format
-    if opts.prune is not None:  # the ONNX graph is what gets pruned (converters/prune.py)
+    if opts.prune is not None:  # the ONNX graph is what gets pruned (converters/quantize/prune.py)
         if source.task == "text-generation":
             raise ConversionError("--prune removes convolution channels; a language model has none to "
                                   "prune (heads are not pruned)")

@@ -3,15 +3,15 @@
 The public surface is listed in ``__all__``; everything else is internal.
 """
 from ._version import __version__
-from .bundle import Bundle, load_bundle, pack_bundle
+from .bundle.load import Bundle, load_bundle, pack_bundle
 from .errors import (BackendUnavailable, BadRequest, BundleError, Busy, Cancelled, ConfigError,
                      CorruptBundle, EdgeAigcError, IntegrityError, ProfileError, RequestError,
                      SignatureError, StoreError, Timeout, TooLarge, UnknownModel, UnsafeBundle,
                      UnsupportedSchema)
-from .manifest import Manifest
-from .profiles import Profile, get_profile, list_profiles
-from .runtime import Runtime
-from .store import ModelStore
+from .bundle.manifest import Manifest
+from .device.profiles import Profile, get_profile, list_profiles
+from .runtime.runtime import Runtime
+from .bundle.store import ModelStore
 from .tasks.base import CancelToken, Output, Progress, Result, Token
 
 __all__ = [

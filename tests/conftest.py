@@ -8,9 +8,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from edge_aigc.service.brokers import Mosquitto  # noqa: E402
+from edge_aigc.remote.local_brokers import Mosquitto  # noqa: E402
 
-from edge_aigc import pack_bundle, signing  # noqa: E402
+from edge_aigc import pack_bundle
+from edge_aigc.bundle import signing  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -62,7 +63,7 @@ def bundles(tmp_path_factory):
     """Real bundles of tiny models, converted once per session: text, image, audio, and a
     'slow' LM without EOS and with a long context, for requests that must run a while."""
     from converters import ConvertOptions, convert
-    from edge_aigc.profiles import get_profile
+    from edge_aigc.device.profiles import get_profile
     from tiny_lm import save_tiny_lm
 
     tmp = tmp_path_factory.mktemp("bundles")
@@ -81,7 +82,7 @@ def bundles(tmp_path_factory):
 def chat_lm(tmp_path_factory):
     """A tiny LM with a chat template: (its Hugging Face dir, its fp32 bundle)."""
     from converters import ConvertOptions, convert
-    from edge_aigc.profiles import get_profile
+    from edge_aigc.device.profiles import get_profile
     from tiny_lm import save_chat_lm
 
     d = tmp_path_factory.mktemp("chat")

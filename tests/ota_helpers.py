@@ -5,11 +5,12 @@ import json
 import os
 from pathlib import Path
 
-from edge_aigc import load_bundle, signing
-from edge_aigc.bundle import repack_bundle
-from edge_aigc.service.client import DeviceClient
-from edge_aigc.service.push import BundleFile, push
-from edge_aigc.store import ModelStore
+from edge_aigc import load_bundle
+from edge_aigc.bundle import signing
+from edge_aigc.bundle.load import repack_bundle
+from edge_aigc.remote.client import DeviceClient
+from edge_aigc.remote.push import BundleFile, push
+from edge_aigc.bundle.store import ModelStore
 from service_helpers import write_config
 
 MIB = 1 << 20

@@ -13,8 +13,8 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge_aigc.service.app import build_service
-from edge_aigc.service.config import device_toml, load_config
+from edge_aigc.serve.app import build_service
+from edge_aigc.serve.config import device_toml, load_config
 
 
 def write_config(path: Path, port: int, models: list[Path], device_id: str = "dev", scheme: str = "mqtt",

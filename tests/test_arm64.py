@@ -15,7 +15,7 @@ import pytest
 
 from converters import ConvertOptions, convert
 from edge_aigc import zoo
-from edge_aigc.profiles import get_profile
+from edge_aigc.device.profiles import get_profile
 
 RUN = Path(__file__).parent / "arm64" / "run.sh"
 DIGITS = Path(__file__).parents[1] / "converters" / "zoo" / "artifacts" / "digits-dcgan.keras"

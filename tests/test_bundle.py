@@ -7,9 +7,10 @@ import tarfile
 
 import pytest
 
-from edge_aigc import load_bundle, pack_bundle, signing
-from edge_aigc.archive import extract_archive
-from edge_aigc.bundle import inspect_bundle
+from edge_aigc import load_bundle, pack_bundle
+from edge_aigc.bundle import signing
+from edge_aigc.bundle.archive import extract_archive
+from edge_aigc.bundle.load import inspect_bundle
 from edge_aigc.errors import (CorruptBundle, IntegrityError, SignatureError, UnsafeBundle,
                               UnsupportedSchema)
 from conftest import MODEL_BYTES, bundle_meta

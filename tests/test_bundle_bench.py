@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from edge_aigc.bundle_bench import bench_bundle, format_report
+from edge_aigc.runtime.bundle_bench import bench_bundle, format_report
 
 NO_HOST = "import sys; [sys.modules.__setitem__(m, None) for m in ('torch', 'transformers', 'onnx', 'benchmarks')];"
 

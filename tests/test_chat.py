@@ -10,7 +10,7 @@ import torch
 
 from edge_aigc import Runtime
 from edge_aigc.errors import BadRequest, BundleError
-from edge_aigc.tasks.chat import ChatTemplate
+from edge_aigc.tasks.text.chat import ChatTemplate
 
 TURNS = [{"role": "system", "content": "You are brief."}, {"role": "user", "content": "Once upon a time"}]
 

@@ -12,10 +12,11 @@ import pytest
 import torch
 
 from converters import ConvertOptions, convert
-from converters.sources import load_source
-from edge_aigc import Runtime, load_bundle, signing
+from converters.sources.load import load_source
+from edge_aigc import Runtime, load_bundle
+from edge_aigc.bundle import signing
 from edge_aigc.errors import ConversionError, FidelityError, SourceError
-from edge_aigc.profiles import get_profile, load_profile
+from edge_aigc.device.profiles import get_profile, load_profile
 from tiny_lm import hf_greedy, save_tiny_lm
 from tiny_models import dcgan_case, tiny_dcgan
 

@@ -11,9 +11,9 @@ import tarfile
 import pytest
 
 from converters import ConvertOptions, convert
-from converters.debug_quant import debug_quant
+from converters.debug.debug_quant import debug_quant
 from edge_aigc.errors import ConversionError
-from edge_aigc.profiles import get_profile
+from edge_aigc.device.profiles import get_profile
 
 X86 = [get_profile("x86-avx2")]
 
@@ -154,7 +154,7 @@ def test_the_cli_prints_the_table_json_and_a_plot(dcgan, tmp_path):
 
 
 def test_tflite_bundles_are_compared_tensor_by_tensor_and_keeping_the_worst_op_in_float_removes_its_loss(tmp_path):
-    from converters.debug_quant_tflite import WEIGHTED_TFLITE
+    from converters.debug.debug_quant_tflite import WEIGHTED_TFLITE
 
     rpi4, out = [get_profile("rpi4")], {}
     for recipe in ("fp32", "int8-dynamic"):

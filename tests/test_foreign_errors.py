@@ -9,8 +9,8 @@ from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 from edge_aigc import Runtime
 from edge_aigc.backends.onnxruntime import OnnxSession, foreign_errors
 from edge_aigc.errors import BrokerError, BundleError, ConfigError
-from edge_aigc.service.brokers import Mosquitto, free_port
-from edge_aigc.service.client import DeviceClient
+from edge_aigc.remote.local_brokers import Mosquitto, free_port
+from edge_aigc.remote.client import DeviceClient
 
 ORT_LOAD_ERRORS = ["Fail", "InvalidArgument", "NoSuchFile", "NoModel", "InvalidProtobuf", "ModelLoaded",
                    "NotImplemented", "InvalidGraph", "RuntimeException", "EPFail"]

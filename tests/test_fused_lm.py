@@ -7,13 +7,13 @@ import onnxruntime as ort
 import pytest
 
 from converters import ConvertOptions, convert
-from converters.quantize_embedding import quantize_embeddings
+from converters.quantize.embedding import quantize_embeddings
 from edge_aigc import Runtime, load_bundle
 from edge_aigc.backends import open_session
 from edge_aigc.errors import BadRequest, BundleError
-from edge_aigc.profiles import get_profile
-from edge_aigc.tasks import shared_kv_loop
-from edge_aigc.tasks.text import make_kv_loop
+from edge_aigc.device.profiles import get_profile
+from edge_aigc.tasks.text import shared_loop as shared_kv_loop
+from edge_aigc.tasks.text.task import make_kv_loop
 from tiny_lm import check_beam_search, hf_greedy, save_tiny_lm
 
 

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from converters import ConvertOptions, convert
-from converters.sources import load_source
+from converters.sources.load import load_source
 from edge_aigc import Runtime, load_bundle
 from edge_aigc.errors import SourceError
-from edge_aigc.profiles import get_profile
+from edge_aigc.device.profiles import get_profile
 from tiny_gguf import CHAT_TEMPLATE, write_tiny_gguf
 from tiny_lm import hf_greedy, save_tiny_lm
 
@@ -99,10 +99,10 @@ def test_int4_keeps_the_files_blocks_exactly(quantized, tmp_path):
     import numpy as np
     import onnx
 
-    from converters import text_gate
-    from converters.export_onnx import export_onnx
+    from converters.gate import text_gate
+    from converters.export.onnx import export_onnx
     from edge_aigc.backends import open_session
-    from edge_aigc.tasks.text import make_kv_loop
+    from edge_aigc.tasks.text.task import make_kv_loop
 
     lines: list[str] = []
     out = tmp_path / "q.eaigc"
@@ -127,7 +127,7 @@ def test_int4_keeps_the_files_blocks_exactly(quantized, tmp_path):
 
 
 def test_block_import_refuses_nothing_silently(quantized, tmp_path):
-    from converters.gguf_blocks import _read_blocks
+    from converters.quantize.gguf_blocks import _read_blocks
     import gguf
 
     reader = gguf.GGUFReader(str(quantized))
@@ -142,7 +142,7 @@ def _q4_1_product(blocks, activations, accuracy_level: int):
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    from converters.gguf_blocks import BLOCK, _add_minimum_term, _pack, _toposort
+    from converters.quantize.gguf_blocks import BLOCK, _add_minimum_term, _pack, _toposort
 
     rows, count = blocks.scale.shape
     node = helper.make_node("MatMulNBits", ["A", "B_Q4", "B_scales"], ["Y"], domain="com.microsoft", name="m",
@@ -163,7 +163,7 @@ def test_q4_1_blocks_keep_their_values_and_a_centred_zero_point():
     activations' own rounding, not that times q (a zero point of 0 made it several times larger)."""
     import numpy as np
 
-    from converters.gguf_blocks import BLOCK, _Blocks
+    from converters.quantize.gguf_blocks import BLOCK, _Blocks
 
     rng = np.random.default_rng(3)
     rows, k = 192, 512

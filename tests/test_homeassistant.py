@@ -14,7 +14,7 @@ import jinja2
 import pytest
 from PIL import Image
 
-from edge_aigc.service.config import load_config
+from edge_aigc.serve.config import load_config
 from service_helpers import Listener, running_service, write_config
 
 # The options Home Assistant's MQTT docs list for each component (www.home-assistant.io/integrations/

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from edge_aigc.service.client import DeviceClient
+from edge_aigc.remote.client import DeviceClient
 from service_helpers import Listener, running_service, write_config
 
 G = b'"action": "generate", "model": "tiny-lm"'

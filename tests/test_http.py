@@ -23,8 +23,8 @@ from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
 from edge_aigc.errors import ConfigError
-from edge_aigc.service.app import build_service
-from edge_aigc.service.config import load_config
+from edge_aigc.serve.app import build_service
+from edge_aigc.serve.config import load_config
 from service_helpers import Listener, running_service, serve_process, write_config
 from tls_certs import make_pki
 

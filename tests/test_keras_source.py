@@ -13,11 +13,11 @@ keras = pytest.importorskip("keras")
 from keras import layers  # noqa: E402
 
 from converters import ConvertOptions, convert  # noqa: E402
-from converters.sources import load_source  # noqa: E402
+from converters.sources.load import load_source  # noqa: E402
 from edge_aigc import Runtime, load_bundle  # noqa: E402
 from edge_aigc.backends import open_session  # noqa: E402
 from edge_aigc.errors import SourceError  # noqa: E402
-from edge_aigc.profiles import load_profile  # noqa: E402
+from edge_aigc.device.profiles import load_profile  # noqa: E402
 from test_convert import recipe_profile  # noqa: E402
 
 RECIPES = ["fp32", "fp16", "int8-dynamic", "int8-static"]

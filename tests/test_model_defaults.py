@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from converters import ConvertOptions, convert
-from converters.hf_source import generation_defaults
+from converters.sources.hf import generation_defaults
 from edge_aigc import Runtime, load_bundle
-from edge_aigc.profiles import get_profile
+from edge_aigc.device.profiles import get_profile
 from tiny_lm import save_tiny_lm
 
 PROMPTS = ("The quick brown fox", "Please remember to", "It was the best of")

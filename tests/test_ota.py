@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from edge_aigc.profiles import get_profile
+from edge_aigc.device.profiles import get_profile
 from edge_aigc import load_bundle
 from edge_aigc.contract import JobState
-from edge_aigc.service.client import DeviceClient
-from edge_aigc.service.protocol import frame_chunk
-from edge_aigc.service.push import BundleFile, push
+from edge_aigc.remote.client import DeviceClient
+from edge_aigc.serve.mqtt.protocol import frame_chunk
+from edge_aigc.remote.push import BundleFile, push
 from ota_helpers import MIB, active_versions, device, push_file, versioned
 from service_helpers import running_service
 

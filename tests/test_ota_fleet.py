@@ -13,9 +13,9 @@ from contextlib import ExitStack
 import pytest
 
 from edge_aigc.contract import JobState
-from edge_aigc.service.brokers import Mosquitto
-from edge_aigc.service.client import DeviceClient
-from edge_aigc.service.push import BundleFile, push
+from edge_aigc.remote.local_brokers import Mosquitto
+from edge_aigc.remote.client import DeviceClient
+from edge_aigc.remote.push import BundleFile, push
 from ota_helpers import MIB, active_versions, device, push_file, versioned
 from service_helpers import running_service
 from test_ota import served_version

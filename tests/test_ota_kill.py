@@ -12,10 +12,10 @@ import time
 import pytest
 
 from edge_aigc.contract import MANIFEST
-from edge_aigc.service.client import DeviceClient
-from edge_aigc.service.ota import CRASH_ENV, CRASH_POINTS
-from edge_aigc.service.push import BundleFile, push
-from edge_aigc.store import ModelStore
+from edge_aigc.remote.client import DeviceClient
+from edge_aigc.lifecycle.ota import CRASH_ENV, CRASH_POINTS
+from edge_aigc.remote.push import BundleFile, push
+from edge_aigc.bundle.store import ModelStore
 from ota_helpers import active_versions, device, versioned
 from service_helpers import serve_process
 from test_ota import served_version

@@ -10,8 +10,8 @@ import os
 import pytest
 
 from edge_aigc.contract import JobState
-from edge_aigc.records import RecordError, load_record, save_record
-from edge_aigc.service.ota.job import RECORD, RECORD_VERSION, InstallSpec, load_job, save_job
+from edge_aigc.device.records import RecordError, load_record, save_record
+from edge_aigc.lifecycle.ota.job import RECORD, RECORD_VERSION, InstallSpec, load_job, save_job
 from ota_helpers import device, versioned
 from service_helpers import Listener, running_service
 from test_ota import served_version

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from edge_aigc.contract import JobState
-from edge_aigc.service.client import DeviceClient
+from edge_aigc.remote.client import DeviceClient
 from ota_helpers import MIB, active_versions, device, push_file, versioned
 from service_helpers import running_service
 from test_ota import served_version

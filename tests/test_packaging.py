@@ -30,7 +30,7 @@ def test_device_dependencies_exclude_host_packages():
 
 
 def test_device_side_imports_no_host_package():
-    code = ("import sys, edge_aigc, edge_aigc.cli, edge_aigc.detect, edge_aigc.store;"
+    code = ("import sys, edge_aigc, edge_aigc.cli, edge_aigc.device.detect, edge_aigc.bundle.store;"
             "edge_aigc.cli.build_parser();"
             f"bad = [m for m in sys.modules if m.split('.')[0] in {HOST_ONLY!r}];"
             "print(','.join(bad))")

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from edge_aigc.detect import MachineFacts, detect_profile, rank_profiles
+from edge_aigc.device.detect import MachineFacts, detect_profile, rank_profiles
 from edge_aigc.errors import ProfileError
-from edge_aigc.profiles import get_profile, list_profiles, load_profile
+from edge_aigc.device.profiles import get_profile, list_profiles, load_profile
 
 REQUIRED = {"jetson-orin-nano", "rpi5", "rpi4", "rpi-zero-2w", "x86-avx2", "x86-avx512-vnni"}
 RPI5 = (Path(__file__).parent.parent / "device_profiles" / "rpi5.toml").read_text()

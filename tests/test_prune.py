@@ -1,4 +1,4 @@
-"""Structured channel pruning (converters/prune.py) on real ONNX graphs run by ONNX Runtime."""
+"""Structured channel pruning (converters/quantize/prune.py) on real ONNX graphs run by ONNX Runtime."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,10 +8,10 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from converters import ConvertOptions, convert
-from converters.prune import prune_channels
+from converters.quantize.prune import prune_channels
 from edge_aigc import load_bundle
 from edge_aigc.errors import ConversionError
-from edge_aigc.profiles import get_profile
+from edge_aigc.device.profiles import get_profile
 
 
 def chain(dead: list[int], channels: int = 8) -> onnx.ModelProto:

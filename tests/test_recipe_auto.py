@@ -13,7 +13,7 @@ import pytest
 from converters import ConvertOptions, convert
 from edge_aigc import Runtime
 from edge_aigc.errors import ConversionError
-from edge_aigc.profiles import get_profile, load_profile
+from edge_aigc.device.profiles import get_profile, load_profile
 
 ROOT = Path(__file__).parent.parent
 

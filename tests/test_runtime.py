@@ -15,7 +15,7 @@ from PIL import Image
 
 from edge_aigc import CancelToken, Runtime, Token
 from edge_aigc.errors import BadRequest, Cancelled, Timeout, UnknownModel
-from edge_aigc.tasks.detok import TextStreamer
+from edge_aigc.tasks.text.detok import TextStreamer
 from tiny_lm import train_tokenizer
 
 TESTS = Path(__file__).parent

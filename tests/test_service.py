@@ -13,8 +13,8 @@ from paho.mqtt.properties import Properties
 from PIL import Image
 
 from edge_aigc.errors import ConfigError
-from edge_aigc.service.client import DeviceClient
-from edge_aigc.service.config import load_config, read_password
+from edge_aigc.remote.client import DeviceClient
+from edge_aigc.serve.config import load_config, read_password
 from service_helpers import Listener, running_service, write_config
 
 
@@ -256,7 +256,7 @@ def test_mqtt311_listener_is_a_plain_client(broker, service):
 
 def test_serve_refuses_unsigned_bundles_unless_the_config_allows_them(bundles, tmp_path):
     from edge_aigc.errors import SignatureError
-    from edge_aigc.service.app import build_service
+    from edge_aigc.serve.app import build_service
 
     strict = write_config(tmp_path / "strict.toml", 1883, [bundles["image"]], allow_unsigned=False)
     with pytest.raises(SignatureError, match="not signed"):
@@ -268,10 +268,11 @@ def test_serve_refuses_unsigned_bundles_unless_the_config_allows_them(bundles, t
 
 
 def test_with_no_pubkey_bundles_must_be_signed_by_the_zoo_key(bundles, keypair, tmp_path):
-    from edge_aigc import load_bundle, signing
-    from edge_aigc.bundle import resign_bundle
+    from edge_aigc import load_bundle
+    from edge_aigc.bundle import signing
+    from edge_aigc.bundle.load import resign_bundle
     from edge_aigc.errors import SignatureError
-    from edge_aigc.service.app import build_service
+    from edge_aigc.serve.app import build_service
     from edge_aigc.zoo import zoo_bundle
 
     zoo = write_config(tmp_path / "zoo.toml", 1883, [zoo_bundle("digits", "x86-avx2").path], allow_unsigned=False)

@@ -14,8 +14,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from edge_aigc.service.client import DeviceClient
-from edge_aigc.service.brokers import Mosquitto
+from edge_aigc.remote.client import DeviceClient
+from edge_aigc.remote.local_brokers import Mosquitto
 from service_helpers import Listener, running_service, serve_process, write_config
 
 

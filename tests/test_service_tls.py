@@ -6,8 +6,8 @@ import subprocess
 import pytest
 
 from edge_aigc.errors import ConfigError
-from edge_aigc.service.client import DeviceClient
-from edge_aigc.service.brokers import Mosquitto
+from edge_aigc.remote.client import DeviceClient
+from edge_aigc.remote.local_brokers import Mosquitto
 from service_helpers import running_service, write_config
 from tls_certs import make_pki
 
@@ -74,8 +74,8 @@ def test_service_with_a_wrong_password_never_reports_ready(secure_broker, bundle
                        mqtt_extra=f'username = "device"\npassword_file = "{d / "bad-password"}"\n'
                                   f'ca_file = "{pki["ca"]}"\ncert_file = "{pki["client_crt"]}"\n'
                                   f'key_file = "{pki["client_key"]}"')
-    from edge_aigc.service.app import build_service
-    from edge_aigc.service.config import load_config
+    from edge_aigc.serve.app import build_service
+    from edge_aigc.serve.config import load_config
 
     runtime, service = build_service(load_config(cfg))
     service.start()

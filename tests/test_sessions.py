@@ -8,8 +8,8 @@ import pytest
 from converters import ConvertOptions, convert
 from edge_aigc import Runtime
 from edge_aigc.errors import BadRequest
-from edge_aigc.profiles import get_profile
-from edge_aigc.tasks.sessions import Session, SessionCache, SessionLimits
+from edge_aigc.device.profiles import get_profile
+from edge_aigc.tasks.text.sessions import Session, SessionCache, SessionLimits
 from tiny_lm import save_tiny_lm
 
 TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"

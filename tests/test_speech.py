@@ -13,9 +13,9 @@ import numpy as np
 import openai
 import pytest
 
-from edge_aigc import espeak
+from edge_aigc.tasks import espeak
 from edge_aigc.errors import BackendUnavailable, BadRequest
-from edge_aigc.runtime import Runtime
+from edge_aigc.runtime.runtime import Runtime
 from edge_aigc.tasks.base import Chunk, Result
 from service_helpers import Listener, running_service, write_config
 import tiny_voice
@@ -103,7 +103,7 @@ def test_phonemes_the_voice_lacks_are_skipped_and_named():
 def voices(tmp_path_factory, monkeypatch_module):
     """One-speaker and three-speaker voices, converted (the default recipe and fp16)."""
     from converters.pipeline import ConvertOptions, convert
-    from edge_aigc.profiles import get_profile
+    from edge_aigc.device.profiles import get_profile
 
     d = tmp_path_factory.mktemp("voice")
     monkeypatch_module.setenv("EDGE_AIGC_CACHE", str(d / "cache"))
@@ -141,7 +141,7 @@ def test_conversion_makes_the_noise_an_input_and_gates_on_real_sentences(voices)
 
 
 def test_a_voice_of_another_phoneme_type_is_refused(tmp_path):
-    from converters.sources import load_source
+    from converters.sources.load import load_source
     from edge_aigc.errors import SourceError
 
     src = tiny_voice.build(tmp_path / "v.onnx")
@@ -152,7 +152,7 @@ def test_a_voice_of_another_phoneme_type_is_refused(tmp_path):
 
 
 def test_the_speech_gate_grades_against_fp32():
-    from converters.metrics import aligned_log_mel_distance
+    from converters.gate.metrics import aligned_log_mel_distance
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal(8000)

@@ -6,7 +6,8 @@ import tarfile
 
 import pytest
 
-from edge_aigc import ModelStore, signing
+from edge_aigc import ModelStore
+from edge_aigc.bundle import signing
 from edge_aigc.errors import (CorruptBundle, IntegrityError, SignatureError, StoreError, UnknownModel,
                               UnsafeBundle)
 

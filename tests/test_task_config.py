@@ -7,13 +7,13 @@ from dataclasses import replace
 
 import pytest
 
-from converters.sources import load_source
+from converters.sources.load import load_source
 from conftest import bundle_meta
 from edge_aigc import load_bundle, pack_bundle
-from edge_aigc.archive import write_archive
-from edge_aigc.bundle import inspect_bundle
+from edge_aigc.bundle.archive import write_archive
+from edge_aigc.bundle.load import inspect_bundle
 from edge_aigc.errors import BundleError, SourceError
-from edge_aigc.task_config import AudioConfig, ImageConfig, SpeechConfig, TextConfig, parse_task_config
+from edge_aigc.bundle.task_config import AudioConfig, ImageConfig, SpeechConfig, TextConfig, parse_task_config
 from edge_aigc.zoo import zoo_bundles
 from tiny_models import tiny_dcgan
 

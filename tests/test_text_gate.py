@@ -6,11 +6,11 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from converters import text_gate
-from converters.export_onnx import export_onnx
-from converters.sources import load_source
-from converters.text_gate import GREEDY_TOKENS, LmRun, compare, gate_inputs
-from converters.validate import Reference, evaluate
+from converters.gate import text_gate
+from converters.export.onnx import export_onnx
+from converters.sources.load import load_source
+from converters.gate.text_gate import GREEDY_TOKENS, LmRun, compare, gate_inputs
+from converters.gate.validate import Reference, evaluate
 from edge_aigc.errors import ConversionError
 from tiny_lm import save_tiny_lm
 

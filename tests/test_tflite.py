@@ -16,7 +16,7 @@ from edge_aigc import Runtime, load_bundle
 from edge_aigc.backends import open_session
 from edge_aigc.backends.litert import load_interpreter_class
 from edge_aigc.errors import BackendUnavailable, BadRequest, ConversionError
-from edge_aigc.profiles import get_profile, load_profile
+from edge_aigc.device.profiles import get_profile, load_profile
 from test_convert import recipe_profile
 from tiny_lm import check_beam_search, hf_greedy, save_tiny_lm
 from tiny_models import dcgan_case, tiny_mlp, tiny_synth
@@ -224,7 +224,7 @@ def test_cli_converts_to_tflite_and_runs_it(tmp_path):
 
 
 def test_service_serves_tflite_bundles_over_mqtt(broker, lm_tflite, dcgan_tflite, tmp_path):
-    from edge_aigc.service.client import DeviceClient
+    from edge_aigc.remote.client import DeviceClient
     from service_helpers import running_service, write_config
 
     _, text = lm_tflite["llama"]

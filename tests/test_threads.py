@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from edge_aigc import Runtime
-from edge_aigc.profiles import DYNAMIC_BLOCK_BASE, get_profile
-from edge_aigc.system import CpuBudget, fit_threads, usable_cpus
+from edge_aigc.device.profiles import DYNAMIC_BLOCK_BASE, get_profile
+from edge_aigc.device.system import CpuBudget, fit_threads, usable_cpus
 from edge_aigc.zoo import zoo_bundle
 
 

@@ -12,7 +12,7 @@ from PIL import Image, ImageSequence
 
 from edge_aigc import CancelToken, Runtime
 from edge_aigc.errors import BadRequest, Unsupported
-from edge_aigc.service.client import DeviceClient
+from edge_aigc.remote.client import DeviceClient
 from edge_aigc.tasks.video import _positions, slerp
 from service_helpers import running_service, write_config
 

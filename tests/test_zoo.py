@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edge_aigc import Runtime, signing, zoo
+from edge_aigc import Runtime, zoo
+from edge_aigc.bundle import signing
 from edge_aigc.errors import SignatureError, StoreError
-from edge_aigc.flash import FlashPlan, flash
-from edge_aigc.profiles import get_profile, load_profile
-from edge_aigc.service.client import DeviceClient
+from edge_aigc.remote.flash import FlashPlan, flash
+from edge_aigc.device.profiles import get_profile, load_profile
+from edge_aigc.remote.client import DeviceClient
 from service_helpers import Listener, serve_process
 
 PROFILE = "x86-avx2"  # what this machine runs (its bundles: docs/converting.md, converters/zoo/README.md)
@@ -31,7 +32,7 @@ def rt():
 
 
 def test_every_model_ships_for_the_default_profiles_signed_within_budget():
-    from edge_aigc.profiles import list_profiles
+    from edge_aigc.device.profiles import list_profiles
 
     bundles = zoo.zoo_bundles()
     expected = {(m, zoo.PORTABLE[m][0]) if m in zoo.PORTABLE else (m, p)
@@ -243,7 +244,7 @@ def test_smollm2_answers_on_the_device_what_its_gate_measured(rt):
     conversion's gate counted, Paris among them (the int8 build lost it; docs/converting.md)."""
     import json
 
-    from converters import text_gate
+    from converters.gate import text_gate
 
     model = "smollm2-135m"
     prompts = json.loads(text_gate.PROMPTS.read_text())["prompts"]
@@ -265,7 +266,7 @@ def test_the_voice_speaks_piper_phonemes_at_a_human_pace(rt):
     from piper.phoneme_ids import phonemes_to_ids
     from piper.phonemize_espeak import EspeakPhonemizer
 
-    from edge_aigc import espeak
+    from edge_aigc.tasks import espeak
 
     model, text = "en_us-joe-medium", "The capital of France is Paris."
     cfg = rt.model(model).bundle.manifest.config

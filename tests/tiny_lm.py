@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from converters.calibration import BUILTIN_TEXTS
-from converters.text_gate import GATE_TEXT
+from converters.gate.calibration import BUILTIN_TEXTS
+from converters.gate.text_gate import GATE_TEXT
 
 VOCAB = 384
 

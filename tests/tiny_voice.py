@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_aigc import espeak
+from edge_aigc.tasks import espeak
 
 HOP, RATE, CHANNELS, SYMBOLS = 8, 16000, 4, 256
 SENTENCES = ["Hello there, how are you?", "The birch canoe slid on the smooth planks.",

@@ -17,9 +17,9 @@ import shutil
 import sys
 from pathlib import Path
 
-from edge_aigc import signing
-from edge_aigc.profiles import get_profile
-from edge_aigc.bundle import load_bundle, resign_bundle
+from edge_aigc.bundle import signing
+from edge_aigc.device.profiles import get_profile
+from edge_aigc.bundle.load import load_bundle, resign_bundle
 from edge_aigc.zoo import DEFAULT_PROFILES, PORTABLE, zoo_dir
 
 from ..pipeline import ConvertOptions, convert

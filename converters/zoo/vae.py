@@ -34,7 +34,7 @@ from torch.nn import functional as F
 
 from edge_aigc.contract import Task
 
-from ..source_types import TorchGenerator
+from ..sources.types import TorchGenerator
 from .mnist import CLASSES, SIZE, digits
 
 SEED = 1234

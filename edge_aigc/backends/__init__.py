@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import BackendUnavailable
-from ..profiles import Profile
+from ..device.profiles import Profile
 from .base import Session, TensorInfo
 from .litert import LiteRTSession
 from .onnxruntime import OnnxSession

@@ -6,7 +6,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..system import ThreadPlan
+from ..device.system import ThreadPlan
 
 __all__ = ["TensorInfo", "Session"]
 

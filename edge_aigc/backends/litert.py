@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import BackendUnavailable, BadRequest, BundleError
-from ..profiles import Profile
-from ..system import fit_threads
+from ..device.profiles import Profile
+from ..device.system import fit_threads
 from .base import TensorInfo
 
 __all__ = ["LiteRTSession", "load_interpreter_class"]

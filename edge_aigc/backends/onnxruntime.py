@@ -14,8 +14,8 @@ from typing import Any, Iterator
 import numpy as np
 
 from ..errors import BackendUnavailable, BundleError
-from ..profiles import DYNAMIC_BLOCK_BASE, Profile
-from ..system import fit_threads
+from ..device.profiles import DYNAMIC_BLOCK_BASE, Profile
+from ..device.system import fit_threads
 from .base import TensorInfo
 
 __all__ = ["OnnxSession", "resolve_providers", "onnxruntime_errors", "foreign_errors"]

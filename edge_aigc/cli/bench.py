@@ -19,7 +19,7 @@ PARTS = ("text", "image", "audio", "sizes", "mqtt", "http", "cold", "threads", "
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bundle", metavar="B", help="benchmark this one bundle on this machine instead, with only "
-                                                 "the device install (edge_aigc/bundle_bench.py)")
+                                                 "the device install (edge_aigc/runtime/bundle_bench.py)")
     p.add_argument("--repeats", type=int, default=5, help="with --bundle: timed runs after the cold one (1-1000)")
     p.add_argument("--profile", help="with --bundle: the device profile (default: detected)")
     p.add_argument("--threads", type=int, help="with --bundle: at most this many threads")
@@ -47,8 +47,8 @@ def _checkout() -> Path | None:
 
 
 def _bench_bundle(args: argparse.Namespace) -> int:
-    from .. import signing
-    from ..bundle_bench import bench_bundle, format_report, write_report
+    from ..bundle import signing
+    from ..runtime.bundle_bench import bench_bundle, format_report, write_report
 
     if not 1 <= args.repeats <= 1000:
         raise UsageError(f"--repeats must be between 1 and 1000, got {args.repeats}")

@@ -9,8 +9,8 @@ import os
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..service.client import DeviceClient
-from ..service.config import DEFAULT_BROKER
+from ..remote.client import DeviceClient
+from ..serve.config import DEFAULT_BROKER
 
 __all__ = ["add_broker_options", "client_from_args"]
 

@@ -5,8 +5,8 @@ import argparse
 import json
 
 from ..contract import Task
-from .. import signing
-from ..bundle import inspect_bundle, load_bundle
+from ..bundle import signing
+from ..bundle.load import inspect_bundle, load_bundle
 from .output import human_bytes, table
 
 

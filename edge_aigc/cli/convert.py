@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..errors import BackendUnavailable, ConfigError, UsageError
 from ..contract import Format
-from ..profiles import RECIPES, get_profile, list_profiles
+from ..device.profiles import RECIPES, get_profile, list_profiles
 from .output import human_bytes, table
 
 HOST_HINT = 'pip install torch==2.13.0 && pip install -c constraints.txt -e ".[host]"'

@@ -3,7 +3,7 @@
 Runs both bundles' graphs (ONNX or TFLite) on the fidelity gate's inputs, compares every
 weighted op's output by name, ranks the ops by the error each one added (ONNX: the op run
 alone; TFLite: the op's own share, estimated from its input's and output's SNR), and suggests a ``--keep-float`` set for
-``edge-aigc convert`` (converters/debug_quant.py says how).
+``edge-aigc convert`` (converters/debug/debug_quant.py says how).
 """
 from __future__ import annotations
 
@@ -19,10 +19,10 @@ from .output import table
 
 def _debug(args: argparse.Namespace) -> int:
     try:
-        from converters import debug_quant as dq
+        from converters.debug import debug_quant as dq
     except ImportError as exc:
         raise BackendUnavailable(f"debug-quant needs the host extra ({exc.name} is missing): {HOST_HINT}") from None
-    from ..signing import load_public_key
+    from ..bundle.signing import load_public_key
 
     key = load_public_key(Path(args.pubkey)) if args.pubkey else None
     result = dq.debug_quant(Path(args.fp32), Path(args.quantized), args.samples, args.suggest, key)

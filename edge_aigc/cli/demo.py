@@ -19,16 +19,17 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from .. import espeak, zoo
+from ..tasks import espeak
+from .. import zoo
 from ..contract import EventKind, Task
-from ..detect import profile_name_or_detect
+from ..device.detect import profile_name_or_detect
 from ..errors import ConfigError, RequestError, UnknownModel
-from ..service.app import build_service
-from ..service.brokers import EmbeddedBroker, Mosquitto, find_mosquitto
-from ..service.client import DeviceClient
-from ..service.config import Limits, MqttConfig, ServiceConfig
-from ..service.protocol import parse_broker_url
-from ..store import ModelStore
+from ..serve.app import build_service
+from ..remote.local_brokers import EmbeddedBroker, Mosquitto, find_mosquitto
+from ..remote.client import DeviceClient
+from ..serve.config import Limits, MqttConfig, ServiceConfig
+from ..serve.mqtt.protocol import parse_broker_url
+from ..bundle.store import ModelStore
 from .output import human_bytes, table
 
 DEVICE = "demo"
@@ -109,7 +110,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _zoo_key():
-    from ..signing import load_public_key
+    from ..bundle.signing import load_public_key
 
     return load_public_key(zoo.zoo_public_key_path())
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..flash import FlashPlan, flash
-from ..profiles import get_profile
-from ..service.config import DEFAULT_BROKER
+from ..remote.flash import FlashPlan, flash
+from ..device.profiles import get_profile
+from ..serve.config import DEFAULT_BROKER
 
 
 def _flash(args: argparse.Namespace) -> int:

@@ -10,10 +10,10 @@ from __future__ import annotations
 import argparse
 
 from ..errors import BrokerError
-from ..service.config import load_config, rooted
-from ..service.homeassistant import HomeAssistant
-from ..service.protocol import Topics
-from ..service.transport import MqttTransport
+from ..serve.config import load_config, rooted
+from ..serve.homeassistant import HomeAssistant
+from ..serve.mqtt.protocol import Topics
+from ..serve.mqtt.transport import MqttTransport
 
 TIMEOUT_S = 10.0
 

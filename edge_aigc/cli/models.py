@@ -6,9 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from .. import signing, zoo
-from ..detect import profile_name_or_detect
-from ..store import ModelStore, default_state_dir
+from ..bundle import signing
+from .. import zoo
+from ..device.detect import profile_name_or_detect
+from ..bundle.store import ModelStore, default_state_dir
 from .output import human_bytes, table
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..detect import rank_profiles, read_machine
+from ..device.detect import rank_profiles, read_machine
 from ..errors import ProfileError
-from ..profiles import Profile, get_profile, list_profiles, load_profile, profile_dirs
+from ..device.profiles import Profile, get_profile, list_profiles, load_profile, profile_dirs
 from .output import table
 
 # CPU flags worth printing when describing a machine (the full list is long).

@@ -4,7 +4,7 @@ One device, or a pool's members (the online devices whose retained status names 
 pool) in batches that advance only while the success share holds and the failures stay
 within the threshold. Prints each device's progress; ``--dry-run`` prints the plan and
 sends nothing. Exit 0 when every device succeeded, 7 when one failed or the rollout
-stopped. Device side and topics: edge_aigc/service/ota.py, docs/deploy.md.
+stopped. Device side and topics: edge_aigc/lifecycle/ota/, docs/deploy.md.
 """
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import uuid
 
 from ..contract import JobState
 from ..errors import RequestError, UsageError
-from ..service.protocol import CHUNK_BYTES_RANGE
-from ..service.push import BundleFile, PushResult, batches, pool_members, push, rollout
+from ..serve.mqtt.protocol import CHUNK_BYTES_RANGE
+from ..remote.push import BundleFile, PushResult, batches, pool_members, push, rollout
 from .broker_options import add_broker_options, client_from_args
 
 __all__ = ["register"]

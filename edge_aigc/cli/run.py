@@ -9,12 +9,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from .. import signing
-from ..bundle import is_bundle_path
+from ..bundle import signing
+from ..bundle.load import is_bundle_path
 from ..contract import Task
 from ..errors import BackendUnavailable, BadRequest
-from ..runtime import Runtime
-from ..store import ModelStore, default_state_dir
+from ..runtime.runtime import Runtime
+from ..bundle.store import ModelStore, default_state_dir
 from ..tasks.base import Progress, Result, Token
 from ..tasks.params import TASK_PARAMS
 from .output import numbered

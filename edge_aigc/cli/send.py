@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..contract import Action, EventKind, Task
 from ..errors import RequestError
-from ..service.protocol import ACTIONS
+from ..serve.mqtt.protocol import ACTIONS
 from .broker_options import add_broker_options, client_from_args
 from .output import numbered
 from .params import add_param_options, given_params

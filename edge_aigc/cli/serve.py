@@ -7,9 +7,9 @@ import signal
 import threading
 from dataclasses import replace
 
-from ..service.app import build_service
-from ..service.config import load_config, parse_listen, rooted
-from ..service.systemd import Watchdog, watchdog_interval
+from ..serve.app import build_service
+from ..serve.config import load_config, parse_listen, rooted
+from ..serve.systemd import Watchdog, watchdog_interval
 
 log = logging.getLogger("edge_aigc.serve")
 

@@ -12,7 +12,7 @@ import numpy as np
 from ..backends.base import Session
 from ..contract import Task
 from ..errors import BundleError
-from ..task_config import AudioConfig
+from ..bundle.task_config import AudioConfig
 from .base import CancelToken, Event, Output, Result
 from .notes import note_frames, parse_notes
 

@@ -90,7 +90,7 @@ class CancelToken:
 
 
 class DecodeLoop(Protocol):
-    """A text model's KV-cache loop (kv_loop, shared_kv_loop, litert_kv_loop): ``start`` a
+    """A text model's KV-cache loop (tasks/text/: concat_loop, shared_loop, litert_loop): ``start`` a
     batch, ``step`` token ids through it (logits back), ``reorder`` rows for beam search,
     ``truncate`` the cache to a prefix and say how many bytes it holds (chat sessions)."""
 

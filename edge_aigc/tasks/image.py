@@ -14,7 +14,7 @@ from PIL import Image
 from ..backends.base import Session
 from ..contract import Task
 from ..errors import BadRequest, BundleError
-from ..task_config import ImageConfig
+from ..bundle.task_config import ImageConfig
 from .base import CancelToken, Event, Output, Progress, Result
 
 __all__ = ["ImageTask", "to_png", "grid"]

@@ -48,7 +48,7 @@ def _text_params() -> list[Param]:
         Param("num_beams", int, 1, 1, 8, "beam search width (1 = no beam search)"),
         Param("stop", list, [], help="stop strings (up to 4, each up to 64 characters)", max_len=4),
         Param("session", str, None, max_len=64,
-              help="chat session id: later turns reuse its KV cache (edge_aigc/tasks/sessions.py)"),
+              help="chat session id: later turns reuse its KV cache (edge_aigc/tasks/text/sessions.py)"),
     ]
 
 
@@ -132,7 +132,7 @@ MAX_CHAT_CHARS = 32768
 
 def _messages(p: Param, value: list) -> list[dict[str, str]]:
     """Chat turns: 1..max_len objects of exactly a known ``role`` and a string ``content``."""
-    from .chat import ROLES
+    from .text.chat import ROLES
 
     if not value or len(value) > (p.max_len or 0):
         raise BadRequest(f"parameter {p.name!r}: expected 1 to {p.max_len} messages, got {len(value)}")

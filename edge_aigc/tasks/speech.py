@@ -3,7 +3,7 @@
 Each sentence is synthesized on its own and yielded as a ``Chunk`` (its WAV, then the
 sentence silence) as soon as it is ready, so playback can start before the end; the
 ``Result`` carries the whole text's WAV. The voice's random ops were turned into inputs at
-conversion (converters/piper_source.py), so the noise comes from a seeded numpy generator:
+conversion (converters/sources/piper.py), so the noise comes from a seeded numpy generator:
 the same ``seed`` gives the same audio on every backend and recipe.
 """
 from __future__ import annotations
@@ -16,11 +16,11 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .. import espeak
+from . import espeak
 from ..backends.base import Session
 from ..contract import Task
 from ..errors import BadRequest, BundleError
-from ..task_config import SpeechConfig
+from ..bundle.task_config import SpeechConfig
 from .audio import to_wav
 from .base import CancelToken, Chunk, Event, Output, Result
 

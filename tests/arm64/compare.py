@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from converters.metrics import log_mel_distance, psnr_db, snr_db
+from converters.gate.metrics import log_mel_distance, psnr_db, snr_db
 
 IMAGE_PSNR_DB, AUDIO_SNR_DB, AUDIO_LOG_MEL = 25.0, 12.0, 0.25
 

@@ -1,0 +1,1 @@
+"""``edge-aigc debug-quant``: where a quantized model departs from fp32 (ONNX and LiteRT)."""

@@ -1,1 +1,0 @@
-"""The MQTT device service: protocol, transport, request handling, systemd integration."""

@@ -1,0 +1,224 @@
+"""Text generation: tokenizer from the bundle, prefill, then a KV-cache decode loop.
+
+Sampling (greedy at temperature 0, else temperature / top-k / top-p / repetition
+penalty with a seeded generator) streams ``Token`` events as text becomes safe to show.
+Beam search (``num_beams`` > 1) keeps the beams as one batch through the same cache
+and emits ``Progress`` per step, then the best sequence.
+"""
+from __future__ import annotations
+
+import secrets
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from ...backends.base import Session
+from ...contract import Task
+from ...errors import BadRequest, BundleError
+from ...bundle.task_config import TextConfig, parse_task_config
+from ..base import CancelToken, DecodeLoop, Event, Progress, Result, Token
+from .chat import ChatTemplate
+from .detok import TextStreamer
+from .concat_loop import KvCacheLoop
+from .litert_loop import LiteRtKvLoop
+from .sessions import Session as ChatSession, SessionCache
+from .shared_loop import SharedKvLoop
+from .sampling import SamplingConfig, apply_repetition_penalty, choose_next, log_softmax
+
+__all__ = ["TextTask", "make_kv_loop"]
+
+
+def make_kv_loop(session: Session, cfg: TextConfig | dict[str, Any]) -> DecodeLoop:
+    """The decode loop for the session's backend and cache layout: LiteRT signatures, or
+    ONNX Runtime IO binding with the cache shared in place (``kv_layout: shared``) or
+    passed from each step's outputs to the next step's inputs. A raw ``task_config`` dict
+    (what the converters hold) is parsed first."""
+    if isinstance(cfg, dict):
+        cfg = parse_task_config(Task.TEXT, cfg)
+    if session.backend == "litert":
+        return LiteRtKvLoop(session, cfg)
+    return SharedKvLoop(session, cfg) if cfg.kv_layout == "shared" else KvCacheLoop(session, cfg)
+
+
+class TextTask:
+    task = Task.TEXT
+
+    def __init__(self, name: str, root: Path, cfg: TextConfig, session: Session):
+        from tokenizers import Tokenizer
+
+        self.name, self.cfg = name, cfg
+        tok_path = root / cfg.tokenizer
+        if not tok_path.is_file():
+            raise BundleError(f"{name}: text bundle has no {tok_path.name}")
+        self.tokenizer = Tokenizer.from_file(str(tok_path))
+        self.loop = make_kv_loop(session, cfg)
+        # A TFLite LM's cache has a fixed length, which bounds its context.
+        self.max_context = min(cfg.max_context, self.loop.cache_length)
+        self.eos = frozenset(cfg.eos_token_id)  # every id that ends generation (end of turn too)
+        self.chat = ChatTemplate.for_model(cfg, self.tokenizer, name)
+        self.sessions: SessionCache | None = None  # the runtime's, shared by its text models
+
+    def encode(self, prompt: str, param: str = "prompt", special: bool = True) -> list[int]:
+        ids = self.tokenizer.encode(prompt, add_special_tokens=special).ids
+        if not ids:
+            raise BadRequest(f"parameter {param!r}: encodes to no tokens")
+        if len(ids) >= self.max_context:
+            raise BadRequest(f"parameter {param!r}: {len(ids)} tokens; the model's context is "
+                             f"{self.max_context}")
+        return ids
+
+    def encode_chat(self, messages: list[dict[str, str]]) -> list[int]:
+        """The turns rendered with the model's chat template, then tokenized as transformers'
+        ``apply_chat_template`` does (the template writes the special tokens itself)."""
+        if self.chat is None:
+            raise BadRequest(f"parameter 'messages': {self.name} has no chat template; give 'prompt'")
+        return self.encode(self.chat.render(messages), "messages", special=False)
+
+    def stream(self, params: dict[str, Any], cancel: CancelToken) -> Iterator[Event]:
+        ids = self.encode_chat(params["messages"]) if params.get("messages") else self.encode(params["prompt"])
+        budget = min(params["max_new_tokens"], self.max_context - len(ids))
+        if params["num_beams"] > 1:
+            if params.get("session"):
+                raise BadRequest("parameter 'session': not with beam search (num_beams > 1)")
+            yield from self._beam_events(ids, budget, params, cancel)
+        else:
+            yield from self._sample(ids, budget, params, cancel)
+
+    def _sample(self, ids: list[int], budget: int, params: dict[str, Any],
+                cancel: CancelToken) -> Iterator[Event]:
+        cfg = SamplingConfig(params["temperature"], params["top_k"], params["top_p"],
+                             params["repetition_penalty"])
+        seed = params["seed"] if params["seed"] is not None else secrets.randbits(32)
+        rng = np.random.default_rng(seed)
+        streamer = TextStreamer(self.tokenizer, params["stop"])
+        start = time.perf_counter()
+        state, kept, status = self._resume(params, ids)
+        logits = self.loop.step(state, np.array([ids[kept:]]))[0, -1]
+        fed = list(ids)  # the ids in the cache, for the session
+        prefill_s = time.perf_counter() - start
+        seen, generated, finish = list(ids), [], "length"
+        for index in range(budget):
+            cancel.check()
+            token = choose_next(logits, cfg, seen, rng)
+            if token in self.eos:
+                finish = "eos"
+                break
+            generated.append(token)
+            seen.append(token)
+            if delta := streamer.push(token):
+                yield Token(delta, token, index)
+            if streamer.stopped:
+                finish = "stop"
+                break
+            if index + 1 < budget:
+                logits = self.loop.step(state, np.array([[token]]))[0, -1]
+                fed.append(token)
+        if tail := streamer.flush():
+            yield Token(tail, generated[-1] if generated else -1, len(generated))
+        extra: dict[str, Any] = {"seed": seed}
+        if params.get("session"):
+            self.sessions.put(params["session_owner"], params["session"],
+                              ChatSession(self.name, state, fed, self.loop.state_bytes(state), 0.0))
+            extra["session"] = {"id": params["session"], "status": status, "reused_tokens": kept,
+                                "prefilled_tokens": len(ids) - kept}
+        yield self._result(streamer.text, ids, generated, finish, start, prefill_s, **extra)
+
+    def _resume(self, params: dict[str, Any], ids: list[int]) -> tuple[Any, int, str]:
+        """(decode state, tokens of ``ids`` already in it, session status): a session's cache
+        cut back to what it shares with ``ids`` (at least one token is left to feed)."""
+        if not params.get("session"):
+            return self.loop.start(1), 0, ""
+        if self.sessions is None:
+            raise BadRequest("parameter 'session': this runtime keeps no sessions")
+        found, status = self.sessions.take(params["session_owner"], params["session"], self.name)
+        if found is None:
+            return self.loop.start(1), 0, status
+        kept = 0
+        for a, b in zip(found.tokens, ids[:-1]):
+            if a != b:
+                break
+            kept += 1
+        self.loop.truncate(found.state, kept)
+        return found.state, kept, status
+
+    def _result(self, text: str, ids: list[int], generated: list[int], finish: str, start: float,
+                prefill_s: float, **extra: Any) -> Result:
+        seconds = time.perf_counter() - start
+        decode_s = max(seconds - prefill_s, 1e-9)
+        meta = {"prompt_tokens": len(ids), "generated_tokens": len(generated), "finish_reason": finish,
+                "token_ids": generated, "seconds": round(seconds, 4), "prefill_seconds": round(prefill_s, 4),
+                "tokens_per_second": round(max(len(generated) - 1, 0) / decode_s, 2), **extra}
+        return Result(self.name, self.task, text=text, meta=meta)
+
+    def beam_search(self, ids: list[int], num_beams: int, budget: int, repetition_penalty: float = 1.0,
+                    cancel: CancelToken | None = None) -> Iterator[Progress | list[int]]:
+        """Yields Progress per step, then the best token list (EOS excluded).
+
+        Beam search as Hugging Face ``generate()`` does it with its defaults (length penalty
+        1.0, ``early_stopping=False``), so a converted model answers ``num_beams=5`` with the
+        tokens the original gives: each step ranks ``max(2, 1 + #eos) * num_beams``
+        continuations by summed log-probability (the repetition penalty applies to the
+        log-probabilities, as there); one ending in EOS, or reaching the budget, among the
+        top ``num_beams`` joins the finished set, scored by sum / generated length (EOS
+        counted); the next beams are the best that did not end. The search stops when the
+        finished set is full and the best open beam, normalised by its length, cannot beat
+        its worst member. With one beam this is greedy decoding.
+        """
+        state = self.loop.start(1)
+        logits = self.loop.step(state, np.array([ids]))[:, -1]
+        beams: list[list[int]] = [[]]
+        scores = np.zeros(1)
+        finished: list[tuple[float, list[int]]] = []
+        keep = max(2, 1 + len(self.eos)) * num_beams
+        for step in range(budget):
+            if cancel is not None:
+                cancel.check()
+            length, last = step + 1, step + 1 == budget
+            logp = log_softmax(logits)
+            rows = [apply_repetition_penalty(logp[b], ids + beams[b], repetition_penalty) for b in range(len(beams))]
+            candidates = (scores[:, None] + np.stack(rows)).ravel()
+            vocab = logits.shape[-1]
+            parents, tokens, new_scores = [], [], []
+            for rank, flat in enumerate(np.argsort(-candidates, kind="stable")[:keep]):
+                parent, token = divmod(int(flat), vocab)
+                if last or token in self.eos:
+                    if rank < num_beams:
+                        tail = [] if token in self.eos else [token]
+                        finished.append((candidates[flat] / length, beams[parent] + tail))
+                elif len(parents) < num_beams:
+                    parents.append(parent)
+                    tokens.append(token)
+                    new_scores.append(candidates[flat])
+            finished = sorted(finished, key=lambda f: -f[0])[:num_beams]
+            yield Progress(step + 1, budget, "beam search")
+            if last or not parents:
+                break
+            beams = [beams[p] + [t] for p, t in zip(parents, tokens)]
+            scores = np.array(new_scores)
+            if len(finished) == num_beams and scores.max() / length <= finished[-1][0]:
+                break  # no open beam can still beat the finished ones
+            self.loop.reorder(state, np.array(parents))
+            logits = self.loop.step(state, np.array(tokens)[:, None])[:, -1]
+        yield finished[0][1]
+
+    def _beam_events(self, ids: list[int], budget: int, params: dict[str, Any],
+                     cancel: CancelToken) -> Iterator[Event]:
+        start = time.perf_counter()
+        best: list[int] = []
+        for item in self.beam_search(ids, params["num_beams"], budget, params["repetition_penalty"], cancel):
+            if isinstance(item, Progress):
+                yield item
+            else:
+                best = item
+        streamer = TextStreamer(self.tokenizer, params["stop"])
+        for token in best:
+            streamer.push(token)
+            if streamer.stopped:
+                break
+        text = streamer.text
+        if text:
+            yield Token(text, best[-1], 0)
+        finish = "stop" if streamer.stopped else ("length" if len(best) >= budget else "eos")
+        yield self._result(text, ids, best, finish, start, 0.0, num_beams=params["num_beams"])
