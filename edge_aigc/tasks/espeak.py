@@ -7,7 +7,7 @@ espeak ends one; ids are BOS, PAD, each phoneme followed by PAD, EOS.
 Two espeak-ng builds can do the phonemizing (``backend()``):
 
 - ``piper``: the one inside ``piper-tts`` (the ``[speech]`` extra), through its own
-  ``EspeakPhonemizer``. Identical to Piper by construction (tests/test_speech.py checks).
+  ``EspeakPhonemizer``. Identical to Piper by construction (tests/unit/tasks/test_speech.py checks).
 - ``system``: the system's libespeak-ng (``apt install espeak-ng``), loaded with ctypes.
   Released espeak-ng lacks the call Piper's fork uses to learn a clause's punctuation
   (``espeak_TextToPhonemesWithTerminator``), so it is read off the text each clause consumed;

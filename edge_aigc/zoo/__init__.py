@@ -28,7 +28,7 @@ MODELS = {
 }
 
 
-# Bundles ship for these profiles (the small generators ≤ 52 MiB in all, tests/test_zoo.py). The others run the bundle of a shipped
+# Bundles ship for these profiles (the small generators ≤ 52 MiB in all, tests/project/test_zoo.py). The others run the bundle of a shipped
 # profile with the same arch, format and recipe; `python -m converters.zoo.build --profiles`
 # builds exact ones.
 DEFAULT_PROFILES = ("x86-avx2", "rpi5", "rpi4", "jetson-orin-nano")

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 KEEP_FINISHED = 32          # finished job records kept (a re-sent install gets its final answer)
 MIB = 1 << 20
-# Crash tests: SIGKILL the service when a job reaches this point (tests/test_ota_kill.py): a job
+# Crash tests: SIGKILL the service when a job reaches this point (tests/e2e/test_ota_kill.py): a job
 # state, or INSTALLED (verifying, just after the store installed the version inactive).
 CRASH_ENV = "EDGE_AIGC_CRASH_AT"
 INSTALLED = "installed"
