@@ -20,21 +20,13 @@ import numpy as np
 
 from edge_aigc.errors import ConversionError
 
-__all__ = ["compare_tflite", "WEIGHTED_TFLITE", "keep_float_regex", "check_keep_float_tflite"]
+__all__ = ["compare_tflite", "WEIGHTED_TFLITE"]
 
 # the weighted ops, and which input carries their data (TRANSPOSE_CONV: output shape, weights,
 # data; EMBEDDING_LOOKUP: ids, table)
 WEIGHTED_TFLITE = {"FULLY_CONNECTED": 0, "CONV_2D": 0, "DEPTHWISE_CONV_2D": 0, "CONV_3D": 0,
                    "BATCH_MATMUL": 0, "TRANSPOSE_CONV": 2, "EMBEDDING_LOOKUP": 0}
 _CAP_DB = 200.0  # the validator's epsilon makes identical tensors a large finite ratio
-
-
-def keep_float_regex(name: str) -> str:
-    """ai-edge-quantizer's scope regex for the op whose outputs include tensor ``name``
-    (an op's scope is its output tensor names, each followed by ";")."""
-    import re
-
-    return f"(^|;){re.escape(name)};"
 
 
 def weighted_ops(model: bytes, subgraph: int = 0) -> list[tuple[int, str, str, str]]:
@@ -60,18 +52,6 @@ def _builtin_name(flat, op) -> str:
     code = flat.operatorCodes[op.opcodeIndex]
     builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
     return next((k for k, v in vars(schema.BuiltinOperator).items() if v == builtin), str(builtin))
-
-
-def check_keep_float_tflite(model: bytes, names: tuple[str, ...]) -> None:
-    """Every ``--keep-float`` name is the output tensor of an op of the fp32 model."""
-    from ai_edge_quantizer.utils import tfl_flatbuffer_utils as fb
-
-    from ..quantize.recipes import require_known
-
-    flat = fb.read_model(model)
-    outputs = [fb.get_tensor_name(g.tensors[i]) for g in flat.subgraphs for op in g.operators for i in op.outputs]
-    require_known(names, outputs, "no op of the fp32 TFLite model writes such a tensor",
-                  "edge-aigc debug-quant lists the ops by their output tensor")
 
 
 def _signature(model: bytes, feeds: list[dict[str, np.ndarray]]) -> tuple[str, list[dict[str, np.ndarray]]]:

@@ -55,7 +55,7 @@ def quantize_weights(recipe: str, model: bytes, keep_float: tuple[str, ...] = ()
     from ai_edge_quantizer import algorithm_manager, qtyping, quantizer
     from litert_torch.quantize.translate_recipe import translate_to_ai_edge_recipe
 
-    from ..debug.debug_quant_tflite import check_keep_float_tflite, keep_float_regex
+    from .keep_float import check_keep_float_tflite, keep_float_regex
 
     check_keep_float_tflite(model, keep_float)
     qt = quantizer.Quantizer(model, translate_to_ai_edge_recipe(_base_recipe(recipe).generative_recipe))
