@@ -11,7 +11,8 @@ import torch  # noqa: F401
 
 from .pipeline import ConversionResult, ConvertOptions, convert
 from .sources.load import LmSpec, Source, TorchGenerator, load_source
-from .gate.validate import THRESHOLDS, FidelityReport
+from .gate.specs import GateSpec, get_gate, register_gate
+from .gate.validate import FidelityReport
 
 __all__ = ["convert", "ConvertOptions", "ConversionResult", "load_source", "Source",
-           "TorchGenerator", "LmSpec", "FidelityReport", "THRESHOLDS"]
+           "TorchGenerator", "LmSpec", "FidelityReport", "GateSpec", "get_gate", "register_gate"]

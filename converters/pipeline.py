@@ -21,7 +21,8 @@ from edge_aigc.device.profiles import RECIPES, Profile
 
 AUTO = "auto"  # the recipe that means: build, gate and measure every candidate (recipe_auto.py)
 
-from .gate.calibration import CALIBRATION_SEED, sample_feeds
+from .gate.calibration import CALIBRATION_SEED
+from .gate.specs import sample_feeds
 from .export.onnx import OPSET, export_onnx
 from .export.tflite import export_tflite
 from .quantize.gguf_blocks import SUPPORTED_ARCHITECTURES, import_gguf_blocks

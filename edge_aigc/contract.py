@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["Task", "BUNDLE_TASKS", "ALSO_SERVES", "Format", "Recipe", "Action", "EventKind", "JobState", "FINAL_JOB_STATES", "MANIFEST", "SIGNATURE", "TOKENIZER",
+__all__ = ["Task", "register_task", "known_tasks", "bundle_tasks", "also_serves", "Format", "Recipe", "Action", "EventKind", "JobState", "FINAL_JOB_STATES", "MANIFEST", "SIGNATURE", "TOKENIZER",
            "model_file", "KV_INPUTS", "KV_OUTPUTS", "kv_name"]
 
 
@@ -22,10 +22,31 @@ class Task(StrEnum):
     VIDEO = "video-generation"   # no bundle of its own: image generators serve it
 
 
-# What a bundle's manifest may name as its task, and the tasks a model of each also serves
-# (a request picks one with its "task" field; docs/protocol.md).
-BUNDLE_TASKS = (Task.TEXT, Task.IMAGE, Task.AUDIO, Task.SPEECH)
-ALSO_SERVES: dict[Task, tuple[Task, ...]] = {Task.IMAGE: (Task.VIDEO,)}
+# Which names are tasks. Each task registers itself with its TaskSpec (edge_aigc/tasks/spec.py),
+# the built-in ones when edge_aigc is imported; a task is a bundle task (a manifest may name it),
+# or one that a bundle task's models also serve (a request picks it with its "task" field;
+# docs/protocol.md). Read it through the functions below, never as a copy.
+_TASKS: dict[str, str | None] = {}   # task -> the bundle task whose models serve it (None: its own)
+
+
+def register_task(name: str, served_by: str | None = None) -> None:
+    if served_by is not None and _TASKS.get(served_by, "") is not None:
+        raise ValueError(f"task {name!r}: {served_by!r} is not a registered bundle task")
+    _TASKS[name] = served_by
+
+
+def known_tasks() -> tuple[str, ...]:
+    return tuple(_TASKS)
+
+
+def bundle_tasks() -> tuple[str, ...]:
+    """What a bundle's manifest may name as its task."""
+    return tuple(t for t, base in _TASKS.items() if base is None)
+
+
+def also_serves(task: str) -> tuple[str, ...]:
+    """The tasks a model of bundle task ``task`` also serves."""
+    return tuple(t for t, base in _TASKS.items() if base == task)
 
 
 class Format(StrEnum):

@@ -1,6 +1,6 @@
 """Which layer did quantization break? Per-layer error of a quantized ONNX bundle against its fp32 one.
 
-Both graphs run on the fidelity gate's own inputs (``calibration.sample_feeds`` with the
+Both graphs run on the fidelity gate's own inputs (``gate.specs.sample_feeds`` with the
 validation seed: real sentences for voices, seeded latents and melodies for generators)
 with the output of every weighted op (Conv, ConvTranspose, MatMul, Gemm) and its data
 inputs exposed; ONNX Runtime's quantizers keep those tensor names, so each is compared by
@@ -38,7 +38,8 @@ import numpy as np
 from edge_aigc.contract import Format, Task
 from edge_aigc.errors import ConversionError
 
-from ..gate.calibration import VALIDATION_SEED, sample_feeds
+from ..gate.calibration import VALIDATION_SEED
+from ..gate.specs import sample_feeds
 from ..sources.types import Source
 
 __all__ = ["LayerError", "QuantDebug", "debug_quant", "WEIGHTED"]

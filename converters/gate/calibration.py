@@ -1,4 +1,5 @@
-"""Seeded input samplers per task, for int8-static calibration and the fidelity gate.
+"""Seeded input samplers, for int8-static calibration and the fidelity gate (each task's
+GateSpec names its sampler: gate/specs.py):
 
 - image: latents ~ N(0, 1) and class labels cycling through the classes (indices, or one-hot
   rows for a class input that takes weights, task_config.class_input);
@@ -24,7 +25,7 @@ from edge_aigc.tasks.notes import note_frames, random_notes
 
 from ..sources.types import Source
 
-__all__ = ["sample_feeds", "CALIBRATION_SEED", "VALIDATION_SEED"]
+__all__ = ["text_feeds", "generator_feeds", "speech_feeds", "CALIBRATION_SEED", "VALIDATION_SEED"]
 
 CALIBRATION_SEED, VALIDATION_SEED = 1234, 5678
 BUILTIN_TEXTS = [
@@ -60,7 +61,12 @@ def _dim(source: Source, name: str, axis: int, dim) -> int:
     return 1 if axis == 0 else 16
 
 
-def _text_feeds(source: Source, n: int, rng: np.random.Generator, window: int = 48) -> Iterator[dict]:
+def text_feeds(source: Source, model_path: Path, n: int, rng: np.random.Generator,
+               window: int = 48) -> Iterator[dict]:
+    """Windows of real text as prefills (an LM without its spec: the generic seeded inputs)."""
+    if source.lm is None:
+        yield from generator_feeds(source, model_path, n, rng)
+        return
     spec = source.lm
     texts = source.task_config.get("calibration_texts") or BUILTIN_TEXTS
     ids: list[int] = []
@@ -80,13 +86,15 @@ def _text_feeds(source: Source, n: int, rng: np.random.Generator, window: int = 
                "position_ids": np.arange(length, dtype=np.int64)[None], **{k: empty for k in names}}
 
 
-def _generator_feeds(source: Source, model_path: Path, n: int,
-                     rng: np.random.Generator) -> Iterator[dict]:
+def generator_feeds(source: Source, model_path: Path, n: int, rng: np.random.Generator,
+                    notes: bool = False) -> Iterator[dict]:
+    """Seeded latents and class labels; ``notes``: a vocoder's ``f0``/``loudness`` from random
+    melodies where the model has those inputs."""
     inputs = _session_inputs(model_path)
     cfg = source.task_config
     classes = int(cfg.get("num_classes") or len(cfg.get("class_labels", [])) or 10)
     names = {i.name for i in inputs}
-    audio_notes = source.task == Task.AUDIO and {"f0", "loudness"} <= names
+    audio_notes = notes and {"f0", "loudness"} <= names
     for k in range(n):
         feed: dict[str, np.ndarray] = {}
         if audio_notes:
@@ -107,7 +115,7 @@ def _generator_feeds(source: Source, model_path: Path, n: int,
         yield feed
 
 
-def _speech_feeds(source: Source, n: int, rng: np.random.Generator) -> Iterator[dict]:
+def speech_feeds(source: Source, model_path: Path, n: int, rng: np.random.Generator) -> Iterator[dict]:
     """The gate's real sentences (each text's first espeak sentence), the voice's default
     scales, seeded noise."""
     from edge_aigc.tasks import espeak
@@ -123,13 +131,3 @@ def _speech_feeds(source: Source, n: int, rng: np.random.Generator) -> Iterator[
         phonemes = espeak.phonemize(texts[k % len(texts)], cfg.espeak_voice)[0]
         ids, _ = espeak.phoneme_ids(phonemes, cfg.phoneme_id_map)
         yield voice_feeds(cfg, ids, scales, rng, 0 if cfg.num_speakers > 1 else None)
-
-
-def sample_feeds(source: Source, model_path: Path, n: int, seed: int) -> list[dict[str, np.ndarray]]:
-    """``n`` seeded feed dicts for the fp32 model at ``model_path``."""
-    rng = np.random.default_rng(seed)
-    if source.task == Task.SPEECH:
-        return list(_speech_feeds(source, n, rng))
-    if source.task == Task.TEXT and source.lm is not None:
-        return list(_text_feeds(source, n, rng))
-    return list(_generator_feeds(source, model_path, n, rng))

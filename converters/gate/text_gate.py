@@ -167,3 +167,23 @@ def compare(ref: LmRun, out: LmRun, budget: int = GREEDY_TOKENS) -> dict[str, fl
         "perplexity": out.perplexity,
         "answers_right": float(sum(out.right)),
     }
+
+
+def loop(source: Source, path: Path, fmt: str, task_config: dict) -> DecodeLoop:
+    """The decode loop the device would run on the artifact at ``path``."""
+    from edge_aigc.backends import open_session
+    from edge_aigc.tasks.text.task import make_kv_loop
+
+    return make_kv_loop(open_session(fmt, path, None, source.name), task_config)
+
+
+def context(lm: DecodeLoop, task_config: dict) -> int:
+    return min(int(task_config["max_context"]), lm.cache_length)
+
+
+def measure(reference, candidate: Path, fmt: str, task_config: dict) -> tuple[dict[str, float], int, str]:
+    """The text task's measure (its GateSpec's): the candidate's loop on the gate's inputs for
+    its context, against fp32's run on the same (``reference.text``, validate.Reference)."""
+    lm = loop(reference.source, candidate, fmt, task_config)
+    inputs, ref = reference.text(context(lm, task_config))
+    return compare(ref, run_lm(reference.source, lm, inputs), inputs.budget), len(inputs.prompts), inputs.describe()

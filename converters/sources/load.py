@@ -25,7 +25,7 @@ from typing import Any
 
 from edge_aigc.contract import Task
 from edge_aigc.errors import CorruptBundle, SourceError
-from edge_aigc.bundle.manifest import TASKS
+from edge_aigc.contract import bundle_tasks
 from edge_aigc.bundle.task_config import parse_task_config
 
 from .piper import is_piper_voice, load_piper
@@ -35,8 +35,8 @@ __all__ = ["SourceError", "TorchGenerator", "LmSpec", "Source", "load_source", "
 
 
 def _check_task(task: Any, where: str) -> str:
-    if task not in TASKS:
-        raise SourceError(f"{where}: task {task!r} is not one of {', '.join(TASKS)}")
+    if task not in bundle_tasks():
+        raise SourceError(f"{where}: task {task!r} is not one of {', '.join(bundle_tasks())}")
     return task
 
 

@@ -12,14 +12,13 @@ from functools import cached_property
 from pathlib import PurePosixPath
 from typing import Any
 
-from ..contract import BUNDLE_TASKS, MANIFEST, SIGNATURE, Format, Task
+from ..contract import MANIFEST, SIGNATURE, Format, bundle_tasks
 from ..errors import CorruptBundle, UnsupportedSchema
 from .task_config import TaskConfig, parse_task_config
 
-__all__ = ["Manifest", "SCHEMA_VERSION", "TASKS", "FORMATS", "check_member_name"]
+__all__ = ["Manifest", "SCHEMA_VERSION", "FORMATS", "check_member_name"]
 
 SCHEMA_VERSION = 1
-TASKS = BUNDLE_TASKS
 FORMATS = tuple(Format)
 RESERVED = (MANIFEST, SIGNATURE)
 # Names and versions become directory names in the device store: keep them boring.
@@ -107,8 +106,8 @@ class Manifest:
             raise bad("name", f"{self.name!r} must match {NAME_RE.pattern}")
         if not VERSION_RE.match(self.version):
             raise bad("version", f"{self.version!r} must match {VERSION_RE.pattern}")
-        if self.task not in TASKS:
-            raise bad("task", f"{self.task!r} is not one of {', '.join(TASKS)}")
+        if self.task not in bundle_tasks():
+            raise bad("task", f"{self.task!r} is not one of {', '.join(bundle_tasks())}")
         if self.format not in FORMATS:
             raise bad("format", f"{self.format!r} is not one of {', '.join(FORMATS)}")
         if not self.files:

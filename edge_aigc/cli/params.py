@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..tasks.params import TASK_PARAMS
+from ..tasks.spec import all_specs
 
 __all__ = ["option_name", "add_param_options", "given_params"]
 
@@ -16,12 +16,12 @@ def option_name(name: str) -> str:
 def add_param_options(p: argparse.ArgumentParser) -> None:
     seen: set[str] = set()
     group = p.add_argument_group("generation parameters (each applies to the tasks noted)")
-    for task, params in TASK_PARAMS.items():
-        for spec in params:
+    for task in all_specs():
+        for spec in task.params:
             if spec.name in seen or spec.items == "message":  # chat turns: `run --chat`, not an option
                 continue
             seen.add(spec.name)
-            tasks = [t.split("-")[0] for t, ps in TASK_PARAMS.items() if any(x.name == spec.name for x in ps)]
+            tasks = [t.name.split("-")[0] for t in all_specs() if any(x.name == spec.name for x in t.params)]
             bounds = f" [{spec.lo:g}..{spec.hi:g}]" if spec.lo is not None else ""
             help_text = f"{spec.help}{bounds} ({'/'.join(tasks)})"
             if spec.kind is bool:
@@ -36,8 +36,9 @@ def add_param_options(p: argparse.ArgumentParser) -> None:
 
 def given_params(args: argparse.Namespace) -> dict[str, Any]:
     """The generation parameters the user set on the command line."""
-    names = {p.name for ps in TASK_PARAMS.values() for p in ps if p.items != "message"}
+    params = [p for task in all_specs() for p in task.params]
+    names = {p.name for p in params if p.items != "message"}
     given = {n: getattr(args, n) for n in sorted(names) if getattr(args, n, None) is not None}
-    for spec in (p for ps in TASK_PARAMS.values() for p in ps if p.commas and p.name in given):
+    for spec in (p for p in params if p.commas and p.name in given):
         given[spec.name] = [item for value in given[spec.name] for item in value.split(",") if item]
     return given

@@ -16,7 +16,7 @@ from ..errors import BackendUnavailable, BadRequest
 from ..runtime.runtime import Runtime
 from ..bundle.store import ModelStore, default_state_dir
 from ..tasks.base import Progress, Result, Token
-from ..tasks.params import TASK_PARAMS
+from ..tasks.spec import get_spec
 from .output import numbered
 from .params import add_param_options, given_params, option_name
 
@@ -59,7 +59,7 @@ def _run(args: argparse.Namespace) -> int:
         name = rt.load(args.model)
         task = rt.model(name).runner(args.task).task
         given = given_params(args)
-        names = {p.name for p in TASK_PARAMS[task]}
+        names = {p.name for p in get_spec(task).params}
         for n in given:
             if n not in names:
                 raise BadRequest(f"{option_name(n)} does not apply to {task} models")

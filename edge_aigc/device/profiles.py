@@ -15,7 +15,7 @@ from typing import Any
 
 from ..errors import ProfileError
 from .tomltable import TomlTable, read_toml
-from ..contract import BUNDLE_TASKS, Format, Recipe
+from ..contract import Format, Recipe, bundle_tasks
 
 __all__ = ["Profile", "OnnxConfig", "TfliteConfig", "Budget", "RECIPES", "FORMATS", "DYNAMIC_BLOCK_BASE",
            "load_profile", "list_profiles", "get_profile", "profile_dirs"]
@@ -100,8 +100,8 @@ def _task_recipes(section: TomlTable) -> tuple[tuple[str, str], ...]:
     if t is None:
         return ()
     for key in t.data:
-        if key not in BUNDLE_TASKS:
-            raise t.fail(key, f"not a task (tasks: {', '.join(BUNDLE_TASKS)})")
+        if key not in bundle_tasks():
+            raise t.fail(key, f"not a task (tasks: {', '.join(bundle_tasks())})")
     out = tuple((task, t.get(task, str, choices=RECIPES)) for task in sorted(t.data))
     t.finish()
     return out

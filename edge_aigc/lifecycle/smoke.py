@@ -16,31 +16,17 @@ re-measure PSNR on the device; it checks what the device can know.
 """
 from __future__ import annotations
 
-import io
 import os
-import wave
 from typing import Any
 
-import numpy as np
-from PIL import Image
-
-from ..contract import Task
 from ..errors import EdgeAigcError, Rejected
 from ..bundle.manifest import Manifest
 from ..device.profiles import Profile
 from ..runtime.runtime import Runtime
 from ..tasks.base import Result
+from ..tasks.spec import get_spec
 
-__all__ = ["check_bundle", "SMOKE_PARAMS"]
-
-# One small, seeded request per task: what the smoke generation asks for.
-SMOKE_PARAMS: dict[str, dict[str, Any]] = {
-    Task.TEXT: {"prompt": "Hello", "max_new_tokens": 4, "temperature": 0.0},
-    Task.IMAGE: {"count": 1, "seed": 0},
-    Task.AUDIO: {"notes": "C4:0.1"},
-    Task.SPEECH: {"text": "Hello.", "seed": 0},
-}
-
+__all__ = ["check_bundle"]
 
 def check_bundle(path: str | os.PathLike, manifest: Manifest, profile: Profile | None,
                  threads: int | None = None) -> dict[str, Any]:
@@ -50,7 +36,8 @@ def check_bundle(path: str | os.PathLike, manifest: Manifest, profile: Profile |
         failures = "; ".join(map(str, gate.get("failures", []))) or "no details recorded"
         raise Rejected("fidelity", f"{manifest.name} {manifest.version} was packaged below its fidelity "
                                    f"gate ({failures})")
-    params = SMOKE_PARAMS[Task(manifest.task)]
+    spec = get_spec(manifest.task)  # its smoke request, and what a degenerate output is
+    params = dict(spec.smoke)
     try:
         with Runtime([path], profile, threads=threads) as rt:
             first = rt.generate(manifest.name, **params)
@@ -60,7 +47,7 @@ def check_bundle(path: str | os.PathLike, manifest: Manifest, profile: Profile |
     except Exception as exc:  # a runtime fault inside the model (ORT, LiteRT) is the bundle's
         raise Rejected("smoke", f"{manifest.name} {manifest.version} failed to generate "
                                 f"({type(exc).__name__})") from None
-    why = _degenerate(manifest.task, first)
+    why = spec.degenerate(first)
     if why:
         raise Rejected("smoke", f"{manifest.name} {manifest.version}: {why}")
     if _fingerprint(first) != _fingerprint(second):
@@ -71,18 +58,3 @@ def check_bundle(path: str | os.PathLike, manifest: Manifest, profile: Profile |
 
 def _fingerprint(result: Result) -> tuple:
     return (result.text, tuple(out.data for out in result.outputs))
-
-
-def _degenerate(task: str, result: Result) -> str | None:
-    """Why an output is not a real one (None when it is)."""
-    if task == Task.TEXT:
-        return None if result.meta.get("generated_tokens", 0) >= 1 else "generated no token"
-    if not result.outputs or not result.outputs[0].data:
-        return "produced no output"
-    data = result.outputs[0].data
-    if task == Task.IMAGE:
-        pixels = np.asarray(Image.open(io.BytesIO(data)))
-        return None if pixels.min() != pixels.max() else "produced a blank image (every pixel the same)"
-    with wave.open(io.BytesIO(data)) as w:
-        samples = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
-    return None if samples.size and np.abs(samples).max() > 0 else "produced silent audio"

@@ -21,22 +21,12 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from ..contract import Task
+from ..errors import Unsupported
 from .runtime import Runtime
 from ..device.system import cpu_temperature_c, usable_cpus
-from ..tasks.base import Result
+from ..tasks.spec import get_spec
 
-__all__ = ["WORKLOADS", "HIGHER_IS_BETTER", "bench_bundle", "machine_facts", "format_report", "write_report"]
-
-# The fixed workload of each task: the same on every device, so figures compare.
-WORKLOADS: dict[str, dict[str, Any]] = {
-    Task.TEXT: {"prompt": "Once upon a time, in a small village by the sea,", "max_new_tokens": 64,
-                "temperature": 0.0},
-    Task.IMAGE: {"count": 64, "seed": 1, "grid": False},  # 16 small images ran in ~6 ms: too noisy to rank
-    Task.AUDIO: {"notes": "C4:0.5 E4:0.5 G4:0.5 C5:1.0 R:0.25 G4:0.5 C5:1.5"},
-    Task.SPEECH: {"text": "The birch canoe slid on the smooth planks. Glue the sheet to the dark blue "
-                          "background. It is easy to tell the depth of a well.", "seed": 1},
-}
+__all__ = ["HIGHER_IS_BETTER", "bench_bundle", "machine_facts", "format_report", "write_report"]
 
 # Each task's headline figure, and which way is better (``convert --recipe auto`` ranks by it).
 HIGHER_IS_BETTER = {"decode_tokens_per_s": True, "images_per_s": True, "real_time_factor": False}
@@ -89,20 +79,6 @@ def _peak_rss_mb() -> float | None:
     return None
 
 
-def _figures(task: str, result: Result, seconds: float) -> dict[str, float]:
-    """The task's own figures of one run; the first is the headline (its CV is reported)."""
-    m = result.meta
-    if task == Task.TEXT:
-        return {"decode_tokens_per_s": m["tokens_per_second"], "prefill_ms": m["prefill_seconds"] * 1e3,
-                "generated_tokens": m["generated_tokens"]}
-    if task == Task.IMAGE:
-        return {"images_per_s": m["count"] / seconds, "ms_per_image": seconds * 1e3 / m["count"]}
-    figures = {"real_time_factor": seconds / m["duration_seconds"], "audio_seconds": m["duration_seconds"]}
-    if task == Task.SPEECH:
-        figures["first_chunk_ms"] = m["first_chunk_seconds"] * 1e3
-    return figures
-
-
 def bench_bundle(path: str | os.PathLike, profile: str | None = None, repeats: int = 5,
                  threads: int | None = None, public_key=None,
                  progress: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
@@ -112,7 +88,10 @@ def bench_bundle(path: str | os.PathLike, profile: str | None = None, repeats: i
         load_s = time.perf_counter() - start
         name = rt.loaded()[0]
         info = rt.info(name)
-        task, params = info["task"], WORKLOADS[info["task"]]
+        spec = get_spec(info["task"])  # the task's fixed workload (the same on every device) and figures
+        task, params = spec.name, dict(spec.workload)
+        if spec.figures is None:
+            raise Unsupported(f"bench --bundle: task {task} has no workload in its TaskSpec")
         runs: list[dict[str, float]] = []
         first_s = None
         for i in range(repeats + 1):  # the first run is the cold one: reported apart, not in the repeats
@@ -122,7 +101,7 @@ def bench_bundle(path: str | os.PathLike, profile: str | None = None, repeats: i
             if i == 0:
                 first_s = seconds
                 continue
-            runs.append(_figures(task, result, seconds))
+            runs.append(spec.figures(result, seconds))
             progress(f"{name}: run {i}/{repeats}: " + ", ".join(f"{k} {v:.4g}" for k, v in runs[-1].items()))
     headline = next(iter(runs[0]))
     values = [r[headline] for r in runs]

@@ -11,24 +11,22 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 from ..backends import Session, open_session
 from ..bundle.load import Bundle, is_bundle_path, load_bundle
-from ..contract import ALSO_SERVES, Task, model_file
+from ..contract import also_serves, model_file
 from ..device.detect import detect_profile
 from ..errors import BadRequest, RequestError, UnknownModel
 from ..bundle.manifest import NAME_RE
 from ..device.profiles import Profile, get_profile
 from ..bundle.store import ModelStore
-from ..tasks.audio import AudioTask
+from ..tasks import builtin  # noqa: F401  (registers the kit's own tasks)
 from ..tasks.base import CancelToken, Event, Result, TaskRunner
-from ..tasks.image import ImageTask
 from ..tasks.params import validate_params
+from ..tasks.spec import get_spec
 from ..tasks.text.sessions import SessionCache, SessionLimits
-from ..tasks.speech import SpeechTask
 from ..tasks.text.task import TextTask
-from ..tasks.video import VideoTask
 
 __all__ = ["Runtime", "LoadedModel"]
 
@@ -40,7 +38,7 @@ class LoadedModel:
     bundle: Bundle
     session: Session
     task: TaskRunner                                   # the bundle's own task
-    also: dict[str, TaskRunner] = field(default_factory=dict)  # the tasks it also serves (ALSO_SERVES)
+    also: dict[str, TaskRunner] = field(default_factory=dict)  # the tasks it also serves (contract.also_serves)
 
     @property
     def defaults(self) -> dict[str, Any]:
@@ -59,15 +57,9 @@ class LoadedModel:
         return self.also[task]
 
 
-# One task class per task name; each takes (name, bundle root, typed task config, session).
-TASKS: dict[Task, Callable[..., TaskRunner]] = {Task.TEXT: TextTask, Task.IMAGE: ImageTask, Task.AUDIO: AudioTask,
-                                                Task.SPEECH: SpeechTask}
-# The tasks a bundle's model also serves (contract.ALSO_SERVES), each built on its own task's runner.
-ALSO: dict[Task, Callable[[Any], TaskRunner]] = {Task.VIDEO: VideoTask}
-
-
 def _make_task(name: str, bundle: Bundle, session: Session) -> TaskRunner:
-    return TASKS[Task(bundle.manifest.task)](name, bundle.root, bundle.manifest.config, session)
+    """The bundle's task's runner (its TaskSpec's), on its typed config and session."""
+    return get_spec(bundle.manifest.task).runner(name, bundle.root, bundle.manifest.config, session)
 
 
 class Runtime:
@@ -153,7 +145,7 @@ class Runtime:
         task = _make_task(name, bundle, session)
         if isinstance(task, TextTask):
             task.sessions = self.sessions
-        also = {t: ALSO[t](task) for t in ALSO_SERVES.get(Task(bundle.manifest.task), ())}
+        also = {t: get_spec(t).runner(task) for t in also_serves(bundle.manifest.task)}
         log.info("loaded %s %s (%s, %s) on %s with %d threads", name, bundle.manifest.version, bundle.manifest.task,
                  bundle.manifest.recipe, ", ".join(session.providers), session.threads.threads)
         return LoadedModel(bundle, session, task, also)

@@ -13,10 +13,12 @@ from ..backends.base import Session
 from ..contract import Task
 from ..errors import BundleError
 from ..bundle.task_config import AudioConfig
-from .base import CancelToken, Event, Output, Result
+from .base import CancelToken, Event, Output, Result, first_output
+from .params import Param
+from .spec import TaskSpec, register
 from .notes import note_frames, parse_notes
 
-__all__ = ["AudioTask", "to_wav"]
+__all__ = ["AudioTask", "to_wav", "silent", "audio_figures"]
 
 
 def to_wav(audio: np.ndarray, sample_rate: int, gain: float = 1.0) -> bytes:
@@ -54,3 +56,30 @@ class AudioTask:
                 "notes": len(notes), "seconds": round(seconds, 4),
                 "real_time_factor": round(seconds / max(duration, 1e-9), 5)}
         yield Result(self.name, self.task, outputs=(Output("audio/wav", data, "audio.wav"),), meta=meta)
+
+
+AUDIO_PARAMS = (
+    Param("notes", str, required=True, max_len=4096,
+          help="note sequence, e.g. 'C4:0.5 E4:0.5 G4:1.0' (R:0.5 is a rest)"),
+    Param("gain", float, 1.0, 0.0, 4.0, "output gain before 16-bit conversion"),
+)
+
+
+def silent(result: Result) -> str | None:
+    """Why a WAV result is not real audio: none, or silence."""
+    data = first_output(result)
+    if data is None:
+        return "produced no output"
+    with wave.open(io.BytesIO(data)) as w:
+        samples = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
+    return None if samples.size and np.abs(samples).max() > 0 else "produced silent audio"
+
+
+def audio_figures(result: Result, seconds: float) -> dict[str, float]:
+    return {"real_time_factor": seconds / result.meta["duration_seconds"],
+            "audio_seconds": result.meta["duration_seconds"]}
+
+
+SPEC = register(TaskSpec(
+    Task.AUDIO, AUDIO_PARAMS, AudioTask, config=AudioConfig, smoke={"notes": "C4:0.1"}, degenerate=silent,
+    workload={"notes": "C4:0.5 E4:0.5 G4:0.5 C5:1.0 R:0.25 G4:0.5 C5:1.5"}, figures=audio_figures))

@@ -14,7 +14,7 @@ from typing import Any, Iterator, Protocol
 from ..contract import EventKind
 from ..errors import Cancelled, Timeout
 
-__all__ = ["Token", "Progress", "Output", "Chunk", "Result", "Event", "CancelToken", "TaskRunner", "DecodeLoop"]
+__all__ = ["first_output", "Token", "Progress", "Output", "Chunk", "Result", "Event", "CancelToken", "TaskRunner", "DecodeLoop"]
 
 
 @dataclass(frozen=True)
@@ -113,3 +113,8 @@ class TaskRunner(Protocol):
     task: str
 
     def stream(self, params: dict[str, Any], cancel: CancelToken) -> Iterator[Event]: ...
+
+
+def first_output(result: Result) -> bytes | None:
+    """The first output's bytes, or None when the result has none (a degenerate-output check)."""
+    return result.outputs[0].data if result.outputs and result.outputs[0].data else None

@@ -1,96 +1,18 @@
 """Request parameters: each declared once with its type, default and range.
 
-The CLI builds its options from these specs, the API and the MQTT service validate with
-them, and a bad value raises ``BadRequest`` naming the parameter. Every numeric
-parameter is capped, so no request can ask for unbounded work.
+A task's parameters are in its TaskSpec (spec.py, written in the task's module). The CLI builds
+its options from them, every front end validates with them before a request is queued, and a
+bad value raises ``BadRequest`` naming the parameter. Every numeric parameter is capped, so no
+request can ask for unbounded work.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
-from ..contract import Task
 from ..errors import BadRequest
+from .spec import Param, get_spec
 
-__all__ = ["Param", "TASK_PARAMS", "validate_params", "is_text"]
-
-
-@dataclass(frozen=True)
-class Param:
-    name: str
-    kind: type                 # str, int, float, bool, list (of str)
-    default: Any = None
-    lo: float | None = None
-    hi: float | None = None
-    help: str = ""
-    required: bool = False
-    max_len: int | None = None  # str: characters; list: items (each str ≤ 64 chars)
-    items: str = "str"          # list: "str", or "message" ({"role", "content"} chat turns)
-    choices: tuple[str, ...] = ()  # str: the values allowed
-    commas: bool = False        # list: the CLI also takes the items comma-separated (--labels 0,1,2)
-
-
-MAX_SPEECH_CHARS = 20_000
-MAX_FRAMES = 240
-
-
-def _text_params() -> list[Param]:
-    return [
-        Param("prompt", str, max_len=8192, help="text to continue (or give messages)"),
-        Param("messages", list, None, max_len=64, items="message",
-              help="chat turns [{role, content}] rendered with the model's chat template"),
-        Param("max_new_tokens", int, 64, 1, 2048, "tokens to generate (capped by the context)"),
-        Param("temperature", float, 0.8, 0.0, 5.0, "0 = greedy; higher = more random"),
-        Param("top_k", int, 40, 0, 100_000, "sample from the k most likely tokens (0 = all)"),
-        Param("top_p", float, 0.95, 0.01, 1.0, "nucleus sampling mass"),
-        Param("repetition_penalty", float, 1.0, 0.5, 3.0, "> 1 discourages repeats"),
-        Param("seed", int, None, 0, 2**32 - 1, "seed for reproducible sampling"),
-        Param("num_beams", int, 1, 1, 8, "beam search width (1 = no beam search)"),
-        Param("stop", list, [], help="stop strings (up to 4, each up to 64 characters)", max_len=4),
-        Param("session", str, None, max_len=64,
-              help="chat session id: later turns reuse its KV cache (edge_aigc/tasks/text/sessions.py)"),
-    ]
-
-
-TASK_PARAMS: dict[str, list[Param]] = {
-    Task.TEXT: _text_params(),
-    Task.IMAGE: [
-        Param("label", str, None, help="class label name or index (conditional models)", max_len=64),
-        Param("seed", int, None, 0, 2**32 - 1, "latent seed"),
-        Param("count", int, 1, 1, 64, "images to generate"),
-        Param("grid", bool, True, help="one PNG grid of all images (else one PNG each)"),
-        Param("scale", int, 1, 1, 16, "upscale factor (nearest neighbour) for small images"),
-    ],
-    Task.VIDEO: [
-        Param("label", str, None, help="class of a latent walk (conditional models)", max_len=64),
-        Param("labels", list, None, max_len=16, commas=True,
-              help="classes to morph through, in order, e.g. 0,1,2 (models whose class input takes weights)"),
-        Param("seed", int, None, 0, 2**32 - 1, "latent seed"),
-        Param("frames", int, 48, 2, MAX_FRAMES, "frames to render"),
-        Param("fps", int, 12, 1, 50, "frames per second"),
-        Param("keyframes", int, 4, 2, 16, "latents a walk passes through"),
-        Param("loop", bool, True, help="end where it starts and play forever (GIF)"),
-        Param("scale", int, 3, 1, 16, "upscale factor (nearest neighbour)"),
-        Param("format", str, "gif", choices=("gif", "mp4"),
-              help="gif (Pillow) or mp4 (H.264; the video extra)"),
-    ],
-    Task.AUDIO: [
-        Param("notes", str, required=True, max_len=4096,
-              help="note sequence, e.g. 'C4:0.5 E4:0.5 G4:1.0' (R:0.5 is a rest)"),
-        Param("gain", float, 1.0, 0.0, 4.0, "output gain before 16-bit conversion"),
-    ],
-    Task.SPEECH: [
-        # the voice's own cap (task_config.max_chars, ≤ this) is checked by the task
-        Param("text", str, required=True, max_len=MAX_SPEECH_CHARS, help="text to speak (split into sentences)"),
-        Param("speaker", str, None, max_len=64, help="speaker name or index (multi-speaker voices)"),
-        Param("length_scale", float, None, 0.25, 4.0, "phoneme length: < 1 faster, > 1 slower (voice default)"),
-        Param("noise_scale", float, None, 0.0, 2.0, "generator noise (voice default)"),
-        Param("noise_w", float, None, 0.0, 2.0, "phoneme duration noise (voice default)"),
-        Param("sentence_silence", float, 0.0, 0.0, 5.0, "seconds of silence after each sentence"),
-        Param("seed", int, None, 0, 2**32 - 1, "noise seed for reproducible speech"),
-        Param("normalize", bool, True, help="scale each sentence to full range, as Piper does"),
-    ],
-}
+__all__ = ["Param", "validate_params", "is_text"]
 
 
 def is_text(value: str) -> bool:
@@ -151,15 +73,12 @@ def _messages(p: Param, value: list) -> list[dict[str, str]]:
     return [{"role": m["role"], "content": m["content"]} for m in value]
 
 
-# Parameters of which a request gives exactly one.
-ONE_OF = {Task.TEXT: ("prompt", "messages")}
-
-
 def validate_params(task: str, params: dict[str, Any], defaults: dict[str, Any] | None = None) -> dict[str, Any]:
     """Checked parameters with defaults filled in (bundle defaults override the spec's)."""
     if not isinstance(params, dict):
         raise BadRequest("params must be an object")
-    specs = {p.name: p for p in TASK_PARAMS[task]}
+    spec = get_spec(task)
+    specs = {p.name: p for p in spec.params}
     unknown = sorted(set(params) - set(specs))
     if unknown:
         raise BadRequest(f"unknown parameter {unknown[0]!r} for {task} "
@@ -173,7 +92,7 @@ def validate_params(task: str, params: dict[str, Any], defaults: dict[str, Any] 
         else:
             default = (defaults or {}).get(name, p.default)
             out[name] = list(default) if isinstance(default, list) else default
-    for group in [ONE_OF[task]] if task in ONE_OF else []:
+    for group in [spec.one_of] if spec.one_of else []:
         given = [n for n in group if out.get(n) is not None]
         if len(given) != 1:
             raise BadRequest(f"parameter {group[0]!r} is required for {task} (or give "

@@ -21,8 +21,10 @@ from ..backends.base import Session
 from ..contract import Task
 from ..errors import BadRequest, BundleError
 from ..bundle.task_config import SpeechConfig
-from .audio import to_wav
+from .audio import audio_figures, silent, to_wav
 from .base import CancelToken, Chunk, Event, Output, Result
+from .params import Param
+from .spec import TaskSpec, register
 
 __all__ = ["SpeechTask", "voice_feeds"]
 
@@ -121,3 +123,28 @@ class SpeechTask:
         if skipped:
             meta["skipped_phonemes"] = sorted(skipped)
         yield Result(self.name, self.task, outputs=(Output("audio/wav", to_wav(audio, rate), "speech.wav"),), meta=meta)
+
+
+MAX_SPEECH_CHARS = 20_000   # the voice's own cap (task_config.max_chars, at most this) is checked by the task
+SPEECH_PARAMS = (
+    Param("text", str, required=True, max_len=MAX_SPEECH_CHARS, help="text to speak (split into sentences)"),
+    Param("speaker", str, None, max_len=64, help="speaker name or index (multi-speaker voices)"),
+    Param("length_scale", float, None, 0.25, 4.0, "phoneme length: < 1 faster, > 1 slower (voice default)"),
+    Param("noise_scale", float, None, 0.0, 2.0, "generator noise (voice default)"),
+    Param("noise_w", float, None, 0.0, 2.0, "phoneme duration noise (voice default)"),
+    Param("sentence_silence", float, 0.0, 0.0, 5.0, "seconds of silence after each sentence"),
+    Param("seed", int, None, 0, 2**32 - 1, "noise seed for reproducible speech"),
+    Param("normalize", bool, True, help="scale each sentence to full range, as Piper does"),
+)
+
+
+def _speech_figures(result: Result, seconds: float) -> dict[str, float]:
+    return {**audio_figures(result, seconds), "first_chunk_ms": result.meta["first_chunk_seconds"] * 1e3}
+
+
+SPEC = register(TaskSpec(
+    Task.SPEECH, SPEECH_PARAMS, SpeechTask, config=SpeechConfig, smoke={"text": "Hello.", "seed": 0},
+    degenerate=silent,
+    workload={"text": "The birch canoe slid on the smooth planks. Glue the sheet to the dark blue "
+                      "background. It is easy to tell the depth of a well.", "seed": 1},
+    figures=_speech_figures))

@@ -24,6 +24,8 @@ from ..contract import Task
 from ..errors import BadRequest, Unsupported
 from .base import CancelToken, Event, Output, Progress, Result
 from .image import ImageTask
+from .params import Param
+from .spec import TaskSpec, register
 
 __all__ = ["VideoTask", "slerp", "to_gif", "to_mp4"]
 
@@ -123,3 +125,21 @@ class VideoTask:
                 "width": images[0].width, "height": images[0].height, "loop": loop,
                 "seconds": round(time.perf_counter() - start, 4)}
         yield Result(self.name, self.task, outputs=(output,), meta=meta)
+
+
+MAX_FRAMES = 240
+VIDEO_PARAMS = (
+    Param("label", str, None, help="class of a latent walk (conditional models)", max_len=64),
+    Param("labels", list, None, max_len=16, commas=True,
+          help="classes to morph through, in order, e.g. 0,1,2 (models whose class input takes weights)"),
+    Param("seed", int, None, 0, 2**32 - 1, "latent seed"),
+    Param("frames", int, 48, 2, MAX_FRAMES, "frames to render"),
+    Param("fps", int, 12, 1, 50, "frames per second"),
+    Param("keyframes", int, 4, 2, 16, "latents a walk passes through"),
+    Param("loop", bool, True, help="end where it starts and play forever (GIF)"),
+    Param("scale", int, 3, 1, 16, "upscale factor (nearest neighbour)"),
+    Param("format", str, "gif", choices=("gif", "mp4"), help="gif (Pillow) or mp4 (H.264; the video extra)"),
+)
+
+# Image generators' models serve it: the runner is built on an image model's ImageTask.
+SPEC = register(TaskSpec(Task.VIDEO, VIDEO_PARAMS, VideoTask, served_by=Task.IMAGE))

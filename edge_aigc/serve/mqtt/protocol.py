@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from ...contract import Action, EventKind, Task
+from ...contract import Action, EventKind, known_tasks
 from ...errors import BadRequest, ConfigError, RequestError, TooLarge
 from ...bundle.manifest import NAME_RE
 from ...tasks.params import is_text
@@ -262,8 +262,8 @@ def parse_request(payload: bytes, topics: Topics, max_bytes: int, response_topic
     if action == Action.CANCEL and not (isinstance(target, str) and _ID_RE.match(target)):
         raise err(BadRequest("cancel needs 'target': the id of the request to stop"), rid, reply)
     task = data.get("task")
-    if task is not None and task not in tuple(Task):
-        raise err(BadRequest(f"'task' must be one of {', '.join(Task)}, got {task!r}"), rid, reply)
+    if task is not None and task not in known_tasks():
+        raise err(BadRequest(f"'task' must be one of {', '.join(known_tasks())}, got {task!r}"), rid, reply)
     timeout = data.get("timeout_s")
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
                                 or not 0 < timeout <= 86400):

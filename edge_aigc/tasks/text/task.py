@@ -19,6 +19,8 @@ from ...contract import Task
 from ...errors import BadRequest, BundleError
 from ...bundle.task_config import TextConfig, parse_task_config
 from ..base import CancelToken, DecodeLoop, Event, Progress, Result, Token
+from ..params import Param
+from ..spec import TaskSpec, register
 from .chat import ChatTemplate
 from .detok import TextStreamer
 from .concat_loop import KvCacheLoop
@@ -222,3 +224,38 @@ class TextTask:
             yield Token(text, best[-1], 0)
         finish = "stop" if streamer.stopped else ("length" if len(best) >= budget else "eos")
         yield self._result(text, ids, best, finish, start, 0.0, num_beams=params["num_beams"])
+
+
+TEXT_PARAMS = (
+    Param("prompt", str, max_len=8192, help="text to continue (or give messages)"),
+    Param("messages", list, None, max_len=64, items="message",
+          help="chat turns [{role, content}] rendered with the model's chat template"),
+    Param("max_new_tokens", int, 64, 1, 2048, "tokens to generate (capped by the context)"),
+    Param("temperature", float, 0.8, 0.0, 5.0, "0 = greedy; higher = more random"),
+    Param("top_k", int, 40, 0, 100_000, "sample from the k most likely tokens (0 = all)"),
+    Param("top_p", float, 0.95, 0.01, 1.0, "nucleus sampling mass"),
+    Param("repetition_penalty", float, 1.0, 0.5, 3.0, "> 1 discourages repeats"),
+    Param("seed", int, None, 0, 2**32 - 1, "seed for reproducible sampling"),
+    Param("num_beams", int, 1, 1, 8, "beam search width (1 = no beam search)"),
+    Param("stop", list, [], help="stop strings (up to 4, each up to 64 characters)", max_len=4),
+    Param("session", str, None, max_len=64,
+          help="chat session id: later turns reuse its KV cache (edge_aigc/tasks/text/sessions.py)"),
+)
+
+
+def _no_token(result: Result) -> str | None:
+    return None if result.meta.get("generated_tokens", 0) >= 1 else "generated no token"
+
+
+def _text_figures(result: Result, seconds: float) -> dict[str, float]:
+    m = result.meta
+    return {"decode_tokens_per_s": m["tokens_per_second"], "prefill_ms": m["prefill_seconds"] * 1e3,
+            "generated_tokens": m["generated_tokens"]}
+
+
+SPEC = register(TaskSpec(
+    Task.TEXT, TEXT_PARAMS, TextTask, config=TextConfig, one_of=("prompt", "messages"),
+    smoke={"prompt": "Hello", "max_new_tokens": 4, "temperature": 0.0}, degenerate=_no_token,
+    workload={"prompt": "Once upon a time, in a small village by the sea,", "max_new_tokens": 64,
+              "temperature": 0.0},
+    figures=_text_figures))
