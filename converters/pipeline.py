@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
+from edge_aigc.contract import Task
 from edge_aigc.bundle import signing
 from edge_aigc.errors import ConversionError, FidelityError
 from edge_aigc.bundle.manifest import Manifest
@@ -102,7 +103,7 @@ def _buildable(source: Source) -> tuple[str, ...]:
 def _format_for(profile: Profile, source: Source, opts: ConvertOptions, progress: Progress) -> str:
     can, requested = _buildable(source), opts.format
     if opts.prune is not None:  # the ONNX graph is what gets pruned (converters/quantize/prune.py)
-        if source.task == "text-generation":
+        if source.task == Task.TEXT:
             raise ConversionError("--prune removes convolution channels; a language model has none to "
                                   "prune (heads are not pruned)")
         if "onnx" not in profile.formats or requested not in (None, "onnx"):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["Task", "register_task", "known_tasks", "bundle_tasks", "also_serves", "Format", "Recipe", "Action", "EventKind", "JobState", "FINAL_JOB_STATES", "MANIFEST", "SIGNATURE", "TOKENIZER",
+__all__ = ["Task", "register_task", "unregister_task", "known_tasks", "bundle_tasks", "also_serves", "Format", "Recipe", "Action", "EventKind", "JobState", "FINAL_JOB_STATES", "MANIFEST", "SIGNATURE", "TOKENIZER",
            "model_file", "KV_INPUTS", "KV_OUTPUTS", "kv_name"]
 
 
@@ -33,6 +33,10 @@ def register_task(name: str, served_by: str | None = None) -> None:
     if served_by is not None and _TASKS.get(served_by, "") is not None:
         raise ValueError(f"task {name!r}: {served_by!r} is not a registered bundle task")
     _TASKS[name] = served_by
+
+
+def unregister_task(name: str) -> None:
+    _TASKS.pop(name, None)
 
 
 def known_tasks() -> tuple[str, ...]:

@@ -21,7 +21,7 @@ from . import metrics, text_gate
 from .calibration import generator_feeds, speech_feeds, text_feeds
 from ..sources.types import Source
 
-__all__ = ["GateSpec", "register_gate", "get_gate", "sample_feeds", "measure_outputs"]
+__all__ = ["GateSpec", "register_gate", "unregister_gate", "get_gate", "sample_feeds", "measure_outputs"]
 
 Feeds = Callable[[Source, Path, int, np.random.Generator], Iterator[dict]]
 # fp32's outputs, the candidate's (one array per feed, by the first output's name), the task_config
@@ -74,6 +74,10 @@ def register_gate(spec: GateSpec) -> GateSpec:
         raise ValueError(f"gate for {spec.task!r}: register its TaskSpec first (edge_aigc/tasks/spec.py)")
     _GATES[spec.task] = spec
     return spec
+
+
+def unregister_gate(task: str) -> None:
+    _GATES.pop(task, None)
 
 
 def get_gate(task: str) -> GateSpec:

@@ -150,8 +150,12 @@ TaskConfig = Union[TextConfig, ImageConfig, AudioConfig, SpeechConfig]
 _SCHEMAS: dict[str, type] = {}   # filled by tasks/spec.register: one schema per bundle task
 
 
-def register_schema(task: str, schema: type) -> None:
-    _SCHEMAS[task] = schema
+def register_schema(task: str, schema: type | None) -> None:
+    """``schema`` parses ``task``'s task_config from now on (None: forget it)."""
+    if schema is None:
+        _SCHEMAS.pop(task, None)
+    else:
+        _SCHEMAS[task] = schema
 
 
 def bad(key: str, why: str) -> CorruptBundle:

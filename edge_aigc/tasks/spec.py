@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from ..bundle.task_config import register_schema
-from ..contract import known_tasks, register_task
+from ..contract import known_tasks, register_task, unregister_task
 from ..errors import BadRequest
 
 if TYPE_CHECKING:
     from .base import Result, TaskRunner
 
-__all__ = ["Param", "TaskSpec", "register", "get_spec", "all_specs"]
+__all__ = ["Param", "TaskSpec", "register", "unregister", "get_spec", "all_specs"]
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,16 @@ def register(spec: TaskSpec) -> TaskSpec:
         register_schema(spec.name, spec.config)
     _SPECS[spec.name] = spec
     return spec
+
+
+def unregister(name: str) -> None:
+    """Forget a task (a plugin unloading; a test's own task): it and the tasks its models serve."""
+    for served in [s.name for s in _SPECS.values() if s.served_by == name]:
+        unregister(served)
+    spec = _SPECS.pop(name, None)
+    if spec is not None:
+        unregister_task(name)
+        register_schema(name, None)
 
 
 def get_spec(task: str) -> TaskSpec:
