@@ -77,64 +77,82 @@ def _rate(url: str, model: str, clients: int, seconds: float) -> tuple[int, int]
                                                               timeout=60), call)
 
 
+def _idle_rss(tmp: Path, broker_port: int, bundles: list[Path], http_table: dict, repeats: int) -> dict[str, list]:
+    """The service's idle RSS without and with the HTTP server, the two configs in turn."""
+    idle: dict[str, list] = {"without HTTP": [], "with HTTP": []}
+    for _ in range(repeats):
+        for label, table in (("without HTTP", None), ("with HTTP", http_table)):
+            proc = serve(device_config(tmp / "idle.toml", broker_port, bundles, http=table))
+            try:
+                wait_online(broker_port, time.perf_counter())
+                time.sleep(1.0)
+                idle[label].append(proc_mb(proc.pid, "VmRSS"))
+            finally:
+                proc.terminate()
+                proc.wait(30)
+    return idle
+
+
+def _latencies(rt, mqtt, http, url: str, image_name: str, text_name: str, requests: int,
+               progress) -> tuple[list, list, list, dict]:
+    """Interleaved: direct, MQTT, HTTP, one image each; then time to first token on both wires."""
+    direct, mqtt_s, http_s, ttft = [], [], [], {"http": [], "mqtt": []}
+    body = {"model": image_name, "prompt": "", "n": 1, "seed": 1}
+    rt.generate(image_name, **IMAGE)
+    mqtt.request("bench", "generate", image_name, IMAGE)
+    http.post(f"{url}/v1/images/generations", json=body).raise_for_status()
+    for _ in range(requests):
+        t = time.perf_counter()
+        rt.generate(image_name, **IMAGE)
+        direct.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        assert mqtt.request("bench", "generate", image_name, IMAGE).ok
+        mqtt_s.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        http.post(f"{url}/v1/images/generations", json=body).raise_for_status()
+        http_s.append(time.perf_counter() - t)
+    progress("http: latency done; time to first token …")
+    for _ in range(requests // 4):
+        ttft["mqtt"].append(_ttft_mqtt(mqtt, text_name))
+        ttft["http"].append(_ttft_http(http, url, text_name))
+    return direct, mqtt_s, http_s, ttft
+
+
 def bench_http(image: Path, text: Path, requests: int, seconds: float, repeats: int,
                progress=print) -> tuple[Report, dict]:
     import httpx
 
     from edge_aigc import Runtime, load_bundle
-    from edge_aigc.remote.local_brokers import Mosquitto
     from edge_aigc.remote.client import DeviceClient
+    from edge_aigc.remote.local_brokers import Mosquitto
 
-    direct, mqtt_ms, http_ms, ttft = [], [], [], {"http": [], "mqtt": []}
-    idle = {"without HTTP": [], "with HTTP": []}
     with tempfile.TemporaryDirectory() as tmp, Mosquitto(Path(tmp)) as broker, \
             Runtime([image], profile=PROFILE, threads=threads()) as rt:
-        image_name = rt.loaded()[0]
+        image_name, text_name = rt.loaded()[0], load_bundle(text).manifest.name
         (Path(tmp) / "tokens").write_text(TOKEN + "\n")
         port = _free_port()
         http_table = {"enabled": True, "listen": f"127.0.0.1:{port}", "tokens_file": str(Path(tmp) / "tokens")}
-        for _ in range(repeats):  # idle RSS, the two configs in turn
-            for label, table in (("without HTTP", None), ("with HTTP", http_table)):
-                proc = serve(device_config(Path(tmp) / "idle.toml", broker.port, [image, text], http=table))
-                try:
-                    wait_online(broker.port, time.perf_counter())
-                    time.sleep(1.0)
-                    idle[label].append(proc_mb(proc.pid, "VmRSS"))
-                finally:
-                    proc.terminate()
-                    proc.wait(30)
+        idle = _idle_rss(Path(tmp), broker.port, [image, text], http_table, repeats)
         progress("http: idle RSS done; latency …")
         proc = serve(device_config(Path(tmp) / "device.toml", broker.port, [image, text], queue=64, http=http_table))
         url = f"http://127.0.0.1:{port}"
         try:
             wait_online(broker.port, time.perf_counter())
             _wait_http(url)
-            text_name = load_bundle(text).manifest.name
             with DeviceClient(f"mqtt://127.0.0.1:{broker.port}") as mqtt, \
                     httpx.Client(headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60) as http:
-                body = {"model": image_name, "prompt": "", "n": 1, "seed": 1}
-                rt.generate(image_name, **IMAGE)
-                mqtt.request("bench", "generate", image_name, IMAGE)
-                http.post(f"{url}/v1/images/generations", json=body).raise_for_status()
-                for _ in range(requests):  # interleaved: direct, MQTT, HTTP
-                    t = time.perf_counter()
-                    rt.generate(image_name, **IMAGE)
-                    direct.append(time.perf_counter() - t)
-                    t = time.perf_counter()
-                    assert mqtt.request("bench", "generate", image_name, IMAGE).ok
-                    mqtt_ms.append(time.perf_counter() - t)
-                    t = time.perf_counter()
-                    http.post(f"{url}/v1/images/generations", json=body).raise_for_status()
-                    http_ms.append(time.perf_counter() - t)
-                progress("http: latency done; time to first token …")
-                for _ in range(requests // 4):
-                    ttft["mqtt"].append(_ttft_mqtt(mqtt, text_name))
-                    ttft["http"].append(_ttft_http(http, url, text_name))
+                direct, mqtt_s, http_s, ttft = _latencies(rt, mqtt, http, url, image_name, text_name, requests,
+                                                          progress)
             progress("http: time to first token done; throughput …")
             rates = {n: _rate(url, image_name, n, seconds) for n in (1, 4, 16)}
         finally:
             proc.terminate()
             proc.wait(30)
+    return _report(image_name, text_name, requests, seconds, repeats, direct, mqtt_s, http_s, ttft, rates, idle)
+
+
+def _report(image_name: str, text_name: str, requests: int, seconds: float, repeats: int, direct: list,
+            mqtt_ms: list, http_ms: list, ttft: dict, rates: dict, idle: dict) -> tuple[Report, dict]:
     ms = lambda xs, q: (percentile(xs, q) if q != 0.5 else median(xs)) * 1e3  # noqa: E731
     report = Report(f"HTTP — {image_name} (1 image) vs the direct API and MQTT, {requests} requests each, "
                     "interleaved; time to first token on " + text_name, ["measure", "p50 ms", "p99 ms"])

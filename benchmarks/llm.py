@@ -174,25 +174,12 @@ _OUR_RSS = ("import sys, numpy as np; from edge_aigc import Runtime; rt = Runtim
             "[loop.step(s, np.array([[int(np.argmax(lg[0, -1]))]])) for _ in range(64)]")
 
 
-def bench_llm(work: Path, repeats: int, progress=print) -> tuple[Report, dict]:
-    from converters.gate import metrics, text_gate
-    from converters.sources.load import load_source
+def _open_loops(ours: dict[str, Path], n: int) -> tuple[list, dict, dict[str, int]]:
+    """Our bundles opened, each as the decode loop the device runs, and their model sizes."""
     from edge_aigc import load_bundle
     from edge_aigc.backends import open_session
     from edge_aigc.tasks.text.task import make_kv_loop
 
-    from .llama_cpp import ensure_llama_cpp
-
-    work.mkdir(parents=True, exist_ok=True)
-    n = threads()
-    bin_dir = ensure_llama_cpp(progress)
-    ggufs = _gguf_files(work, progress)
-    ours = _our_bundles(work, ggufs["Q4_1"], progress)
-    source = load_source(str(ggufs["Q4_1"]))
-    text = work / "gate-text.txt"
-    text.write_text(text_gate.GATE_TEXT.read_text())
-    inputs = text_gate.gate_inputs(source, 4096)
-    prompt = inputs.windows[0][:PROMPT].tolist()
     opened, loops, sizes = [], {}, {}
     for label, path in ours.items():
         bundle = load_bundle(path)
@@ -200,14 +187,28 @@ def bench_llm(work: Path, repeats: int, progress=print) -> tuple[Report, dict]:
         cfg = bundle.manifest.task_config
         loops[label] = make_kv_loop(open_session("onnx", bundle.file(cfg["model"]), None, label, threads=n), cfg)
         sizes[label] = bundle.file(cfg["model"]).stat().st_size
-    speeds: dict[str, list[dict[str, float]]] = {k: [] for k in [*ggufs, *ours]}
+    return opened, loops, sizes
+
+
+def _speeds(bin_dir: Path, ggufs: dict, loops: dict, prompt: list, n: int, repeats: int,
+            progress) -> dict[str, list[dict[str, float]]]:
+    """Interleaved rounds: each llama.cpp width next to ours at that width, then the zoo's."""
+    speeds: dict[str, list[dict[str, float]]] = {k: [] for k in [*ggufs, *loops]}
     for r in range(repeats):
         progress(f"round {r + 1}/{repeats}")
-        for kind, ours_label in PAIRS:  # each llama.cpp width next to ours at that width
+        for kind, ours_label in PAIRS:
             speeds[kind].append(_llama_bench(bin_dir, ggufs[kind], n))
             speeds[ours_label].append(_our_speed(loops[ours_label], prompt))
-        last = list(ours)[-1]
+        last = list(loops)[-1]
         speeds[last].append(_our_speed(loops[last], prompt))
+    return speeds
+
+
+def _quality(bin_dir: Path, ggufs: dict, loops: dict, source, inputs, text: Path, work: Path, n: int,
+             progress) -> tuple[dict, dict, dict]:
+    """Perplexity, KL from each side's own float32, and the gate's answers, on both sides."""
+    from converters.gate import metrics, text_gate
+
     base = work / "kl-base-F32.dat"
     base.unlink(missing_ok=True)
     ppl, kl = {}, {}
@@ -222,6 +223,27 @@ def bench_llm(work: Path, repeats: int, progress=print) -> tuple[Report, dict]:
         ppl[label] = run.perplexity
         kl[label] = metrics.mean_kl(runs["fp32"].logits, run.logits)
         right[label] = run.right
+    return ppl, kl, right
+
+
+def bench_llm(work: Path, repeats: int, progress=print) -> tuple[Report, dict]:
+    from converters.gate import text_gate
+    from converters.sources.load import load_source
+
+    from .llama_cpp import ensure_llama_cpp
+
+    work.mkdir(parents=True, exist_ok=True)
+    n = threads()
+    bin_dir = ensure_llama_cpp(progress)
+    ggufs = _gguf_files(work, progress)
+    ours = _our_bundles(work, ggufs["Q4_1"], progress)
+    source = load_source(str(ggufs["Q4_1"]))
+    text = work / "gate-text.txt"
+    text.write_text(text_gate.GATE_TEXT.read_text())
+    inputs = text_gate.gate_inputs(source, 4096)
+    opened, loops, sizes = _open_loops(ours, n)
+    speeds = _speeds(bin_dir, ggufs, loops, inputs.windows[0][:PROMPT].tolist(), n, repeats, progress)
+    ppl, kl, right = _quality(bin_dir, ggufs, loops, source, inputs, text, work, n, progress)
     rss = {kind: _peak_rss_mb([str(bin_dir / "llama-bench"), "-m", str(p), "-t", str(n), "-p", str(PROMPT),
                                "-n", str(DECODE), "-r", "1", *BENCH_FLAGS]) for kind, p in ggufs.items()}
     rss.update({label: _peak_rss_mb([sys.executable, "-c", _OUR_RSS, str(p)]) for label, p in ours.items()})
@@ -239,11 +261,16 @@ def bench_llm(work: Path, repeats: int, progress=print) -> tuple[Report, dict]:
                       "answers_kept": text_gate.answers_kept(right["F32" if name in ggufs else "fp32"], right[name]),
                       "peak_rss_mb": rss[name], "size_mib": size / 2**20,
                       "bandwidth_fraction": decode * size / (bandwidth * 1e9)}
+    report = _report(rows, list(ours)[-1], len(inputs.prompts), inputs.budget, n, repeats, bandwidth)
+    return report, {"rows": rows, "bandwidth_gbs": bandwidth, "threads": n, "repeats": repeats,
+                    "llama_cpp_repack": not AMX}
+
+
+def _report(rows: dict, zoo: str, questions: int, budget: int, n: int, repeats: int, bandwidth: float) -> Report:
     report = Report(f"SmolLM2-135M-Instruct: ours vs llama.cpp, same weights, {n} threads",
                     ["system", "decode tok/s", "prefill tok/s", "perplexity", "KL vs own fp32",
-                     f"right of {len(inputs.prompts)}", "kept vs own fp32", "peak RSS MiB", "size MiB",
+                     f"right of {questions}", "kept vs own fp32", "peak RSS MiB", "size MiB",
                      "decode / bandwidth limit", "decode vs llama.cpp", "prefill vs llama.cpp"])
-    zoo = list(ours)[-1]
     for name, peer in [x for kind, label in PAIRS for x in ((kind, None), (label, kind))] + [(zoo, "Q4_1")]:
         row = rows[name]
         vs = ["", ""] if peer is None else [
@@ -258,9 +285,8 @@ def bench_llm(work: Path, repeats: int, progress=print) -> tuple[Report, dict]:
         "llama.cpp runs with its default weight repacking (this CPU has no AMX; see benchmarks/llm.py).",
         "Perplexity: 2,048 tokens of GPL-3, 512-token windows, second halves scored, each side with its own "
         "tokenizer (llama.cpp's float32 and ours differ by under 1%): compare each against its own float32.",
-        f"Answers: the gate's {len(inputs.prompts)} questions (converters/gate_prompts.json) in the chat template, "
-        f"{inputs.budget} greedy tokens at most; llama.cpp's from llama-completion (--top-k 1) on the same "
+        f"Answers: the gate's {questions} questions (converters/gate_prompts.json) in the chat template, "
+        f"{budget} greedy tokens at most; llama.cpp's from llama-completion (--top-k 1) on the same "
         "rendered text; 'kept' = share of the questions the same side's float32 answers right.",
     ]
-    return report, {"rows": rows, "bandwidth_gbs": bandwidth, "threads": n, "repeats": repeats,
-                    "llama_cpp_repack": not AMX}
+    return report

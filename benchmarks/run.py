@@ -13,14 +13,16 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable, Iterator
 
 from . import generators, http, llm, ota, prune, service, sizes, speech, text, threads
 from .common import machine, write_json
 from .plots import plot_bars, plot_latency
 from .targets import targets
 
-__all__ = ["run", "run_from_args"]
+__all__ = ["PARTS", "run", "run_from_args"]
 
 HERE = Path(__file__).parent
 ZOO = Path(__file__).parent.parent / "converters" / "zoo" / "artifacts" / "fortune-gpt"
@@ -34,75 +36,91 @@ def _text_systems() -> list[tuple[str, str, str]]:
             ("pytorch eager fp32", "eager", "")]
 
 
+@dataclass
+class Bench:
+    """One ``edge-aigc bench`` run's settings, as every part reads them."""
+
+    quick: bool
+    out: Path
+    work: Path
+    progress: Callable[[str], None]
+
+    @property
+    def repeats(self) -> int:
+        return 3 if self.quick else 7
+
+    def zoo(self, model: str) -> Path:
+        return Path(__file__).parent.parent / "edge_aigc" / "zoo" / f"{model}-x86-avx2.eaigc"
+
+
+Part = Iterator[tuple[str, Any, dict]]  # (key in latest.json, report, data)
+
+
+def _text(b: Bench) -> Part:
+    llamas = [("llama-26m", text.LLAMA_26M)] + ([] if b.quick else [("llama-100m", text.LLAMA_100M)])
+    for name, shape in llamas:
+        model = text.random_llama(b.work / name, shape)
+        r, d = text.bench_text(model, b.work, _text_systems(), 112 if b.quick else 512, b.repeats, b.progress)
+        plot_latency(d["curves"], text.PROMPT_TOKENS, f"Decode latency by position — {name}",
+                     b.out / f"text-latency-{name}.png")
+        yield f"text:{name}", r, d
+    zoo_systems = [("ours onnx fp32", "ours", "onnx:fp32"), ("ours onnx int8", "ours", "onnx:int8-dynamic"),
+                   ("ours tflite int8", "ours", "tflite:int8-dynamic"), ("pytorch eager fp32", "eager", "")]
+    r, d = text.bench_text(ZOO, b.work, zoo_systems, 96, b.repeats, b.progress)
+    plot_latency(d["curves"], text.PROMPT_TOKENS, "Decode latency by position — fortune-gpt (context 128)",
+                 b.out / "text-latency-fortune-gpt.png")
+    yield "text:fortune-gpt", r, d
+
+
+def _generator(kind: str) -> Callable[[Bench], Part]:
+    def part(b: Bench) -> Part:
+        if b.quick:
+            generators.RECIPES[:] = [(f, r) for f, r in generators.RECIPES if r != "int8-static"]
+        fn = generators.bench_image if kind == "image" else generators.bench_audio
+        r, d = fn(b.work, repeats=5 if b.quick else 11, progress=b.progress)
+        plot_bars(d, "images_per_s" if kind == "image" else "rtf", r.title, b.out / f"{kind}.png",
+                  higher_is_better=kind == "image")
+        yield kind, r, d
+    return part
+
+
+def _one(key: str, fn: Callable[[Bench], tuple[Any, dict]]) -> Callable[[Bench], Part]:
+    def part(b: Bench) -> Part:
+        yield (key, *fn(b))
+    return part
+
+
+# Every part by its --only name (edge_aigc/cli/bench.py lists the same names without importing this).
+PARTS: dict[str, Callable[[Bench], Part]] = {
+    "text": _text,
+    "image": _generator("image"),
+    "audio": _generator("audio"),
+    "sizes": _one("sizes", lambda b: sizes.size_table(sorted(b.work.glob("*.eaigc")))),
+    "mqtt": _one("mqtt", lambda b: service.bench_mqtt(b.zoo("digits"), 100 if b.quick else 300,
+                                                      3.0 if b.quick else 10.0, b.progress)),
+    "http": _one("http", lambda b: http.bench_http(b.zoo("digits"), b.zoo("fortune-gpt"), 100 if b.quick else 300,
+                                                   3.0 if b.quick else 10.0, 3 if b.quick else 5, b.progress)),
+    "cold": _one("cold", lambda b: service.bench_cold_start({m: b.zoo(m) for m in ("fortune-gpt", "digits", "tones")},
+                                                            3 if b.quick else 5, b.progress)),
+    "llm": _one("llm", lambda b: llm.bench_llm(b.work / "llm", 3 if b.quick else 5, b.progress)),
+    "speech": _one("speech", lambda b: speech.bench_speech(b.work / "speech", 3 if b.quick else 7, b.progress)),
+    "ota": _one("ota", lambda b: ota.bench_ota(b.zoo("digits"), 3 if b.quick else 5, b.progress)),
+    # timing is ~1 s a round
+    "prune": _one("prune", lambda b: prune.bench_prune(b.work / "prune", 5 if b.quick else 31, b.progress)),
+    "threads": _one("threads", lambda b: threads.bench_threads(b.zoo("fortune-gpt"), "x86-avx2", 64,
+                                                               5 if b.quick else 9, b.progress)),
+}
+
+
 def run(quick: bool, only: set[str], out: Path, work: Path, progress=print) -> dict:
     work.mkdir(parents=True, exist_ok=True)
-    repeats = 3 if quick else 7
+    bench = Bench(quick, out, work, progress)
     reports, data = [], {"machine": machine(), "quick": quick, "started": dt.datetime.now(dt.UTC).isoformat()}
-    if "text" in only:
-        llamas = [("llama-26m", text.LLAMA_26M)] + ([] if quick else [("llama-100m", text.LLAMA_100M)])
-        for name, shape in llamas:
-            model = text.random_llama(work / name, shape)
-            steps = 112 if quick else 512
-            r, d = text.bench_text(model, work, _text_systems(), steps, repeats, progress)
-            reports.append(r)
-            data[f"text:{name}"] = d
-            plot_latency(d["curves"], text.PROMPT_TOKENS, f"Decode latency by position — {name}",
-                         out / f"text-latency-{name}.png")
-        zoo_systems = [("ours onnx fp32", "ours", "onnx:fp32"), ("ours onnx int8", "ours", "onnx:int8-dynamic"),
-                       ("ours tflite int8", "ours", "tflite:int8-dynamic"), ("pytorch eager fp32", "eager", "")]
-        r, d = text.bench_text(ZOO, work, zoo_systems, 96, repeats, progress)
-        reports.append(r)
-        data["text:fortune-gpt"] = d
-        plot_latency(d["curves"], text.PROMPT_TOKENS, "Decode latency by position — fortune-gpt (context 128)",
-                     out / "text-latency-fortune-gpt.png")
-    if quick:
-        generators.RECIPES[:] = [(f, r) for f, r in generators.RECIPES if r != "int8-static"]
-    for kind, fn in (("image", generators.bench_image), ("audio", generators.bench_audio)):
-        if kind in only:
-            r, d = fn(work, repeats=5 if quick else 11, progress=progress)
-            reports.append(r)
-            data[kind] = d
-            plot_bars(d, "images_per_s" if kind == "image" else "rtf", r.title, out / f"{kind}.png",
-                      higher_is_better=kind == "image")
-    if "sizes" in only:
-        r, d = sizes.size_table(sorted(work.glob("*.eaigc")))
-        reports.append(r)
-        data["sizes"] = d
-    zoo_bundles = {m: Path(__file__).parent.parent / "edge_aigc" / "zoo" / f"{m}-x86-avx2.eaigc"
-                   for m in ("fortune-gpt", "digits", "tones")}
-    if "mqtt" in only:
-        r, d = service.bench_mqtt(zoo_bundles["digits"], 100 if quick else 300, 3.0 if quick else 10.0, progress)
-        reports.append(r)
-        data["mqtt"] = d
-    if "http" in only:
-        r, d = http.bench_http(zoo_bundles["digits"], zoo_bundles["fortune-gpt"], 100 if quick else 300,
-                               3.0 if quick else 10.0, 3 if quick else 5, progress)
-        reports.append(r)
-        data["http"] = d
-    if "cold" in only:
-        r, d = service.bench_cold_start(zoo_bundles, 3 if quick else 5, progress)
-        reports.append(r)
-        data["cold"] = d
-    if "llm" in only:
-        r, d = llm.bench_llm(work / "llm", 3 if quick else 5, progress)
-        reports.append(r)
-        data["llm"] = d
-    if "speech" in only:
-        r, d = speech.bench_speech(work / "speech", 3 if quick else 7, progress)
-        reports.append(r)
-        data["speech"] = d
-    if "ota" in only:
-        r, d = ota.bench_ota(zoo_bundles["digits"], 3 if quick else 5, progress)
-        reports.append(r)
-        data["ota"] = d
-    if "prune" in only:
-        r, d = prune.bench_prune(work / "prune", 5 if quick else 31, progress)  # timing is ~1 s a round
-        reports.append(r)
-        data["prune"] = d
-    if "threads" in only:
-        r, d = threads.bench_threads(zoo_bundles["fortune-gpt"], "x86-avx2", 64, 5 if quick else 9, progress)
-        reports.append(r)
-        data["threads"] = d
+    for name, part in PARTS.items():
+        if name in only:
+            for key, report, figures in part(bench):
+                reports.append(report)
+                data[key] = figures
     data["targets"] = targets(data)
     data["finished"] = dt.datetime.now(dt.UTC).isoformat()
     write_json(out / "latest.json", data)

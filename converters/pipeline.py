@@ -1,8 +1,12 @@
 """The conversion pipeline: source → export → optimize → quantize → validate → package.
 
-Export and optimize run once; quantize and validate run once per distinct recipe
-setting, so ``--profile all`` does not redo work that profiles share; package runs
-per profile. Every step reports through ``progress`` with its time.
+A :class:`Conversion` holds one conversion's state (the source, its fp32 reference, the
+options, the work directory, progress); its steps are methods, so a new option is read where it
+is used instead of being threaded through every step. Export and optimize run once; an
+:class:`Artifact` (a format and recipe's model, gated) is built once and shared by the profiles
+that want it, so ``--profile all`` does not redo work; packaging runs per profile. Every step
+reports through ``progress`` with its time. (The shape is llama.cpp's ``convert_hf_to_gguf``
+``ModelBase``: one object holds the conversion, the steps are its methods.)
 """
 from __future__ import annotations
 
@@ -12,64 +16,34 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
-from edge_aigc.contract import Task
 from edge_aigc.bundle import signing
-from edge_aigc.errors import ConversionError, FidelityError
 from edge_aigc.bundle.manifest import Manifest
 from edge_aigc.device.profiles import RECIPES, Profile
+from edge_aigc.errors import ConversionError, FidelityError
 
-AUTO = "auto"  # the recipe that means: build, gate and measure every candidate (recipe_auto.py)
-
-from .gate.calibration import CALIBRATION_SEED
-from .gate.specs import sample_feeds
-from .export.onnx import OPSET, export_onnx
-from .export.tflite import export_tflite
-from .quantize.gguf_blocks import SUPPORTED_ARCHITECTURES, import_gguf_blocks
 from .export.lm_builder import build_fused_lm, check_kept_float, fused_task_config, supports
+from .export.onnx import OPSET, export_onnx
 from .export.optimize import optimize_onnx
-from .quantize.prune import RECONSTRUCTION_SAMPLES, prune_channels
-from .package import package_bundle
-from .quantize.recipes import QuantizeOptions, quantize_onnx
-from .quantize.embedding import quantize_embeddings
+from .export.tflite import export_tflite
+from .gate.calibration import CALIBRATION_SEED
 from .gate.recipe_auto import choose, load_measurements
-from .sources.load import Source, load_source
+from .gate.specs import sample_feeds
 from .gate.validate import FidelityReport, Reference, evaluate
+from .package import package_bundle
+from .plan import GGUF_4BIT_REASON, SUPPORTED_FORMATS, ConvertOptions, buildable, default_recipe, format_for
+from .quantize.embedding import quantize_embeddings
+from .quantize.gguf_blocks import import_gguf_blocks
+from .quantize.prune import RECONSTRUCTION_SAMPLES, prune_channels
+from .quantize.recipes import QuantizeOptions, quantize_onnx
+from .sources.load import Source, load_source
 
-__all__ = ["ConvertOptions", "ConversionResult", "convert", "SUPPORTED_FORMATS"]
+__all__ = ["ConvertOptions", "ConversionResult", "Conversion", "Artifact", "convert", "SUPPORTED_FORMATS",
+           "default_recipe"]
 
-SUPPORTED_FORMATS = ("onnx", "tflite")
+AUTO = "auto"  # the recipe that means: build, gate and measure every candidate (gate/recipe_auto.py)
 Progress = Callable[[str], None]
-
-
-@dataclass
-class ConvertOptions:
-    recipe: str | None = None            # None: each profile's default
-    format: str | None = None            # None: each profile's preferred format we can build
-    name: str | None = None
-    version: str = "1.0.0"
-    sign_key: Path | None = None
-    allow_degraded: bool = False
-    thresholds: dict[str, float] = field(default_factory=dict)
-    calibration_samples: int = 32
-    validation_samples: int = 8
-    per_channel: bool = True
-    block_size: int = 32
-    # MatMulNBits compute type; None: 1 (float32 activations) for a GGUF file's own 4-bit blocks,
-    # where SmolLM2 kept every known answer only so, else 4 (int8 activations, the fast path)
-    accuracy_level: int | None = None
-    # LMs the onnxruntime-genai builder knows get its fused graph for fp32/int8-dynamic/int4
-    # ("fused"); "dynamo" keeps the plain export + our quantizers for every recipe.
-    lm_export: str = "fused"
-    # recipe "auto": device reports of `edge-aigc bench --bundle` (files or directories) to rank
-    # the candidates by; without them each is measured on this host (converters/gate/recipe_auto.py)
-    measurements: tuple[Path, ...] = ()
-    # ONNX node names to leave in float in every quantized recipe (edge-aigc debug-quant suggests them)
-    keep_float: tuple[str, ...] = ()
-    # structured channel pruning of the fp32 graph before quantization (converters/quantize/prune.py): the
-    # share of each prunable convolution's channels to remove; None: no pruning
-    prune: float | None = None
 
 
 @dataclass(frozen=True)
@@ -85,6 +59,30 @@ class ConversionResult:
     seconds: float
 
 
+@dataclass
+class Artifact:
+    """One built and gated model. ``task_config`` is what the build adds to the source's (the
+    fused graph's layout); a TFLite build also says its ``signatures`` and any fixed KV cache."""
+
+    format: str
+    recipe: str
+    path: Path
+    report: FidelityReport | None = None
+    task_config: dict[str, Any] = field(default_factory=dict)
+    signatures: list[str] | None = None
+    kv_cache_length: int | None = None
+    seconds: float = 0.0
+
+    def config(self, source: Source) -> dict[str, Any]:
+        """The bundle's task_config: the source's, with what this build knows."""
+        config = {**source.task_config, **self.task_config}
+        if self.kv_cache_length is not None:  # a fixed TFLite cache bounds the context
+            config["max_context"] = min(int(config["max_context"]), self.kv_cache_length)
+        if self.signatures is not None:
+            config["signatures"] = self.signatures
+        return config
+
+
 @contextmanager
 def _step(progress: Progress, label: str) -> Iterator[dict]:
     info: dict = {}
@@ -95,47 +93,196 @@ def _step(progress: Progress, label: str) -> Iterator[dict]:
     progress(f"{label} done in {time.perf_counter() - start:.1f} s{detail}")
 
 
-def _buildable(source: Source) -> tuple[str, ...]:
-    # TFLite is exported from PyTorch; an ONNX file has no way back there.
-    return ("onnx",) if source.kind == "onnx" else SUPPORTED_FORMATS
-
-
-def _format_for(profile: Profile, source: Source, opts: ConvertOptions, progress: Progress) -> str:
-    can, requested = _buildable(source), opts.format
-    if opts.prune is not None:  # the ONNX graph is what gets pruned (converters/quantize/prune.py)
-        if source.task == Task.TEXT:
-            raise ConversionError("--prune removes convolution channels; a language model has none to "
-                                  "prune (heads are not pruned)")
-        if "onnx" not in profile.formats or requested not in (None, "onnx"):
-            raise ConversionError(f"--prune makes ONNX bundles only (TFLite is exported from PyTorch, not from "
-                                  f"the pruned graph); profile {profile.name} runs {', '.join(profile.formats)}")
-        return "onnx"
-    if requested:
-        if requested not in profile.formats:
-            raise ConversionError(f"profile {profile.name} does not run {requested} "
-                                  f"(its formats: {', '.join(profile.formats)})")
-        if requested not in can:
-            raise ConversionError(f"a {source.kind} source cannot be exported to {requested}: TFLite "
-                                  "export needs a PyTorch factory, a Hugging Face directory or a .keras file")
-        return requested
-    if (opts.lm_export == "fused" and profile.preferred_format != "onnx" and "onnx" in profile.formats
-            and supports(source, opts.recipe or default_recipe(source, profile, "onnx"))):
-        progress(f"{profile.name} prefers {profile.preferred_format}, but this LM gets the fused ONNX graph, "
-                 "whose in-place KV cache decodes far faster than TFLite's fixed cache (docs/converting.md); "
-                 "using onnx (--format tflite to override)")
-        return "onnx"
-    for fmt in profile.formats:
-        if fmt in can:
-            if fmt != profile.preferred_format:
-                progress(f"{profile.name} prefers {profile.preferred_format}, which cannot be "
-                         f"built from a {source.kind} source; using {fmt}")
-            return fmt
-    raise ConversionError(f"profile {profile.name} runs only {', '.join(profile.formats)}, "
-                          f"which cannot be built from a {source.kind} source")
-
-
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class Conversion:
+    """One source on its way to bundles: loaded, exported to the fp32 reference (and pruned),
+    then an artifact per format and recipe the profiles ask for."""
+
+    def __init__(self, source_ref: str | Path | Source, opts: ConvertOptions, work: Path, progress: Progress):
+        self.opts, self.work, self.progress = opts, work, progress
+        self.key = signing.load_private_key(opts.sign_key) if opts.sign_key else None
+        with _step(progress, "load source") as s:
+            self.source = source_ref if isinstance(source_ref, Source) else load_source(source_ref)
+            s["detail"] = f"{self.source.kind}, {self.source.task}"
+        self._artifacts: dict[tuple, Artifact] = {}
+
+    def step(self, label: str):
+        return _step(self.progress, label)
+
+    # -- once per conversion --------------------------------------------------------------
+    def export(self) -> None:
+        """The fp32 reference every artifact is graded against (the unpruned model, always),
+        and what the bundles record of it."""
+        with self.step(f"export ONNX (dynamo, opset {OPSET})") as s:
+            exported = export_onnx(self.source, self.work / "exported.onnx")
+            if exported.max_abs_diff is not None:
+                s["detail"] = f"max |onnx - torch| = {exported.max_abs_diff:.2g}"
+        with self.step("optimize (onnxslim)") as s:
+            optimized = optimize_onnx(exported.path, self.work / "reference-fp32.onnx")
+            s["detail"] = optimized.note or f"{optimized.nodes_before} → {optimized.nodes_after} nodes"
+        self.fp32_path = self.build_from = optimized.path
+        self.reference = Reference(self.source, self.fp32_path, self.opts.validation_samples)
+        self.source_record = {"kind": self.source.kind, "ref": self.source.ref, "fp32_sha256": _sha256(self.fp32_path),
+                              "opset": OPSET, "export_max_abs_diff": exported.max_abs_diff, **self.source.origin}
+        if self.opts.prune is not None:
+            self.build_from = self._prune(self.opts.prune)
+
+    def _prune(self, ratio: float) -> Path:
+        """The fp32 graph with ``ratio`` of its prunable channels removed and the layers after
+        them reconstructed on calibration feeds; the figures go to the source record."""
+        import onnx
+
+        with self.step(f"prune {ratio:.0%} of the channels") as s:
+            feeds = sample_feeds(self.source, self.fp32_path, RECONSTRUCTION_SAMPLES, CALIBRATION_SEED)
+            pruned, report = prune_channels(onnx.load(self.fp32_path), ratio, feeds)
+            out = self.work / "pruned-fp32.onnx"
+            onnx.save(pruned, out)
+            s["detail"] = report.summary()
+        self.source_record["pruned"] = report.to_dict()
+        return out
+
+    # -- artifacts ------------------------------------------------------------------------
+    def artifact(self, profile: Profile, fmt: str, recipe: str) -> tuple[Artifact, bool]:
+        """Built and gated once per (format, recipe, reduce_range); True when built before."""
+        # reduce_range changes only ONNX int8 weights; other recipes share one artifact.
+        reduce_range = fmt == "onnx" and recipe.startswith("int8") and bool(profile.onnx and profile.onnx.reduce_range)
+        key = (fmt, recipe, reduce_range)
+        if key in self._artifacts:
+            return self._artifacts[key], True
+        start = time.perf_counter()
+        made = self._build_onnx(recipe, reduce_range) if fmt == "onnx" else self._build_tflite(recipe)
+        made.report = self._validate(made)
+        made.seconds = time.perf_counter() - start
+        self._artifacts[key] = made
+        return made, False
+
+    def _level(self, file_blocks: bool = False) -> int:
+        """The MatMulNBits accuracy level: the option's, else 1 for a GGUF file's own 4-bit
+        blocks (float32 activations) and 4 (int8 activations) for weights quantized here."""
+        if self.opts.accuracy_level is not None:
+            return self.opts.accuracy_level
+        return 1 if file_blocks else 4
+
+    def _calibration(self):
+        return lambda: iter(sample_feeds(self.source, self.fp32_path, self.opts.calibration_samples, CALIBRATION_SEED))
+
+    def _build_onnx(self, recipe: str, reduce_range: bool) -> Artifact:
+        made = self._fused_lm(recipe)
+        if made is not None and recipe == "int4" and self.source.origin.get("gguf"):
+            with self.step("keep the GGUF file's quantized blocks") as s:
+                s["detail"] = import_gguf_blocks(made.path, Path(self.source.origin["gguf"]),
+                                                 self._level(file_blocks=True)).summary()
+        made = made or self._quantize(recipe, reduce_range)
+        if recipe.startswith("int"):
+            with self.step("int8 embedding tables") as s:
+                size = made.path.stat().st_size
+                tables = quantize_embeddings(made.path, made.path, self.opts.keep_float)
+                s["detail"] = f"{tables} table(s), {size:,} → {made.path.stat().st_size:,} bytes"
+        return made
+
+    def _fused_lm(self, recipe: str) -> Artifact | None:
+        """The builder's graph where it applies; None (with the reason shown) to use the dynamo path."""
+        if self.opts.lm_export != "fused" or not supports(self.source, recipe):
+            return None
+        dst = self.work / f"artifact-{recipe}-fused.onnx"
+        keep = self.opts.keep_float if recipe != "fp32" else ()
+        with self.step(f"build fused LM {recipe} (onnxruntime-genai builder)") as s:
+            try:
+                build_fused_lm(self.source, recipe, dst, self.work, self.opts.block_size, self._level(), keep)
+            except ConversionError as exc:
+                s["detail"] = f"not possible, using the dynamo export instead: {str(exc).splitlines()[-1].strip()}"
+                return None
+            s["detail"] = f"fp32 export {self.fp32_path.stat().st_size:,} → {dst.stat().st_size:,} bytes"
+        check_kept_float(dst, keep)
+        return Artifact("onnx", recipe, dst, task_config=fused_task_config())
+
+    def _quantize(self, recipe: str, reduce_range: bool) -> Artifact:
+        opts = self.opts
+        qopts = QuantizeOptions(
+            per_channel=opts.per_channel, reduce_range=reduce_range, op_types=self.source.quantize_hints.get("op_types"),
+            block_size=opts.block_size, accuracy_level=self._level(), calibration=self._calibration(),
+            keep_float=opts.keep_float)
+        dst = self.work / f"artifact-{recipe}{'-rr' if reduce_range else ''}.onnx"
+        with self.step(f"quantize {recipe}{' (reduce_range)' if reduce_range else ''}") as s:
+            quantize_onnx(recipe, self.build_from, dst, qopts)
+            s["detail"] = f"{self.build_from.stat().st_size:,} → {dst.stat().st_size:,} bytes"
+        return Artifact("onnx", recipe, dst)
+
+    def _build_tflite(self, recipe: str) -> Artifact:
+        dst = self.work / f"artifact-{recipe}.tflite"
+        with self.step(f"export TFLite {recipe} (litert-torch)") as s:
+            facts = export_tflite(self.source, recipe, dst, self._calibration(),
+                                  self.opts.keep_float if recipe != "fp32" else ())
+            s["detail"] = (f"{len(facts['signatures'])} signatures, fp32 ONNX {self.fp32_path.stat().st_size:,} → "
+                           f"{dst.stat().st_size:,} bytes")
+        return Artifact("tflite", recipe, dst, signatures=facts["signatures"],
+                        kv_cache_length=facts.get("kv_cache_length"))
+
+    def _validate(self, made: Artifact) -> FidelityReport:
+        with self.step(f"validate {made.format} {made.recipe} vs fp32") as s:
+            report = evaluate(self.reference, made.recipe, made.path, self.opts.thresholds, self.opts.allow_degraded,
+                              made.format, {**self.source.task_config, **made.task_config})
+            s["detail"] = f"on {report.inputs}: {report.summary()}" + ("" if report.passed else " — BELOW THRESHOLD")
+        return report
+
+    # -- per profile ----------------------------------------------------------------------
+    def choose(self, profile: Profile, fmt: str, measurements: dict) -> tuple[str, str, dict | None]:
+        """The format and recipe for ``profile`` (``--recipe auto``: the fastest candidate that
+        passes, with the record of the choice)."""
+        opts = self.opts
+        if opts.recipe != AUTO:
+            recipe = opts.recipe or default_recipe(self.source, profile, fmt)
+            if recipe != (opts.recipe or profile.recipe_for(fmt, self.source.task)):
+                self.progress(f"{profile.name}: int4 rather than its {profile.recipe_for(fmt, self.source.task)}: "
+                              f"{GGUF_4BIT_REASON} (--recipe to override)")
+            return fmt, recipe, None
+        formats = [opts.format] if opts.format else [f for f in profile.formats if f in buildable(self.source)
+                                                     and (opts.prune is None or f == "onnx")]
+        chosen, selection = choose(profile, formats, self, measurements, self.progress)
+        self.progress(f"--recipe auto, {profile.name}: {selection['winner']}, {selection['why']}")
+        return chosen.format, chosen.recipe, selection
+
+    def built(self, profile: Profile, fmt: str, recipe: str) -> tuple[Path, FidelityReport, int]:
+        """A candidate for ``--recipe auto``: its model, gate report and size."""
+        made, _ = self.artifact(profile, fmt, recipe)
+        return made.path, made.report, made.path.stat().st_size
+
+    def probe(self, profile: Profile, fmt: str, recipe: str) -> Path:
+        """A candidate packaged unsigned in the work directory, for measuring on this host."""
+        made, _ = self.artifact(profile, fmt, recipe)
+        bundle = self.work / f"probe-{profile.name}-{fmt}-{recipe}.eaigc"
+        self.package(profile, made, bundle, key=None, quiet=True)
+        return bundle
+
+    def package(self, profile: Profile, made: Artifact, bundle: Path, key: Any, spent: float = 0.0,
+                selection: dict | None = None, quiet: bool = False) -> ConversionResult:
+        source, opts = self.source, self.opts
+        name = opts.name or source.name
+        assets = {"tokenizer.json": source.tokenizer.to_str().encode()} if source.tokenizer is not None else {}
+        fp32_bytes, model_bytes = self.fp32_path.stat().st_size, made.path.stat().st_size
+        fidelity = {**made.report.to_dict(), "recipe": made.recipe, "fp32_bytes": fp32_bytes,
+                    "model_bytes": model_bytes, "size_ratio": round(model_bytes / fp32_bytes, 4),
+                    **({"keep_float": list(opts.keep_float)} if opts.keep_float and made.recipe != "fp32" else {}),
+                    **({"recipe_selection": selection} if selection else {})}
+        start = time.perf_counter()
+        with _step((lambda line: None) if quiet else self.progress, f"package {bundle.name} for {profile.name}") as s:
+            manifest = package_bundle(bundle, name=name, version=opts.version, task=source.task,
+                                      profile=profile.name, recipe=made.recipe, fmt=made.format, model_path=made.path,
+                                      assets=assets, task_config=made.config(source), fidelity=fidelity,
+                                      source=self.source_record, key=key)
+            s["detail"] = "signed" if key else "unsigned"
+        return ConversionResult(profile.name, made.format, made.recipe, bundle, manifest, fp32_bytes, model_bytes,
+                                made.report, spent + time.perf_counter() - start)
+
+
+def _check(opts: ConvertOptions) -> None:
+    if opts.lm_export not in ("fused", "dynamo"):
+        raise ConversionError(f"unknown LM export {opts.lm_export!r}; choose fused or dynamo")
+    if opts.recipe is not None and opts.recipe not in RECIPES and opts.recipe != AUTO:
+        raise ConversionError(f"unknown recipe {opts.recipe!r}; choose one of {', '.join(RECIPES)} or {AUTO}")
 
 
 def convert(source_ref: str | Path | Source, profiles: list[Profile], out: Path,
@@ -147,232 +294,25 @@ def convert(source_ref: str | Path | Source, profiles: list[Profile], out: Path,
     artifact fails the gate and ``allow_degraded`` is off.
     """
     opts = options or ConvertOptions()
-    if opts.lm_export not in ("fused", "dynamo"):
-        raise ConversionError(f"unknown LM export {opts.lm_export!r}; choose fused or dynamo")
-    auto = opts.recipe == AUTO
-    if opts.recipe is not None and opts.recipe not in RECIPES and not auto:
-        raise ConversionError(f"unknown recipe {opts.recipe!r}; choose one of {', '.join(RECIPES)} or {AUTO}")
-    measurements = load_measurements(list(opts.measurements)) if auto else {}
-    key = signing.load_private_key(opts.sign_key) if opts.sign_key else None
+    _check(opts)
+    measurements = load_measurements(list(opts.measurements)) if opts.recipe == AUTO else {}
     with tempfile.TemporaryDirectory(prefix="edge-aigc-convert-") as tmp:
-        work = Path(tmp)
-        with _step(progress, "load source") as s:
-            source = source_ref if isinstance(source_ref, Source) else load_source(source_ref)
-            s["detail"] = f"{source.kind}, {source.task}"
-        formats = {p.name: _format_for(p, source, opts, progress) for p in profiles}  # fail fast
-        with _step(progress, f"export ONNX (dynamo, opset {OPSET})") as s:
-            exported = export_onnx(source, work / "exported.onnx")
-            if exported.max_abs_diff is not None:
-                s["detail"] = f"max |onnx - torch| = {exported.max_abs_diff:.2g}"
-        with _step(progress, "optimize (onnxslim)") as s:
-            optimized = optimize_onnx(exported.path, work / "reference-fp32.onnx")
-            s["detail"] = optimized.note or f"{optimized.nodes_before} → {optimized.nodes_after} nodes"
-        fp32_path = optimized.path
-        reference = Reference(source, fp32_path, opts.validation_samples)  # the unpruned model, always
-        source_record = {"kind": source.kind, "ref": source.ref, "fp32_sha256": _sha256(fp32_path),
-                         "opset": OPSET, "export_max_abs_diff": exported.max_abs_diff, **source.origin}
-        build_from = fp32_path
-        if opts.prune is not None:
-            build_from = _prune(source, fp32_path, work, opts.prune, progress, source_record)
-        done: dict[tuple, tuple[Path, FidelityReport, dict, float]] = {}
-
-        def artifact(profile: Profile, fmt: str, recipe: str) -> tuple[tuple[Path, FidelityReport, dict, float], bool]:
-            """Built and gated once per (format, recipe, reduce_range); True when built before."""
-            # reduce_range changes only ONNX int8 weights; other recipes share one artifact.
-            reduce_range = (fmt == "onnx" and recipe.startswith("int8")
-                            and bool(profile.onnx and profile.onnx.reduce_range))
-            cache_key = (fmt, recipe, reduce_range)
-            if cache_key in done:
-                return done[cache_key], True
-            start = time.perf_counter()
-            build = _build_onnx if fmt == "onnx" else _build_tflite
-            model_path, facts = build(source, build_from, recipe, reduce_range, opts, work, progress)
-            config = {**source.task_config, **facts.get("task_config", {})}
-            report = _validate(reference, fmt, recipe, model_path, opts, progress, config)
-            done[cache_key] = (model_path, report, facts, time.perf_counter() - start)
-            return done[cache_key], False
-
+        conversion = Conversion(source_ref, opts, Path(tmp), progress)
+        formats = {p.name: format_for(p, conversion.source, opts, progress) for p in profiles}  # fail fast
+        conversion.export()
         results, failed = [], []
         for profile in profiles:
-            fmt, selection = formats[profile.name], None
-            if auto:
-                def built(f: str, r: str, profile: Profile = profile) -> tuple[Path, FidelityReport, int]:
-                    (path, report, _, _), _ = artifact(profile, f, r)
-                    return path, report, path.stat().st_size
-
-                def probe(f: str, r: str, path: Path, profile: Profile = profile) -> Path:
-                    (_, report, facts, _), _ = artifact(profile, f, r)
-                    bundle = work / f"probe-{profile.name}-{f}-{r}.eaigc"
-                    _package(source, profile, f, r, path, fp32_path, report, facts, source_record, opts, None,
-                             bundle, False, lambda line: None, 0.0)
-                    return bundle
-                chosen, selection = choose(profile, [opts.format] if opts.format else
-                                           [f for f in profile.formats if f in _buildable(source)
-                                            and (opts.prune is None or f == "onnx")],
-                                           built, probe, measurements, progress)
-                fmt, recipe = chosen.format, chosen.recipe
-                progress(f"--recipe auto, {profile.name}: {selection['winner']}, {selection['why']}")
-            else:
-                recipe = opts.recipe or default_recipe(source, profile, fmt)
-                if recipe != (opts.recipe or profile.recipe_for(fmt, source.task)):
-                    progress(f"{profile.name}: int4 rather than its {profile.recipe_for(fmt, source.task)}: "
-                             f"{GGUF_4BIT_REASON} (--recipe to override)")
-            (model_path, report, facts, spent), shared = artifact(profile, fmt, recipe)
-            if not report.passed and not opts.allow_degraded:
-                failed.append((profile.name, report))
+            fmt, recipe, selection = conversion.choose(profile, formats[profile.name], measurements)
+            made, shared = conversion.artifact(profile, fmt, recipe)
+            if not made.report.passed and not opts.allow_degraded:
+                failed.append((profile.name, made.report))
                 continue
-            results.append(_package(source, profile, fmt, recipe, model_path, fp32_path, report, facts,
-                                    source_record, opts, key, out, len(profiles) > 1, progress,
-                                    0.0 if shared else spent, selection))
+            name = opts.name or conversion.source.name
+            bundle = out / f"{name}-{profile.name}.eaigc" if len(profiles) > 1 else out
+            results.append(conversion.package(profile, made, bundle, conversion.key,
+                                              0.0 if shared else made.seconds, selection))
         if failed:
             lines = "; ".join(f"{name} ({r.recipe}): {', '.join(r.failures)}" for name, r in failed)
             raise FidelityError(f"fidelity gate failed for {lines}. Measured: {failed[0][1].summary()}. "
                                 "Use --allow-degraded to package anyway, or --threshold KEY=VALUE")
         return results
-
-
-def _prune(source: Source, fp32_path: Path, work: Path, ratio: float, progress: Progress, record: dict) -> Path:
-    """The fp32 graph with ``ratio`` of its prunable channels removed and the layers after
-    them reconstructed on calibration feeds; the figures go to ``record``."""
-    import onnx
-
-    with _step(progress, f"prune {ratio:.0%} of the channels") as s:
-        feeds = sample_feeds(source, fp32_path, RECONSTRUCTION_SAMPLES, CALIBRATION_SEED)
-        pruned, report = prune_channels(onnx.load(fp32_path), ratio, feeds)
-        out = work / "pruned-fp32.onnx"
-        onnx.save(pruned, out)
-        s["detail"] = report.summary()
-    record["pruned"] = report.to_dict()
-    return out
-
-
-GGUF_4BIT_REASON = ("the GGUF file holds its matrices as 4-bit blocks, which int4 keeps exactly; "
-                    "another recipe would round them again (docs/converting.md)")
-
-
-def default_recipe(source: Source, profile: Profile, fmt: str) -> str:
-    """The profile's recipe for the task, except int4 for an ONNX LM from a GGUF file whose
-    matrices are mostly Q4_0/Q4_1 blocks, unless the profile names a recipe for text itself
-    (``task_recipes``): int4 keeps the blocks exactly, where the profiles' int8-dynamic
-    rounds them again (SmolLM2: KL 0.0046 and three known answers lost, against 0.0001 and
-    none) and fp16/fp32 store the same weights 4-8x larger."""
-    recipe = profile.recipe_for(fmt, source.task)
-    named = fmt == "onnx" and profile.onnx is not None and source.task in dict(profile.onnx.task_recipes)
-    if fmt == "onnx" and not named and source.origin.get("gguf_4bit_share", 0) >= 0.5 \
-            and source.origin.get("gguf_architecture") in SUPPORTED_ARCHITECTURES:
-        return "int4"
-    return recipe
-
-
-def _level(opts: ConvertOptions, file_blocks: bool = False) -> int:
-    """The MatMulNBits accuracy level: the option's, else 1 for a GGUF file's own 4-bit
-    blocks (float32 activations) and 4 (int8 activations) for weights quantized here."""
-    if opts.accuracy_level is not None:
-        return opts.accuracy_level
-    return 1 if file_blocks else 4
-
-
-def _calibration(source: Source, fp32_path: Path, opts: ConvertOptions):
-    return lambda: iter(sample_feeds(source, fp32_path, opts.calibration_samples, CALIBRATION_SEED))
-
-
-def _build_onnx(source: Source, fp32_path: Path, recipe: str, reduce_range: bool,
-                opts: ConvertOptions, work: Path, progress: Progress) -> tuple[Path, dict]:
-    dst = _fused_lm(source, fp32_path, recipe, opts, work, progress)
-    if dst is not None:
-        facts = {"task_config": fused_task_config()}
-        if recipe == "int4" and source.origin.get("gguf"):
-            with _step(progress, "keep the GGUF file's quantized blocks") as s:
-                s["detail"] = import_gguf_blocks(dst, Path(source.origin["gguf"]),
-                                                 _level(opts, file_blocks=True)).summary()
-    else:
-        dst, facts = _quantize_dynamo(source, fp32_path, recipe, reduce_range, opts, work, progress), {}
-    if recipe.startswith("int"):
-        with _step(progress, "int8 embedding tables") as s:
-            size = dst.stat().st_size
-            tables = quantize_embeddings(dst, dst, opts.keep_float)
-            s["detail"] = f"{tables} table(s), {size:,} → {dst.stat().st_size:,} bytes"
-    return dst, facts
-
-
-def _fused_lm(source: Source, fp32_path: Path, recipe: str, opts: ConvertOptions, work: Path,
-              progress: Progress) -> Path | None:
-    """The builder's graph where it applies; None (with the reason shown) to use the dynamo path."""
-    if opts.lm_export != "fused" or not supports(source, recipe):
-        return None
-    dst = work / f"artifact-{recipe}-fused.onnx"
-    with _step(progress, f"build fused LM {recipe} (onnxruntime-genai builder)") as s:
-        try:
-            build_fused_lm(source, recipe, dst, work, opts.block_size, _level(opts),
-                           opts.keep_float if recipe != "fp32" else ())
-        except ConversionError as exc:
-            s["detail"] = f"not possible, using the dynamo export instead: {str(exc).splitlines()[-1].strip()}"
-            return None
-        s["detail"] = f"fp32 export {fp32_path.stat().st_size:,} → {dst.stat().st_size:,} bytes"
-    if recipe != "fp32":
-        check_kept_float(dst, opts.keep_float)
-    return dst
-
-
-def _quantize_dynamo(source: Source, fp32_path: Path, recipe: str, reduce_range: bool,
-                     opts: ConvertOptions, work: Path, progress: Progress) -> Path:
-    hints = source.quantize_hints
-    qopts = QuantizeOptions(
-        per_channel=opts.per_channel, reduce_range=reduce_range, op_types=hints.get("op_types"),
-        block_size=opts.block_size, accuracy_level=_level(opts),
-        calibration=_calibration(source, fp32_path, opts), keep_float=opts.keep_float)
-    dst = work / f"artifact-{recipe}{'-rr' if reduce_range else ''}.onnx"
-    with _step(progress, f"quantize {recipe}{' (reduce_range)' if reduce_range else ''}") as s:
-        quantize_onnx(recipe, fp32_path, dst, qopts)
-        s["detail"] = f"{fp32_path.stat().st_size:,} → {dst.stat().st_size:,} bytes"
-    return dst
-
-
-def _build_tflite(source: Source, fp32_path: Path, recipe: str, reduce_range: bool,
-                  opts: ConvertOptions, work: Path, progress: Progress) -> tuple[Path, dict]:
-    dst = work / f"artifact-{recipe}.tflite"
-    with _step(progress, f"export TFLite {recipe} (litert-torch)") as s:
-        facts = export_tflite(source, recipe, dst, _calibration(source, fp32_path, opts),
-                              opts.keep_float if recipe != "fp32" else ())
-        s["detail"] = (f"{len(facts['signatures'])} signatures, fp32 ONNX {fp32_path.stat().st_size:,} → "
-                       f"{dst.stat().st_size:,} bytes")
-    return dst, facts
-
-
-def _validate(reference: Reference, fmt: str, recipe: str, model_path: Path, opts: ConvertOptions,
-              progress: Progress, task_config: dict) -> FidelityReport:
-    with _step(progress, f"validate {fmt} {recipe} vs fp32") as s:
-        report = evaluate(reference, recipe, model_path, opts.thresholds, opts.allow_degraded, fmt, task_config)
-        s["detail"] = (f"on {report.inputs}: {report.summary()}"
-                       + ("" if report.passed else " — BELOW THRESHOLD"))
-    return report
-
-
-def _package(source: Source, profile: Profile, fmt: str, recipe: str, model_path: Path,
-             fp32_path: Path, report: FidelityReport, facts: dict, source_record: dict, opts: ConvertOptions,
-             key, out: Path, many: bool, progress: Progress, spent: float,
-             selection: dict | None = None) -> ConversionResult:
-    name = opts.name or source.name
-    bundle = out / f"{name}-{profile.name}.eaigc" if many else out
-    assets = {}
-    if source.tokenizer is not None:
-        assets["tokenizer.json"] = source.tokenizer.to_str().encode()
-    fp32_bytes, model_bytes = fp32_path.stat().st_size, model_path.stat().st_size
-    fidelity = {**report.to_dict(), "recipe": recipe, "fp32_bytes": fp32_bytes,
-                "model_bytes": model_bytes, "size_ratio": round(model_bytes / fp32_bytes, 4),
-                **({"keep_float": list(opts.keep_float)} if opts.keep_float and recipe != "fp32" else {}),
-                **({"recipe_selection": selection} if selection else {})}
-    start = time.perf_counter()
-    with _step(progress, f"package {bundle.name} for {profile.name}") as s:
-        task_config = {**source.task_config, **facts.get("task_config", {})}
-        if "kv_cache_length" in facts:  # a fixed TFLite cache bounds the context
-            task_config["max_context"] = min(int(task_config["max_context"]), facts["kv_cache_length"])
-        if "signatures" in facts:
-            task_config["signatures"] = facts["signatures"]
-        manifest = package_bundle(bundle, name=name, version=opts.version, task=source.task,
-                                  profile=profile.name, recipe=recipe, fmt=fmt, model_path=model_path,
-                                  assets=assets, task_config=task_config, fidelity=fidelity,
-                                  source=source_record, key=key)
-        s["detail"] = "signed" if key else "unsigned"
-    return ConversionResult(profile.name, fmt, recipe, bundle, manifest, fp32_bytes, model_bytes,
-                            report, spent + time.perf_counter() - start)

@@ -142,14 +142,7 @@ def debug_quant(fp32_bundle: Path, quant_bundle: Path, samples: int = 4, suggest
     with load_bundle(fp32_bundle, public_key=public_key) as ref, \
             load_bundle(quant_bundle, public_key=public_key) as cand:
         mr, mc = ref.manifest, cand.manifest
-        if mr.format != mc.format:
-            raise ConversionError(f"debug-quant compares two bundles of one format; these are {mr.format} and "
-                                  f"{mc.format}")
-        if mr.task != mc.task or mr.name != mc.name:
-            raise ConversionError(f"these are different models: {mr.name} ({mr.task}) and {mc.name} ({mc.task})")
-        if mr.format == Format.TFLITE and mr.task == Task.TEXT:
-            raise ConversionError("debug-quant compares TFLite generators and voices; a TFLite LM's cache "
-                                  "signatures are not compared (convert it with --format onnx --lm-export dynamo)")
+        _comparable(mr, mc)
         if mr.recipe != "fp32":
             raise ConversionError(f"the first bundle must be the fp32 one; {fp32_bundle} is {mr.recipe}")
         ref_path, cand_path = ref.root / mr.config.model, cand.root / mc.config.model
@@ -165,6 +158,26 @@ def debug_quant(fp32_bundle: Path, quant_bundle: Path, samples: int = 4, suggest
             return _result(fp32_bundle, quant_bundle, mc.recipe, samples, layers, suggest)
         fused = mr.task == Task.TEXT and mr.config.kv_layout == "shared"
         fp32_model, quant_model = onnx.load(str(ref_path)), onnx.load(str(cand_path))
+    layers = _compare_onnx(fp32_model, quant_model, feeds, fused)
+    return _result(fp32_bundle, quant_bundle, mc.recipe, samples, layers, suggest)
+
+
+def _comparable(mr, mc) -> None:
+    """Two bundles of one model and format that debug-quant can compare, or a ConversionError."""
+    if mr.format != mc.format:
+        raise ConversionError(f"debug-quant compares two bundles of one format; these are {mr.format} and "
+                              f"{mc.format}")
+    if mr.task != mc.task or mr.name != mc.name:
+        raise ConversionError(f"these are different models: {mr.name} ({mr.task}) and {mc.name} ({mc.task})")
+    if mr.format == Format.TFLITE and mr.task == Task.TEXT:
+        raise ConversionError("debug-quant compares TFLite generators and voices; a TFLite LM's cache "
+                              "signatures are not compared (convert it with --format onnx --lm-export dynamo)")
+
+
+def _compare_onnx(fp32_model, quant_model, feeds: list[dict], fused: bool) -> list[LayerError]:
+    """Each weighted op of the fp32 graph against its twin in the quantized one (by name)."""
+    from onnx.utils import Extractor
+
     produced = {o for n in quant_model.graph.node for o in n.output} | {i.name for i in quant_model.graph.input}
     twin = {name: name for name in produced}  # an fp32 tensor's name -> the quantized graph's
     if fused:
@@ -184,8 +197,6 @@ def debug_quant(fp32_bundle: Path, quant_bundle: Path, samples: int = 4, suggest
     quant_vals = {t: got[twin[t]] for t in exposed}
     for t in graph_inputs:
         ref_vals[t] = quant_vals[t] = [f[t] for f in feeds if t in f]
-    from onnx.utils import Extractor
-
     pieces = Extractor(quant_model)  # shape inference once, not once per op
     layers = []
     for index, node, data in ops:
@@ -195,7 +206,7 @@ def debug_quant(fp32_bundle: Path, quant_bundle: Path, samples: int = 4, suggest
         upstream = _snr_over(ref_vals[data[0]], quant_vals[data[0]])
         layers.append(LayerError(node.name, node.op_type, index, accumulated,
                                  _snr_over(ref_vals[node.output[0]], alone), _added(upstream, accumulated)))
-    return _result(fp32_bundle, quant_bundle, mc.recipe, samples, layers, suggest)
+    return layers
 
 
 def _result(fp32: Path, quantized: Path, recipe: str, samples: int, layers: list[LayerError],

@@ -16,7 +16,7 @@ import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from edge_aigc.runtime.bundle_bench import HIGHER_IS_BETTER
 from edge_aigc.contract import Recipe
@@ -125,19 +125,26 @@ def pick(profile: Profile, candidates: list[Candidate]) -> tuple[Candidate, dict
                     "candidates": [asdict(c) for c in candidates]}
 
 
-def choose(profile: Profile, formats: list[str], build: Callable[[str, str], tuple[Path, Any, int]],
-           package_probe: Callable[[str, str, Path], Path], measurements: dict, progress: Callable[[str], None]
-           ) -> tuple[Candidate, dict[str, Any]]:
-    """Build, gate and measure each candidate of ``profile``. ``build(fmt, recipe)`` returns
-    (artifact, gate report, bytes) or raises ConversionError; ``package_probe`` makes a bundle
-    of an artifact to measure."""
+class Candidates(Protocol):
+    """What ``choose`` needs of a conversion (pipeline.Conversion)."""
+
+    def built(self, profile: Profile, fmt: str, recipe: str) -> tuple[Path, Any, int]:
+        """(artifact, gate report, bytes), or ConversionError when it cannot be built."""
+
+    def probe(self, profile: Profile, fmt: str, recipe: str) -> Path:
+        """The artifact as a bundle to measure."""
+
+
+def choose(profile: Profile, formats: list[str], conversion: Candidates, measurements: dict,
+           progress: Callable[[str], None]) -> tuple[Candidate, dict[str, Any]]:
+    """Build, gate and measure each candidate of ``profile``."""
     candidates = []
     for fmt in formats:
         for recipe in candidate_recipes(profile, fmt):
             c = Candidate(fmt, recipe)
             candidates.append(c)
             try:
-                artifact, report, c.model_bytes = build(fmt, recipe)
+                _, report, c.model_bytes = conversion.built(profile, fmt, recipe)
             except ConversionError as exc:
                 c.status = f"not built: {str(exc).splitlines()[0][:200]}"
                 continue
@@ -149,7 +156,7 @@ def choose(profile: Profile, formats: list[str], build: Callable[[str, str], tup
                 continue
             c.status = "passed"
             device = measurements.get((profile.name, fmt, recipe))
-            record(c, device or measure_on_host(package_probe(fmt, recipe, artifact), profile),
+            record(c, device or measure_on_host(conversion.probe(profile, fmt, recipe), profile),
                    "device" if device else "host proxy", profile)
             progress(f"--recipe auto, {profile.name}: {c.line()}")
     return pick(profile, candidates)

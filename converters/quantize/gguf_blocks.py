@@ -118,6 +118,79 @@ def _field(reader, key: str):
     return reader.fields[key].contents()
 
 
+class _GgufFile:
+    """A GGUF file's tensors, as the 4- or 8-bit blocks of the ONNX products they replace."""
+
+    def __init__(self, reader, arch: str):
+        self.arch = arch
+        self.num_heads = int(_field(reader, f"{arch}.attention.head_count"))
+        self.num_kv_heads = int(_field(reader, f"{arch}.attention.head_count_kv"))
+        self.tensors = {t.name: t for t in reader.tensors}
+
+    def names_for(self, node) -> tuple[str, ...] | None:
+        """The file's tensors behind a MatMulNBits node of the builder's graph (None: none)."""
+        if node.name.startswith("/lm_head/MatMul"):
+            return ("output.weight",) if "output.weight" in self.tensors else ("token_embd.weight",)
+        if (match := _NODE.match(node.name)) and match.group(2) in _LAYER:
+            return tuple(f"blk.{match.group(1)}.{part}.weight" for part in _LAYER[match.group(2)])
+        return None
+
+    def blocks_for(self, names: tuple[str, ...]) -> _Blocks | str:
+        """The tensors' blocks, concatenated along the output rows; a string says why not."""
+        parts = []
+        for name in names:
+            tensor = self.tensors.get(name)
+            if tensor is None:
+                return f"{name} not in the file"
+            blocks = _read_blocks(tensor)
+            if blocks is None:
+                return f"{tensor.tensor_type.name} blocks"
+            if name.endswith(("attn_q.weight", "attn_k.weight")):
+                blocks = _unpermute(blocks, self.num_heads if "attn_q" in name else self.num_kv_heads)
+            parts.append(blocks)
+        if len({p.bits for p in parts}) > 1:
+            return "mixed 4- and 8-bit parts"
+        return _concat(parts)
+
+
+def _node_blocks(file: _GgufFile, node, attrs) -> _Blocks | str:
+    """The blocks that replace ``node``'s weight, or why they cannot."""
+    if attrs["block_size"].i != BLOCK:
+        return f"block size {attrs['block_size'].i}, not {BLOCK}"
+    names = file.names_for(node)
+    if names is None:
+        return "no GGUF tensor for this node"
+    blocks = file.blocks_for(names)
+    if isinstance(blocks, str):
+        return blocks
+    rows, count = blocks.scale.shape
+    if (rows, count * BLOCK) != (attrs["N"].i, attrs["K"].i):
+        return f"shape {rows}x{count * BLOCK} in the file"
+    return blocks
+
+
+def _replace_weight(graph, inits: dict, node, attrs, blocks: _Blocks, accuracy_level: int) -> str:
+    """``node`` computes with ``blocks``; returns its new weight's name."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight, scales = node.input[1], node.input[2]
+    new_weight = weight.rsplit("_Q", 1)[0] + f"_Q{blocks.bits}"
+    graph.initializer.remove(inits.pop(weight))
+    graph.initializer.append(numpy_helper.from_array(_pack(blocks), new_weight))
+    inits[new_weight] = graph.initializer[-1]
+    inits[scales].CopyFrom(numpy_helper.from_array(blocks.scale, scales))
+    node.input[1] = new_weight
+    attrs["bits"].i = blocks.bits
+    attrs["accuracy_level"].i = accuracy_level if blocks.bits == 4 else 4
+    if blocks.minimum is not None:
+        _add_minimum_term(graph, node, blocks, helper, numpy_helper, TensorProto)
+    for other in graph.node:  # the embedding's Reshape of a tied head's weight
+        for i, name in enumerate(other.input):
+            if name == weight and other is not node:
+                other.input[i] = new_weight
+    return new_weight
+
+
 def import_gguf_blocks(model_path: Path, gguf_path: Path, accuracy_level: int = 4) -> GgufImport:
     """Rewrite the builder's int4 ``model_path`` in place with the weights of ``gguf_path``.
 
@@ -127,86 +200,32 @@ def import_gguf_blocks(model_path: Path, gguf_path: Path, accuracy_level: int = 
     """
     import gguf
     import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
 
     reader = gguf.GGUFReader(str(gguf_path))
     arch = str(_field(reader, "general.architecture"))
     if arch not in SUPPORTED_ARCHITECTURES:
         return GgufImport(requantized={"*": f"architecture {arch} (blocks are imported for "
                                              f"{', '.join(SUPPORTED_ARCHITECTURES)})"})
-    num_heads = int(_field(reader, f"{arch}.attention.head_count"))
-    num_kv_heads = int(_field(reader, f"{arch}.attention.head_count_kv"))
-    tensors = {t.name: t for t in reader.tensors}
+    file = _GgufFile(reader, arch)
     model = onnx.load(str(model_path))
     graph = model.graph
     inits = {t.name: t for t in graph.initializer}
-    report = GgufImport()
-    head_rewritten: str | None = None
-    head_node = None
-
-    def set_init(name: str, array: np.ndarray) -> None:
-        inits[name].CopyFrom(numpy_helper.from_array(array, name))
-
-    def blocks_for(names: tuple[str, ...]) -> _Blocks | str:
-        parts = []
-        for name in names:
-            tensor = tensors.get(name)
-            if tensor is None:
-                return f"{name} not in the file"
-            blocks = _read_blocks(tensor)
-            if blocks is None:
-                return f"{tensor.tensor_type.name} blocks"
-            if name.endswith(("attn_q.weight", "attn_k.weight")):
-                blocks = _unpermute(blocks, num_heads if "attn_q" in name else num_kv_heads)
-            parts.append(blocks)
-        if len({p.bits for p in parts}) > 1:
-            return "mixed 4- and 8-bit parts"
-        return _concat(parts)
-
-    for node in list(graph.node):
-        if node.op_type != "MatMulNBits":
-            continue
+    report, head = GgufImport(), None
+    for node in [n for n in graph.node if n.op_type == "MatMulNBits"]:
         attrs = {a.name: a for a in node.attribute}
-        if attrs["block_size"].i != BLOCK:
-            report.requantized[node.name] = f"block size {attrs['block_size'].i}, not {BLOCK}"
-            continue
-        if node.name.startswith("/lm_head/MatMul"):
-            names = ("output.weight",) if "output.weight" in tensors else ("token_embd.weight",)
-        elif (match := _NODE.match(node.name)) and match.group(2) in _LAYER:
-            names = tuple(f"blk.{match.group(1)}.{part}.weight" for part in _LAYER[match.group(2)])
-        else:
-            report.requantized[node.name] = "no GGUF tensor for this node"
-            continue
-        blocks = blocks_for(names)
+        blocks = _node_blocks(file, node, attrs)
         if isinstance(blocks, str):
             report.requantized[node.name] = blocks
             continue
-        rows, count = blocks.scale.shape
-        if (rows, count * BLOCK) != (attrs["N"].i, attrs["K"].i):
-            report.requantized[node.name] = f"shape {rows}x{count * BLOCK} in the file"
-            continue
-        weight, scales = node.input[1], node.input[2]
-        new_weight = weight.rsplit("_Q", 1)[0] + f"_Q{blocks.bits}"
-        graph.initializer.remove(inits.pop(weight))
-        graph.initializer.append(numpy_helper.from_array(_pack(blocks), new_weight))
-        inits[new_weight] = graph.initializer[-1]
-        set_init(scales, blocks.scale)
-        node.input[1] = new_weight
-        attrs["bits"].i = blocks.bits
-        attrs["accuracy_level"].i = accuracy_level if blocks.bits == 4 else 4
-        if blocks.minimum is not None:
-            _add_minimum_term(graph, node, blocks, helper, numpy_helper, TensorProto)
-        for other in graph.node:  # the embedding's Reshape of a tied head's weight
-            for i, name in enumerate(other.input):
-                if name == weight and other is not node:
-                    other.input[i] = new_weight
+        new_weight = _replace_weight(graph, inits, node, attrs, blocks, accuracy_level)
         if node.name.startswith("/lm_head/"):
-            head_rewritten, head_node = new_weight, node
+            head = new_weight, node
         report.kept.append(node.name)
-    if head_rewritten is not None:
-        report.embedding_follows_head = _retie_embedding(graph, head_rewritten, inits, helper, numpy_helper)
-        if head_rewritten.endswith("_Q8"):
-            _refine_head(graph, head_node, inits, helper, numpy_helper)
+    if head is not None:
+        report.embedding_follows_head = _retie_embedding(graph, head[0], inits, helper, numpy_helper)
+        if head[0].endswith("_Q8"):
+            _refine_head(graph, head[1], inits, helper, numpy_helper)
             report.head_refined = REFINE_TOP_K
     _toposort(graph)
     onnx.save(model, str(model_path))

@@ -250,16 +250,8 @@ def _reconstruct(target: np.ndarray, kept: np.ndarray, weight: np.ndarray, in_ax
     return np.moveaxis(w_new, 0, in_axis).astype(weight.dtype), explained
 
 
-def prune_channels(model: onnx.ModelProto, ratio: float,
-                   feeds: list[dict[str, np.ndarray]] | None = None) -> tuple[onnx.ModelProto, PruneReport]:
-    """Prune ``ratio`` of the channels of every prunable layer; with ``feeds``, reconstruct
-    each consumer from the unpruned model's activations. Returns the new model."""
-    if not 0 < ratio < 1:
-        raise ConversionError(f"--prune must be a ratio in (0, 1), got {ratio}")
-    original = model
-    model = onnx.ModelProto.FromString(model.SerializeToString())
-    graph = _Graph(model)
-    report = PruneReport(ratio, params_before=sum(int(np.prod(t.dims)) for t in graph.g.initializer))
+def _plans(graph: "_Graph", ratio: float) -> list[tuple]:
+    """(producer, weight input, output axis, chain, channels kept) of every prunable layer."""
     plans = []
     for producer in list(graph.g.node):
         found = _producer(graph, producer)
@@ -272,39 +264,73 @@ def prune_channels(model: onnx.ModelProto, ratio: float,
         if chain is None or (producer.op_type in DENSE and chain.split is None):
             continue  # a dense layer prunes only through its Reshape into channels
         keep_n = chain.channels - int(round(chain.channels * ratio))
-        if keep_n < 1 or keep_n == chain.channels:
-            continue
-        plans.append((producer, index, out_axis, chain, keep_n))
+        if 1 <= keep_n < chain.channels:
+            plans.append((producer, index, out_axis, chain, keep_n))
     if not plans:
         raise ConversionError("--prune: no layer whose channels can be removed (pruning needs a convolution, or a "
                               "dense layer reshaped into channels, feeding a convolution through channel-wise ops only)")
-    seen = _activations(original, [c.consumer.input[0] for *_, c, _ in plans], feeds) if feeds else {}
-    for producer, index, out_axis, chain, keep_n in plans:
-        consumer, in_axis = chain.consumer, 1 if chain.consumer.op_type == "Conv" else 0
-        if feeds:
-            keep = _select(seen[consumer.input[0]], graph.array(consumer.input[1]), in_axis, keep_n)
+    return plans
+
+
+def _cut(graph: "_Graph", producer, index: int, out_axis: int, chain, keep: np.ndarray) -> None:
+    """Remove the channels not in ``keep`` from the producer and every step to its consumer."""
+    hint = producer.name or producer.op_type
+    features = chain.feature_index(keep)
+    graph.replace_input(producer, index, np.take(graph.array(producer.input[index]), features, axis=out_axis), hint)
+    if producer.op_type in CONVS and len(producer.input) > 2 and producer.input[2]:
+        graph.replace_input(producer, 2, graph.array(producer.input[2])[keep], hint)
+    if producer.op_type == "Gemm" and len(producer.input) > 2 and producer.input[2]:
+        bias = graph.array(producer.input[2])  # broadcast to [M, N]: N runs along its last axis
+        if bias.ndim and bias.shape[-1] > 1:
+            graph.replace_input(producer, 2, np.take(bias, features, axis=-1), hint)
+    for step in chain.steps:
+        value = graph.array(step.node.input[step.index])
+        if step.node.op_type == "Reshape":  # the split's channel dim shrinks
+            dims, j = chain.split
+            value = value.copy()
+            value[len(value) - len(dims) + j] = len(keep)
         else:
-            weight = graph.array(producer.input[index])
-            feature_norms = np.abs(np.moveaxis(weight, out_axis, 0)).reshape(weight.shape[out_axis], -1).sum(axis=1)
-            keep = np.sort(np.argsort(-chain.channel_norms(feature_norms), kind="stable")[:keep_n])
-        hint = producer.name or producer.op_type
-        features = chain.feature_index(keep)
-        graph.replace_input(producer, index, np.take(graph.array(producer.input[index]), features, axis=out_axis), hint)
-        if producer.op_type in CONVS and len(producer.input) > 2 and producer.input[2]:
-            graph.replace_input(producer, 2, graph.array(producer.input[2])[keep], hint)
-        if producer.op_type == "Gemm" and len(producer.input) > 2 and producer.input[2]:
-            bias = graph.array(producer.input[2])  # broadcast to [M, N]: N runs along its last axis
-            if bias.ndim and bias.shape[-1] > 1:
-                graph.replace_input(producer, 2, np.take(bias, features, axis=-1), hint)
-        for step in chain.steps:
-            value = graph.array(step.node.input[step.index])
-            if step.node.op_type == "Reshape":  # the split's channel dim shrinks
-                dims, j = chain.split
-                value = value.copy()
-                value[len(value) - len(dims) + j] = len(keep)
-            else:
-                value = np.take(value, features if step.features else keep, axis=step.dim)
-            graph.replace_input(step.node, step.index, value, step.node.name or step.node.op_type)
+            value = np.take(value, features if step.features else keep, axis=step.dim)
+        graph.replace_input(step.node, step.index, value, step.node.name or step.node.op_type)
+
+
+def _keep(graph: "_Graph", plan: tuple, seen: dict | None) -> np.ndarray:
+    """The channels to keep: those the consumer needs most on real activations (``seen``), else
+    the largest by weight norm."""
+    producer, index, out_axis, chain, keep_n = plan
+    consumer, in_axis = chain.consumer, 1 if chain.consumer.op_type == "Conv" else 0
+    if seen:
+        return _select(seen[consumer.input[0]], graph.array(consumer.input[1]), in_axis, keep_n)
+    weight = graph.array(producer.input[index])
+    feature_norms = np.abs(np.moveaxis(weight, out_axis, 0)).reshape(weight.shape[out_axis], -1).sum(axis=1)
+    return np.sort(np.argsort(-chain.channel_norms(feature_norms), kind="stable")[:keep_n])
+
+
+def _drop_unused(model: onnx.ModelProto) -> None:
+    used = {name for node in model.graph.node for name in node.input}
+    kept = [t for t in model.graph.initializer if t.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(kept)
+    del model.graph.value_info[:]  # stale shapes of the pruned tensors
+
+
+def prune_channels(model: onnx.ModelProto, ratio: float,
+                   feeds: list[dict[str, np.ndarray]] | None = None) -> tuple[onnx.ModelProto, PruneReport]:
+    """Prune ``ratio`` of the channels of every prunable layer; with ``feeds``, reconstruct
+    each consumer from the unpruned model's activations. Returns the new model."""
+    if not 0 < ratio < 1:
+        raise ConversionError(f"--prune must be a ratio in (0, 1), got {ratio}")
+    original = model
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    graph = _Graph(model)
+    report = PruneReport(ratio, params_before=sum(int(np.prod(t.dims)) for t in graph.g.initializer))
+    plans = _plans(graph, ratio)
+    seen = _activations(original, [c.consumer.input[0] for *_, c, _ in plans], feeds) if feeds else {}
+    for plan in plans:
+        producer, index, out_axis, chain, _ = plan
+        consumer, in_axis = chain.consumer, 1 if chain.consumer.op_type == "Conv" else 0
+        keep = _keep(graph, plan, seen)
+        _cut(graph, producer, index, out_axis, chain, keep)
         weight = graph.array(consumer.input[1])
         graph.replace_input(consumer, 1, np.take(weight, keep, axis=in_axis), consumer.name or "conv")
         layer = {"layer": producer.name or producer.output[0], "channels": chain.channels, "kept": len(keep)}
@@ -315,11 +341,7 @@ def prune_channels(model: onnx.ModelProto, ratio: float,
             layer["reconstructed_r2"] = round(explained, 4)
         report.layers.append(layer)
     report.reconstructed = bool(feeds)
-    used = {name for node in model.graph.node for name in node.input}
-    kept = [t for t in model.graph.initializer if t.name in used]
-    del model.graph.initializer[:]
-    model.graph.initializer.extend(kept)
-    del model.graph.value_info[:]  # stale shapes of the pruned tensors
+    _drop_unused(model)
     report.params_after = sum(int(np.prod(t.dims)) for t in model.graph.initializer)
     onnx.checker.check_model(model)
     return model, report

@@ -26,7 +26,7 @@ LAYERS = [
     ["converters.quantize"],
     ["converters.export"],
     ["converters.gate"],
-    ["converters.debug", "converters.package"],
+    ["converters.debug", "converters.package", "converters.plan"],
     ["converters.pipeline"],
     ["converters"],
     ["converters.zoo"],

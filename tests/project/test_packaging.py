@@ -49,3 +49,10 @@ def test_the_bench_command_imports_no_benchmarks_until_it_runs():
             "print(','.join(m for m in sys.modules if m.split('.')[0] == 'benchmarks'))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_the_bench_command_names_every_part_the_benchmarks_run():
+    from benchmarks.run import PARTS as RUN_PARTS
+    from edge_aigc.cli.bench import PARTS
+
+    assert sorted(PARTS) == sorted(RUN_PARTS)

@@ -26,7 +26,8 @@ back. Every state change is written to ``job.json`` (job.py: versioned records) 
 announced, and every step is safe to run twice, so a job killed anywhere is finished on the
 next start.
 """
-from .installer import CRASH_ENV, CRASH_POINTS, InstallEvents, Installer
+from .book import InstallEvents
+from .installer import CRASH_ENV, CRASH_POINTS, Installer
 from .job import CHUNK_BYTES, InstallJob, InstallSpec
 
 __all__ = ["CHUNK_BYTES", "CRASH_ENV", "CRASH_POINTS", "InstallEvents", "InstallJob", "InstallSpec", "Installer"]

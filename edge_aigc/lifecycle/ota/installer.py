@@ -16,21 +16,21 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
 from ...contract import EventKind, JobState
 from ...errors import BadRequest, Busy, Cancelled, Rejected
 from ...runtime.runtime import Runtime
 from ...bundle.store import ModelStore
 from . import receive
-from .job import RECORD, InstallJob, InstallSpec, load_job, save_job
+from .book import InstallEvents, JobBook
+from .job import InstallJob, InstallSpec, save_job
 from .verify import Checks
 
-__all__ = ["Installer", "InstallEvents", "CRASH_ENV", "CRASH_POINTS", "INSTALLED"]
+__all__ = ["Installer", "CRASH_ENV", "CRASH_POINTS", "INSTALLED"]
 
 log = logging.getLogger(__name__)
 
-KEEP_FINISHED = 32          # finished job records kept (a re-sent install gets its final answer)
 MIB = 1 << 20
 # Crash tests: SIGKILL the service when a job reaches this point (tests/e2e/test_ota_kill.py): a job
 # state, or INSTALLED (verifying, just after the store installed the version inactive).
@@ -46,52 +46,39 @@ def _crash_point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-class InstallEvents(Protocol):
-    """How the installer speaks, implemented by the front end that drives it."""
-
-    def reply(self, job: InstallJob, kind: EventKind, **fields: Any) -> None:
-        """An event for whoever asked for ``job`` (its ``reply`` address is the front end's)."""
-
-    def status(self, job_id: str, status: dict[str, Any] | None) -> None:
-        """The job's current status for anyone watching (None: the job is forgotten)."""
-
-
 class Installer:
     def __init__(self, state_dir: str | os.PathLike, store: ModelStore, runtime: Runtime, device_id: str,
                  between_requests: Callable[[Callable[[], Any]], Any], retry_s: float = 5.0,
                  idle_timeout_s: float = 600.0, max_jobs: int = 4, url_installs: bool = False):
         self.dir = Path(state_dir) / "ota"
-        self.store, self.runtime, self.device_id = store, runtime, device_id
+        self.store, self.runtime = store, runtime
         self.checks = Checks(store, runtime.profile, runtime.threads)
         self.between_requests = between_requests
         self.retry_s, self.idle_timeout_s, self.max_jobs = retry_s, idle_timeout_s, max_jobs
         self.url_installs = url_installs
-        self.events: InstallEvents | None = None  # set by the front end before start()
-        self.jobs: dict[str, InstallJob] = {}     # every job on record, finished ones too
-        self._lock = threading.RLock()
+        self.book = JobBook(self.dir, device_id)  # the job records, and what is said of them
+        self.jobs, self._lock = self.book.jobs, self.book.lock
         self._verify: list[InstallJob] = []
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="ota", daemon=True)
 
+    @property
+    def events(self) -> InstallEvents | None:
+        return self.book.events
+
+    @events.setter
+    def events(self, events: InstallEvents) -> None:
+        """The front end that speaks for the installer; set it before :meth:`start`."""
+        self.book.events = events
+
     # -- lifecycle ------------------------------------------------------------------
     def start(self) -> None:
         """Load the job records; a job that was verifying or activating is checked again. (The
         store itself was recovered before the models loaded: serve/app.py.)"""
-        for job_dir in sorted(self.dir.glob("*/")):
-            if not (job_dir / RECORD).is_file():  # killed before its first record: never accepted
-                shutil.rmtree(job_dir, ignore_errors=True)
-                continue
-            try:
-                job = load_job(job_dir)
-            except (OSError, ValueError, KeyError, TypeError) as exc:
-                log.error("ignoring unreadable install record %s: %s", job_dir.name, exc)
-                continue
-            if not job.final:
-                receive.read_map(job)
-            self.jobs[job.id] = job
+        for job in self.book.load():
             if job.state == JobState.QUEUED:  # accepted, then stopped before it asked for anything
-                self._set(job, JobState.DOWNLOADING)
+                self.book.set(job, JobState.DOWNLOADING)
             if job.state in (JobState.VERIFYING, JobState.ACTIVATING) or (
                     not job.final and job.spec.chunks and job.received == job.spec.chunks):
                 self._verify.append(job)
@@ -109,7 +96,7 @@ class Installer:
         broker restart), and ask again for what downloading jobs miss."""
         with self._lock:
             for job in self.jobs.values():
-                self._publish_status(job)
+                self.book.publish_status(job)
                 if job.state == JobState.DOWNLOADING and not job.spec.url:
                     self._ask(job, again=True)
 
@@ -128,11 +115,11 @@ class Installer:
             receive.create_part(job)
             self.jobs[job.id] = job
             save_job(job)
-            self._reply(job, EventKind.ACCEPTED, action="install", queue_position=0)
-            self._publish_status(job)
+            self.book.reply(job, EventKind.ACCEPTED, action="install", queue_position=0)
+            self.book.publish_status(job)
             _crash_point(JobState.QUEUED)
             if spec.url:
-                self._set(job, JobState.DOWNLOADING)
+                self.book.set(job, JobState.DOWNLOADING)
                 self._start_fetch(job)
             else:
                 self._ask(job)
@@ -141,9 +128,9 @@ class Installer:
         if job.spec != spec:
             raise BadRequest(f"install {job.id} exists with another bundle (sha256, size or "
                              "chunk size differ); use a new id")
-        self._publish_status(job)
+        self.book.publish_status(job)
         if job.final:
-            self._announce_final(job)
+            self.book.announce_final(job)
         elif job.state in (JobState.QUEUED, JobState.DOWNLOADING) and not job.spec.url:
             self._ask(job, again=True)
 
@@ -164,7 +151,7 @@ class Installer:
             job = self.jobs.get(job_id)
             if job is None or job.state not in (JobState.QUEUED, JobState.DOWNLOADING):
                 return False
-            self._finish(job, JobState.FAILED, "download", "cancelled", "cancelled")
+            self.book.finish(job, JobState.FAILED, "download", "cancelled", "cancelled")
             return True
 
     # -- chunks ---------------------------------------------------------------------
@@ -191,7 +178,7 @@ class Installer:
         received = job.received
         if received == job.spec.chunks:
             self._progress(job, force=True)
-            self._set(job, JobState.VERIFYING)
+            self.book.set(job, JobState.VERIFYING)
             self._verify.append(job)
             self._wake.set()
             return False
@@ -204,48 +191,37 @@ class Installer:
         """A ``need`` event for the next missing chunks (``again``: also those asked before)."""
         want = receive.wanted(job, again)
         if job.state == JobState.QUEUED:
-            self._set(job, JobState.DOWNLOADING)
+            self.book.set(job, JobState.DOWNLOADING)
         job.last_ask = time.monotonic()
         if want:
-            self._reply(job, EventKind.NEED, chunks=receive.ranges(want), of=job.spec.chunks)
+            self.book.reply(job, EventKind.NEED, chunks=receive.ranges(want), of=job.spec.chunks)
 
     def _progress(self, job: InstallJob, force: bool = False) -> None:
         now = time.monotonic()
         if force or now - job.last_progress >= 0.5:
             job.last_progress = now
-            self._reply(job, EventKind.PROGRESS, step=job.received, total=job.spec.chunks, message="downloading")
-            self._publish_status(job)
+            self.book.reply(job, EventKind.PROGRESS, step=job.received, total=job.spec.chunks, message="downloading")
+            self.book.publish_status(job)
 
     # -- fetching from a URL (limits.ota_url_installs) --------------------------------
     def _start_fetch(self, job: InstallJob) -> None:
         threading.Thread(target=self._fetch, args=(job,), name=f"ota-fetch-{job.id}", daemon=True).start()
 
     def _fetch(self, job: InstallJob) -> None:
-        """Download the bundle, resuming with a Range request after a broken connection, until it
-        is complete or nothing arrived for ``idle_timeout_s``."""
+        """The bundle from its URL (receive.fetch), failing the job after ``idle_timeout_s`` of nothing."""
         def accept(n: int, data: bytes) -> bool:
             with self._lock:
                 if job.state != JobState.DOWNLOADING:
                     return False
                 return bool(job.have[n]) or self._store_chunk(job, n, data)
 
-        while not self._stop.is_set() and job.state == JobState.DOWNLOADING:
-            first = job.have.find(0)
-            if first == -1:
-                return
-            try:
-                receive.fetch_from(job, first, accept, self._stop.is_set)
-            except (OSError, ValueError) as exc:  # urllib's errors are OSErrors
-                log.warning("install %s: download interrupted at chunk %d (%s); retrying", job.id,
-                            job.have.find(0), exc)
+        def give_up(idle: float) -> None:
             with self._lock:
-                idle = time.monotonic() - job.last_activity
-                if job.state == JobState.DOWNLOADING and job.have.find(0) != -1 and idle > self.idle_timeout_s:
-                    self._finish(job, JobState.FAILED, "download", f"the bundle URL gave nothing for "
-                                 f"{idle:.0f} s; {job.spec.chunks - job.received} of {job.spec.chunks} "
-                                 "chunks missing", "timeout")
-                    return
-            self._stop.wait(self.retry_s)
+                if job.state == JobState.DOWNLOADING:
+                    self.book.finish(job, JobState.FAILED, "download", f"the bundle URL gave nothing for {idle:.0f} s; "
+                                 f"{job.spec.chunks - job.received} of {job.spec.chunks} chunks missing", "timeout")
+
+        receive.fetch(job, accept, give_up, self._stop, self.retry_s, self.idle_timeout_s)
 
     # -- the ota thread: timeouts, re-asks, verification ----------------------------
     def _loop(self) -> None:
@@ -263,7 +239,7 @@ class Installer:
                     log.exception("install %s failed", job.id)
                     with self._lock:
                         self.checks.undo(job)
-                        self._finish(job, JobState.FAILED, "verify", "unexpected error; the device log "
+                        self.book.finish(job, JobState.FAILED, "verify", "unexpected error; the device log "
                                                                      "has the details", "internal")
             self._tick()
 
@@ -276,7 +252,7 @@ class Installer:
                 idle = now - job.last_activity
                 if idle > self.idle_timeout_s:
                     missing = job.spec.chunks - job.received
-                    self._finish(job, JobState.FAILED, "download", f"no chunk arrived for {idle:.0f} s; "
+                    self.book.finish(job, JobState.FAILED, "download", f"no chunk arrived for {idle:.0f} s; "
                                  f"{missing} of {job.spec.chunks} chunks missing", "timeout")
                 elif idle > self.retry_s and now - job.last_ask > self.retry_s:
                     self._ask(job, again=True)
@@ -284,18 +260,18 @@ class Installer:
     def _check_and_activate(self, job: InstallJob) -> None:
         if job.state == JobState.DOWNLOADING:  # every chunk was in when the service stopped
             with self._lock:
-                self._set(job, JobState.VERIFYING)
+                self.book.set(job, JobState.VERIFYING)
         _crash_point(JobState.VERIFYING)
         try:
             switch = self._check(job)
         except Rejected as exc:
             with self._lock:
                 self.checks.undo(job)
-                self._finish(job, JobState.FAILED, exc.step, str(exc).split(": ", 1)[-1], exc.code)
+                self.book.finish(job, JobState.FAILED, exc.step, str(exc).split(": ", 1)[-1], exc.code)
             return
         if switch:
             with self._lock:
-                self._set(job, JobState.ACTIVATING)
+                self.book.set(job, JobState.ACTIVATING)
             if not self._switch(job):
                 return
         self._succeed(job)
@@ -334,7 +310,7 @@ class Installer:
                       job.version, exc)
             with self._lock:
                 self.checks.restore(job)
-                self._finish(job, JobState.ROLLED_BACK, "activate", f"the new version did not start "
+                self.book.finish(job, JobState.ROLLED_BACK, "activate", f"the new version did not start "
                              f"({type(exc).__name__}); {job.previous or 'no version'} is active again", "internal")
             return False
         job.activated = True
@@ -343,54 +319,5 @@ class Installer:
 
     def _succeed(self, job: InstallJob) -> None:
         with self._lock:
-            self._finish(job, JobState.SUCCEEDED, None, None, None)
+            self.book.finish(job, JobState.SUCCEEDED, None, None, None)
         _crash_point(JobState.SUCCEEDED)
-
-    # -- records and announcements ----------------------------------------------------
-    def _set(self, job: InstallJob, state: str) -> None:
-        job.state = state
-        save_job(job)
-        self._publish_status(job)
-
-    def _finish(self, job: InstallJob, state: str, step: str | None, reason: str | None, code: str | None) -> None:
-        job.step, job.reason, job.code = step, reason, code
-        job.seconds = round(time.monotonic() - job.started, 3)
-        self._set(job, state)
-        receive.discard_part(job)
-        log.log(logging.INFO if state == JobState.SUCCEEDED else logging.WARNING, "install %s: %s%s", job.id,
-                state, f" at {step}: {reason}" if step else f" ({job.model} {job.version})")
-        self._announce_final(job)
-        self._forget_old()
-
-    def _forget_old(self) -> None:
-        done = sorted((j for j in self.jobs.values() if j.final), key=lambda j: j.created)
-        for job in done[:-KEEP_FINISHED]:
-            del self.jobs[job.id]
-            shutil.rmtree(job.dir, ignore_errors=True)
-            self._events().status(job.id, None)
-
-    def _announce_final(self, job: InstallJob) -> None:
-        if job.state == JobState.SUCCEEDED:
-            self._reply(job, EventKind.RESULT, device=self.device_id, state=job.state, model=job.model,
-                        version=job.version, previous=job.previous, activated=job.activated, seconds=job.seconds)
-        else:
-            self._reply(job, EventKind.ERROR, code=job.code, message=f"{job.step}: {job.reason}",
-                        state=job.state, step=job.step, device=self.device_id)
-
-    def status(self, job: InstallJob) -> dict[str, Any]:
-        return {"job": job.id, "state": job.state, "device": self.device_id, "model": job.model,
-                "version": job.version, "previous": job.previous, "activated": job.activated,
-                "sha256": job.spec.sha256, "size": job.spec.size, "chunks": job.spec.chunks,
-                "received": job.received,
-                "step": job.step, "reason": job.reason, "seconds": job.seconds, "ts": round(time.time(), 3)}
-
-    def _publish_status(self, job: InstallJob) -> None:
-        self._events().status(job.id, self.status(job))
-
-    def _reply(self, job: InstallJob, kind: EventKind, **fields: Any) -> None:
-        self._events().reply(job, kind, **fields)
-
-    def _events(self) -> InstallEvents:
-        if self.events is None:
-            raise RuntimeError("the installer has no front end (set Installer.events before start)")
-        return self.events

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ...contract import FINAL_JOB_STATES, JobState
+from ...contract import FINAL_JOB_STATES, EventKind, JobState
 from ...device.records import load_record, save_record
 
 __all__ = ["CHUNK_BYTES", "InstallSpec", "InstallJob", "RECORD", "RECORD_VERSION", "load_job", "save_job"]
@@ -71,6 +71,23 @@ class InstallJob:
     @property
     def final(self) -> bool:
         return self.state in FINAL_JOB_STATES
+
+    def status(self, device_id: str) -> dict[str, Any]:
+        """What anyone watching the job sees (its retained status)."""
+        return {"job": self.id, "state": self.state, "device": device_id, "model": self.model,
+                "version": self.version, "previous": self.previous, "activated": self.activated,
+                "sha256": self.spec.sha256, "size": self.spec.size, "chunks": self.spec.chunks,
+                "received": self.received, "step": self.step, "reason": self.reason, "seconds": self.seconds,
+                "ts": round(time.time(), 3)}
+
+    def outcome(self, device_id: str) -> tuple[EventKind, dict[str, Any]]:
+        """The final event for whoever asked: a result, or the error naming the failed step."""
+        if self.state == JobState.SUCCEEDED:
+            return EventKind.RESULT, {"device": device_id, "state": self.state, "model": self.model,
+                                      "version": self.version, "previous": self.previous,
+                                      "activated": self.activated, "seconds": self.seconds}
+        return EventKind.ERROR, {"code": self.code, "message": f"{self.step}: {self.reason}", "state": self.state,
+                                 "step": self.step, "device": device_id}
 
 
 RECORDED = tuple(f.name for f in fields(InstallJob) if not f.metadata.get("runtime") and f.name != "spec")

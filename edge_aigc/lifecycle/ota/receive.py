@@ -8,14 +8,20 @@ http(s) URL, resuming with a Range request.
 """
 from __future__ import annotations
 
+import logging
 import os
+import threading
+import time
 import urllib.request
 from typing import Callable
 
+from ...contract import JobState
 from .job import InstallJob
 
 __all__ = ["PART", "MAP", "WINDOW", "create_part", "read_map", "write_chunk", "discard_part", "wanted",
-           "ranges", "chunk_size", "fetch_from"]
+           "ranges", "chunk_size", "fetch_from", "fetch"]
+
+log = logging.getLogger(__name__)
 
 PART, MAP = "bundle.part", "chunks.map"
 WINDOW = 16                 # chunks asked for at a time
@@ -104,3 +110,22 @@ def fetch_from(job: InstallJob, first: int, accept: Callable[[int, bytes], bool]
             if not accept(n, data):
                 return
             n += 1
+
+
+def fetch(job: InstallJob, accept: Callable[[int, bytes], bool], give_up: Callable[[float], None],
+          stop: threading.Event, retry_s: float, idle_timeout_s: float) -> None:
+    """Download the bundle, resuming with a Range request after a broken connection, until it is
+    complete, ``accept`` refuses, or nothing arrived for ``idle_timeout_s`` (``give_up(idle)``)."""
+    while not stop.is_set() and job.state == JobState.DOWNLOADING:
+        first = job.have.find(0)
+        if first == -1:
+            return
+        try:
+            fetch_from(job, first, accept, stop.is_set)
+        except (OSError, ValueError) as exc:  # urllib's errors are OSErrors
+            log.warning("install %s: download interrupted at chunk %d (%s); retrying", job.id, job.have.find(0), exc)
+        idle = time.monotonic() - job.last_activity
+        if job.state == JobState.DOWNLOADING and job.have.find(0) != -1 and idle > idle_timeout_s:
+            give_up(idle)
+            return
+        stop.wait(retry_s)

@@ -192,7 +192,7 @@ def test_a_file_of_4_bit_blocks_defaults_to_int4_at_float32_activations(tiny, qu
 
     import onnx
 
-    from converters.pipeline import default_recipe
+    from converters.plan import default_recipe
 
     x86 = get_profile("x86-avx2")
     assert x86.recipe_for("onnx", "text-generation") == "int8-dynamic"
