@@ -171,4 +171,3 @@ def run_from_args(args: argparse.Namespace, only: set[str]) -> int:
     run(args.quick, only, out, Path(args.work), progress=lambda line: print(f"[bench] {line}", flush=True))
     print(f"[bench] done in {time.perf_counter() - start:.0f} s; wrote {out}/latest.json and {_readme(out)}")
     return 0
-

@@ -38,6 +38,8 @@ IDENTICAL_DB = 999.0
 
 HIGHER_IS_BETTER = {"psnr_db", "snr_db", "top1_agreement", "greedy_agreement", "answers_kept",
                     "median_divergence", "answers_right"}
+
+
 @dataclass
 class FidelityReport:
     task: str

@@ -30,7 +30,6 @@ __all__ = ["Bundle", "BundleInfo", "pack_bundle", "load_bundle", "is_bundle_path
            "sha256_file", "resign_bundle", "repack_bundle"]
 
 
-
 def sha256_file(path: str | os.PathLike) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

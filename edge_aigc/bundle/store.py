@@ -127,8 +127,8 @@ class ModelStore:
             yield
 
     def _write_state(self, name: str, active: str | None, previous: str | None) -> None:
-        write_atomic(self.root / name / "state.json", (json.dumps({"active": active, "previous": previous})
-                                                        + "\n").encode())
+        state = json.dumps({"active": active, "previous": previous}) + "\n"
+        write_atomic(self.root / name / "state.json", state.encode())
 
     def install(self, bundle_path: str | os.PathLike, activate: bool = True) -> InstalledModel:
         """Install a ``.eaigc`` file; installing the same version with the same content is a no-op."""

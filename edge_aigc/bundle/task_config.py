@@ -38,7 +38,6 @@ class TaskConfigBase:
     quantize: dict = field(default_factory=dict, metadata=kinds(dict))
     calibration_texts: tuple[str, ...] = field(default=(), metadata=kinds(list))
 
-
     def check(self) -> None:
         """What a field's type cannot say; raises :func:`bad` naming the key."""
 
@@ -64,7 +63,6 @@ class TextConfig(TaskConfigBase):
     # the model's chat template (Hugging Face / jinja2 semantics), "" when it has none
     chat_template: str = field(default="", metadata=kinds(str))
 
-
     def check(self) -> None:
         if self.kv_layout not in KV_LAYOUTS:
             raise bad("kv_layout", f"unknown kv_layout {self.kv_layout!r} (known: {', '.join(KV_LAYOUTS)})")
@@ -89,7 +87,6 @@ class ImageConfig(TaskConfigBase):
     image_size: tuple[int, ...] = field(default=(), metadata=kinds(list))
     channels: int | None = field(default=None, metadata=kinds(int, type(None)))
 
-
     def check(self) -> None:
         if len(self.output_range) != 2 or not all(isinstance(v, _NUM) for v in self.output_range):
             raise bad("output_range", "expected [low, high]")
@@ -104,7 +101,6 @@ class AudioConfig(TaskConfigBase):
     # descriptive: how the generator is conditioned, and its excitation's harmonics
     conditioning: str = field(default="notes", metadata=kinds(str))
     harmonics: int | None = field(default=None, metadata=kinds(int, type(None)))
-
 
     def check(self) -> None:
         if self.sample_rate < 1 or self.hop_length < 1:
@@ -130,7 +126,6 @@ class SpeechConfig(TaskConfigBase):
     frames_per_id: float = field(default=8.0, metadata=kinds(*_NUM))
     max_chars: int = field(default=4096, metadata=kinds(int))
     phonemizer: str = field(default="", metadata=kinds(str))  # what phonemized the gate's sentences
-
 
     def check(self) -> None:
         for key in ("sample_rate", "hop_length", "num_speakers", "max_chars"):

@@ -64,7 +64,6 @@ def _broker(url: str | None, workdir: Path, embedded: bool = False) -> Iterator[
             broker.stop()
 
 
-
 def _demo(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

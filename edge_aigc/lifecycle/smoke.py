@@ -28,6 +28,7 @@ from ..tasks.spec import get_spec
 
 __all__ = ["check_bundle"]
 
+
 def check_bundle(path: str | os.PathLike, manifest: Manifest, profile: Profile | None,
                  threads: int | None = None) -> dict[str, Any]:
     """Raise :class:`Rejected` (step ``smoke`` or ``fidelity``) or return what was measured."""

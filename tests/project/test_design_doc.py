@@ -33,8 +33,8 @@ def test_every_module_and_folder_the_page_names_exists():
         if ":" in path or "<" in path or path.startswith(("http", "$")):
             continue  # a factory reference, a placeholder or a URL, not a file
         if "/" in path:
-            candidates = [ROOT / path] + [ROOT / top / path for top in ("edge_aigc", "converters", "edge_aigc/serve",
-                                                                       "edge_aigc/tasks", "edge_aigc/lifecycle")]
+            tops = ("", "edge_aigc", "converters", "edge_aigc/serve", "edge_aigc/tasks", "edge_aigc/lifecycle")
+            candidates = [ROOT / top / path for top in tops]
             if not any(c.exists() for c in candidates):
                 missing.append(path)
         elif path.split("/")[-1] not in basenames:

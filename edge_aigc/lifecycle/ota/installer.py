@@ -218,8 +218,9 @@ class Installer:
         def give_up(idle: float) -> None:
             with self._lock:
                 if job.state == JobState.DOWNLOADING:
-                    self.book.finish(job, JobState.FAILED, "download", f"the bundle URL gave nothing for {idle:.0f} s; "
-                                 f"{job.spec.chunks - job.received} of {job.spec.chunks} chunks missing", "timeout")
+                    missing = f"{job.spec.chunks - job.received} of {job.spec.chunks} chunks missing"
+                    self.book.finish(job, JobState.FAILED, "download",
+                                     f"the bundle URL gave nothing for {idle:.0f} s; {missing}", "timeout")
 
         receive.fetch(job, accept, give_up, self._stop, self.retry_s, self.idle_timeout_s)
 
@@ -239,8 +240,8 @@ class Installer:
                     log.exception("install %s failed", job.id)
                     with self._lock:
                         self.checks.undo(job)
-                        self.book.finish(job, JobState.FAILED, "verify", "unexpected error; the device log "
-                                                                     "has the details", "internal")
+                        self.book.finish(job, JobState.FAILED, "verify",
+                                         "unexpected error; the device log has the details", "internal")
             self._tick()
 
     def _tick(self) -> None:
@@ -253,7 +254,7 @@ class Installer:
                 if idle > self.idle_timeout_s:
                     missing = job.spec.chunks - job.received
                     self.book.finish(job, JobState.FAILED, "download", f"no chunk arrived for {idle:.0f} s; "
-                                 f"{missing} of {job.spec.chunks} chunks missing", "timeout")
+                                     f"{missing} of {job.spec.chunks} chunks missing", "timeout")
                 elif idle > self.retry_s and now - job.last_ask > self.retry_s:
                     self._ask(job, again=True)
 
@@ -311,7 +312,8 @@ class Installer:
             with self._lock:
                 self.checks.restore(job)
                 self.book.finish(job, JobState.ROLLED_BACK, "activate", f"the new version did not start "
-                             f"({type(exc).__name__}); {job.previous or 'no version'} is active again", "internal")
+                                 f"({type(exc).__name__}); {job.previous or 'no version'} is active again",
+                                 "internal")
             return False
         job.activated = True
         self.store.prune(job.model)
