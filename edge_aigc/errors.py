@@ -17,7 +17,7 @@ errors, the MQTT error ``code`` of the protocol, so the mapping lives here once.
     ├── ConfigError              a device/service configuration is invalid
     │   └── BrokerError          an MQTT broker could not be started or reached
     ├── RequestError             a generation request cannot be served
-    │   ├── BadRequest, UnknownModel, Busy, TooLarge, Cancelled, Timeout, Unsupported,
+    │   ├── BadRequest, UnknownModel, UnknownJob, Busy, TooLarge, Cancelled, Timeout, Unsupported,
     │   └── Rejected             an install's bundle failed a check (names the step)
     ├── BackendUnavailable       the runtime a bundle needs is not installed
     └── ConversionError          (host) a conversion failed
@@ -42,6 +42,7 @@ __all__ = [
     "RequestError",
     "BadRequest",
     "UnknownModel",
+    "UnknownJob",
     "Busy",
     "TooLarge",
     "Cancelled",
@@ -120,6 +121,12 @@ class BadRequest(RequestError):
 
 class UnknownModel(RequestError):
     code = "unknown_model"
+
+
+class UnknownJob(RequestError):
+    """An install job id this device has no record of."""
+
+    code = "unknown_job"
 
 
 class Busy(RequestError):

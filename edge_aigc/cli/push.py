@@ -15,7 +15,7 @@ import uuid
 
 from ..contract import JobState
 from ..errors import RequestError, UsageError
-from ..serve.mqtt.protocol import CHUNK_BYTES_RANGE
+from ..lifecycle.ota.job import CHUNK_BYTES_RANGE
 from ..remote.push import BundleFile, PushResult, batches, pool_members, push, rollout
 from .broker_options import add_broker_options, client_from_args
 

@@ -53,8 +53,11 @@ class DeviceService:
         if cfg.http.enabled:  # the OpenAI-compatible API: same worker, same limits (http.py)
             from .http.api import HttpServer
 
-            self.http = HttpServer(self.worker, self.mqtt.metrics, cfg.limits.max_payload_bytes, cfg.http,
-                                   read_tokens(cfg.http))
+            from .http.installs import InstallRoutes
+
+            installs = InstallRoutes(self.installer, lim.max_payload_bytes).routes() if self.installer else []
+            self.http = HttpServer(self.worker, self.mqtt.metrics, lim.max_payload_bytes, cfg.http,
+                                   read_tokens(cfg.http), installs)
         self._ready_event, self._stopped = threading.Event(), threading.Event()
 
     @property

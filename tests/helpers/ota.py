@@ -31,7 +31,7 @@ def versioned(src: Path, out_dir: Path, version: str, key: Path | None = None, p
 
 
 def device(tmp: Path, port: int, device_id: str, installed: list[Path], pub: Path | None = None,
-           limits: dict | None = None, pool: str = "", profile: str = "x86-avx2") -> Path:
+           limits: dict | None = None, pool: str = "", profile: str = "x86-avx2", http: dict | None = None) -> Path:
     """A device.toml whose store already holds ``installed`` (the first one is served)."""
     tmp.mkdir(parents=True, exist_ok=True)
     state = tmp / f"state-{device_id}"
@@ -44,7 +44,7 @@ def device(tmp: Path, port: int, device_id: str, installed: list[Path], pub: Pat
     cfg = write_config(tmp / f"{device_id}.toml", port, [], device_id=device_id, allow_unsigned=pub is None,
                        limits="\n".join(f"{k} = {v}" for k, v in {"ota_retry_s": 0.5, "ota_idle_timeout_s": 20,
                                                                    **(limits or {})}.items()), mqtt_extra=mqtt_extra,
-                       **({"pubkey": str(pub)} if pub else {}))
+                       http=http, **({"pubkey": str(pub)} if pub else {}))
     text = cfg.read_text().replace("models = []", f"models = {json.dumps(names[:1])}")
     text = text.replace('profile = "x86-avx2"', f'profile = "{profile}"')
     cfg.write_text(text)

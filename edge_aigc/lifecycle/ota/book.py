@@ -77,7 +77,8 @@ class JobBook:
             self._events().status(job.id, None)
 
     def announce_final(self, job: InstallJob) -> None:
-        self.reply(job, *job.outcome(self.device_id))
+        kind, fields = job.outcome(self.device_id)
+        self.reply(job, kind, **fields)
 
     def publish_status(self, job: InstallJob) -> None:
         self._events().status(job.id, job.status(self.device_id))

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ...contract import EventKind, JobState
-from ...errors import BadRequest, Busy, Cancelled, Rejected
+from ...errors import BadRequest, Busy, Cancelled, Rejected, UnknownJob
 from ...runtime.runtime import Runtime
 from ...bundle.store import ModelStore
 from . import receive
@@ -145,6 +145,18 @@ class Installer:
         if free < 2 * spec.size:  # the part file, then the extracted version
             raise Rejected("space", f"a {spec.size / MIB:.1f} MB bundle needs {2 * spec.size / MIB:.1f} MB "
                                     f"free on the device; {free / MIB:.1f} MB is")
+
+    def status(self, job_id: str) -> dict[str, Any]:
+        """A job's status, with its outcome once final (``result`` or ``error``); UnknownJob."""
+        with self._lock:
+            job = self.jobs.get(job_id)
+            if job is None:
+                raise UnknownJob(f"no install job {job_id!r} on this device")
+            status = job.status(self.book.device_id)
+            if job.final:
+                kind, fields = job.outcome(self.book.device_id)
+                status["outcome"] = {"event": kind, **fields}
+            return status
 
     def cancel(self, job_id: str) -> bool:
         with self._lock:

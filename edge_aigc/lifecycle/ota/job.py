@@ -9,17 +9,26 @@ old job, and an old job never stops a new release.
 """
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from ...contract import FINAL_JOB_STATES, EventKind, JobState
+from ...errors import BadRequest
 from ...device.records import load_record, save_record
+from ...tasks.params import is_text
 
-__all__ = ["CHUNK_BYTES", "InstallSpec", "InstallJob", "RECORD", "RECORD_VERSION", "load_job", "save_job"]
+__all__ = ["CHUNK_BYTES", "CHUNK_BYTES_RANGE", "INSTALL_FIELDS", "install_spec", "InstallSpec", "InstallJob", "RECORD", "RECORD_VERSION", "load_job", "save_job"]
 
-CHUNK_BYTES = 64 << 10     # an install's default chunk size
+CHUNK_BYTES = 64 << 10                   # an install's default chunk size
+CHUNK_BYTES_RANGE = (1 << 10, 1 << 20)   # what a device accepts
+MAX_INSTALL_BYTES = 4 << 30              # a bundle archive's cap (archive.DEFAULT_MAX_BYTES)
+INSTALL_FIELDS = {"sha256", "size", "activate", "chunk_bytes", "url"}   # what an install request declares
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+_JOB_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")  # a job id names a directory on the device
 RECORD = "job.json"
 RECORD_VERSION = 2
 
@@ -116,3 +125,38 @@ def load_job(directory: Path) -> InstallJob:
     job = InstallJob(spec=InstallSpec(**data["spec"]), **{k: data[k] for k in RECORDED if k in data})
     job.dir = directory
     return job
+
+
+def install_spec(data: dict[str, Any], job: str) -> InstallSpec:
+    """An install request's bundle fields (``INSTALL_FIELDS``), checked as every front end
+    takes them; ``job`` is the job's id. Raises BadRequest naming the field."""
+    if not _JOB_RE.match(job):
+        raise BadRequest(f"install: the id names the job: 1-64 of A-Z a-z 0-9 _ -, starting with a "
+                         f"letter or digit, got {job!r}")
+
+    def integer(key: str, lo: int, hi: int, default: int | None = None) -> int:
+        value = data.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            raise BadRequest(f"install: {key!r} must be an integer in [{lo}, {hi}], got {value!r}")
+        return value
+
+    digest = data.get("sha256")
+    if not (isinstance(digest, str) and _SHA256_RE.match(digest)):
+        raise BadRequest("install: 'sha256' must be the bundle's sha256 (64 lowercase hex digits)")
+    activate = data.get("activate", True)
+    if not isinstance(activate, bool):
+        raise BadRequest(f"install: 'activate' must be true or false, got {activate!r}")
+    return InstallSpec(digest, integer("size", 1, MAX_INSTALL_BYTES), activate,
+                       integer("chunk_bytes", *CHUNK_BYTES_RANGE, default=CHUNK_BYTES), _bundle_url(data.get("url")))
+
+
+def _bundle_url(url: Any) -> str | None:
+    """An http(s) URL without credentials (they would show in logs and job records)."""
+    if url is None:
+        return None
+    parts = urlsplit(url) if isinstance(url, str) and len(url) <= 2048 and is_text(url) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise BadRequest("install: 'url' must be an http:// or https:// URL of at most 2048 characters")
+    if parts.username or parts.password:
+        raise BadRequest("install: 'url' must not carry credentials")
+    return url

@@ -32,7 +32,7 @@ from . import openai as oa
 from ..config import HttpConfig
 from ..ledger import Reply
 from .prometheus import CONTENT_TYPE, exposition
-from ..mqtt.protocol import decode_json
+from ..payload import decode_json
 from ..worker import Job, Submitter
 
 try:
@@ -52,7 +52,8 @@ __all__ = ["HttpServer", "build_app"]
 log = logging.getLogger(__name__)
 
 # Our error codes (errors.py) as HTTP statuses.
-STATUS = {"bad_request": 400, "unknown_model": 404, "too_large": 413, "busy": 429, "cancelled": 503,
+STATUS = {"bad_request": 400, "unsupported": 400, "unknown_model": 404, "unknown_job": 404, "conflict": 409,
+          "too_large": 413, "rejected": 422, "busy": 429, "cancelled": 503,
           "timeout": 504, "internal": 500}
 _OPEN = {"/healthz"}  # everything else needs a token when tokens are configured
 _KEY_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")  # an Idempotency-Key: what MQTT allows as an id
@@ -104,16 +105,7 @@ class Api:
         return "http:" + hashlib.sha256(token.encode()).hexdigest()[:16] if token else "http:local"
 
     async def body(self, request: HttpRequest) -> Any:
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > self.max_bytes:
-            raise TooLarge(f"body of {declared} bytes exceeds the {self.max_bytes}-byte limit")
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > self.max_bytes:
-                raise TooLarge(f"body exceeds the {self.max_bytes}-byte limit")
-            chunks.append(chunk)
-        return decode_json(b"".join(chunks))
+        return decode_json(await read_body(request, self.max_bytes))
 
     def check(self, call: oa.Call) -> None:
         """The model is loaded and of this endpoint's task (the worker checks the parameters
@@ -281,6 +273,20 @@ class Api:
                                                                              media_type="audio/wav"))
 
 
+async def read_body(request: HttpRequest, limit: int) -> bytes:
+    """The request's body, refused (TooLarge) as soon as it passes ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise TooLarge(f"body of {declared} bytes exceeds the {limit}-byte limit")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(f"body exceeds the {limit}-byte limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def _bearer(request: HttpRequest) -> str | None:
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
@@ -295,7 +301,9 @@ def _sse(data: dict[str, Any]) -> bytes:
     return f"data: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
 
 
-def build_app(api: Api, cfg: HttpConfig, tokens: frozenset[str]) -> Starlette:
+def build_app(api: Api, cfg: HttpConfig, tokens: frozenset[str],
+              extra: list[tuple[str, Any, str]] = ()) -> Starlette:
+    """The API's routes, and ``extra`` ones (path, handler, method) under the same auth and errors."""
 
     def route(path: str, handler: Any, method: str) -> Route:
         async def endpoint(request: HttpRequest) -> Response:
@@ -326,8 +334,9 @@ def build_app(api: Api, cfg: HttpConfig, tokens: frozenset[str]) -> Starlette:
     routes = [route("/v1/models", api.models, "GET"), route("/healthz", api.health, "GET"),
               route("/metrics", api.metrics, "GET"), route("/v1/chat/completions", api.chat, "POST"),
               route("/v1/completions", api.completions, "POST"),
-              route("/v1/images/generations", api.images, "POST"), route("/v1/audio/speech", api.speech, "POST")]
-    middleware = [Middleware(CORSMiddleware, allow_origins=list(cfg.cors_origins), allow_methods=["GET", "POST"],
+              route("/v1/images/generations", api.images, "POST"), route("/v1/audio/speech", api.speech, "POST"),
+              *(route(path, handler, method) for path, handler, method in extra)]
+    middleware = [Middleware(CORSMiddleware, allow_origins=list(cfg.cors_origins), allow_methods=["GET", "POST", "PUT"],
                              allow_headers=["Authorization", "Content-Type"])] if cfg.cors_origins else []
     return Starlette(routes=routes, middleware=middleware, exception_handlers={HTTPException: http_error})
 
@@ -337,7 +346,7 @@ class HttpServer:
     (``listen = "127.0.0.1:0"`` picks a free one)."""
 
     def __init__(self, worker: Submitter, metrics: Callable[[], dict[str, Any]], max_bytes: int,
-                 cfg: HttpConfig, tokens: frozenset[str]):
+                 cfg: HttpConfig, tokens: frozenset[str], extra: list[tuple[str, Any, str]] = ()):
         if not tokens and not cfg.loopback:
             raise ConfigError(f"http.listen = {cfg.listen!r} is reachable from other machines: give "
                               "bearer tokens (http.tokens_file or $CREDENTIALS_DIRECTORY/http-tokens), "
@@ -357,7 +366,7 @@ class HttpServer:
             raise ConfigError(f"http.listen = {cfg.listen!r}: cannot listen there ({exc.strerror})") from None
         self.port = self._sock.getsockname()[1]
         self.tls = bool(cfg.cert_file)
-        config = uvicorn.Config(build_app(Api(worker, metrics, max_bytes, tokens), cfg, tokens), log_config=None, access_log=False,
+        config = uvicorn.Config(build_app(Api(worker, metrics, max_bytes, tokens), cfg, tokens, list(extra)), log_config=None, access_log=False,
                                 lifespan="off", ssl_certfile=cfg.cert_file or None,
                                 ssl_keyfile=cfg.key_file or None, timeout_graceful_shutdown=5)
         try:

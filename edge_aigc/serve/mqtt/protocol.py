@@ -20,18 +20,14 @@ from ...contract import Action, EventKind, known_tasks
 from ...errors import BadRequest, ConfigError, RequestError, TooLarge
 from ...bundle.manifest import NAME_RE
 from ...tasks.params import is_text
-from ...lifecycle.ota.job import CHUNK_BYTES, InstallSpec
+from ..payload import check_tree, decode
+from ...lifecycle.ota.job import CHUNK_BYTES, INSTALL_FIELDS, InstallSpec, install_spec
 
-__all__ = ["ACTIONS", "BrokerUrl", "InstallSpec", "CHUNK_BYTES", "frame_chunk", "unframe_chunk", "parse_broker_url", "Request", "Topics", "parse_request", "decode_json", "event", "error_event", "result_event"]
+__all__ = ["ACTIONS", "BrokerUrl", "InstallSpec", "CHUNK_BYTES", "frame_chunk", "unframe_chunk", "parse_broker_url", "Request", "Topics", "parse_request", "event", "error_event", "result_event"]
 
 ACTIONS = tuple(Action)
 _ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _FIELDS = {"id", "action", "model", "task", "params", "reply_to", "target", "timeout_s"}
-_INSTALL_FIELDS = {"sha256", "size", "activate", "chunk_bytes", "url"}   # install only
-_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-_JOB_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")  # a job id names a directory on the device
-CHUNK_BYTES_RANGE = (1 << 10, 1 << 20)   # what a device accepts
-MAX_INSTALL_BYTES = 4 << 30              # a bundle archive's cap (archive.DEFAULT_MAX_BYTES)
 
 
 @dataclass(frozen=True)
@@ -170,53 +166,6 @@ def _valid_topic(topic: Any) -> bool:
             and "+" not in topic and "#" not in topic and "\x00" not in topic and is_text(topic))
 
 
-MAX_DEPTH = 16  # a request is an object of scalars, one params object and short lists
-
-
-def _reject_constant(name: str) -> Any:
-    raise BadRequest(f"payload is not standard JSON: {name} is not a number JSON allows")
-
-
-def _check_tree(value: Any, depth: int = 0) -> None:
-    """Every string (keys too) is valid Unicode, and nesting stays shallow."""
-    if depth > MAX_DEPTH:
-        raise BadRequest(f"payload is nested more than {MAX_DEPTH} levels deep")
-    if isinstance(value, str):
-        if not is_text(value):
-            raise BadRequest("payload holds a lone UTF-16 surrogate (an escape such as \\ud800 "
-                             "without its pair): not valid Unicode text")
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            _check_tree(key, depth + 1)
-            _check_tree(item, depth + 1)
-    elif isinstance(value, list):
-        for item in value:
-            _check_tree(item, depth + 1)
-
-
-def decode_json(payload: bytes) -> Any:
-    """JSON text to a value, checked as a request's is (standard JSON, valid Unicode, shallow):
-    every way the bytes can be wrong is a BadRequest. The HTTP API parses bodies with it too."""
-    data = _decode(payload)
-    _check_tree(data)
-    return data
-
-
-def _decode(payload: bytes) -> Any:
-    """JSON text to a value; every way the bytes can be wrong is a BadRequest."""
-    try:
-        data = json.loads(payload.decode("utf-8"), parse_constant=_reject_constant)
-    except UnicodeDecodeError:
-        raise BadRequest("payload is not valid UTF-8") from None
-    except json.JSONDecodeError as exc:
-        raise BadRequest(f"payload is not JSON: {exc.msg} at position {exc.pos}") from None
-    except RecursionError:
-        raise BadRequest(f"payload is nested more than {MAX_DEPTH} levels deep") from None
-    except ValueError as exc:  # e.g. an integer longer than Python's 4300-digit limit
-        raise BadRequest(f"payload is not usable JSON: {exc}") from None
-    return data
-
-
 def parse_request(payload: bytes, topics: Topics, max_bytes: int, response_topic: str | None = None,
                   correlation: bytes | None = None) -> Request:
     """A checked request. On failure raises RequestError with ``.request_id`` / ``.reply_to`` set
@@ -226,7 +175,7 @@ def parse_request(payload: bytes, topics: Topics, max_bytes: int, response_topic
     if len(payload) > max_bytes:
         raise err(TooLarge(f"payload of {len(payload)} bytes exceeds the {max_bytes}-byte limit"))
     try:
-        data = _decode(payload)
+        data = decode(payload)
     except BadRequest as exc:
         raise err(exc) from None
     if not isinstance(data, dict):
@@ -242,10 +191,10 @@ def parse_request(payload: bytes, topics: Topics, max_bytes: int, response_topic
     if rid is None:
         raise err(BadRequest("'id' is required: 1-128 characters of A-Z a-z 0-9 . _ : -"), None, reply)
     try:
-        _check_tree(data)
+        check_tree(data)
     except BadRequest as exc:
         raise err(exc, rid, reply) from None
-    unknown = sorted(set(data) - _FIELDS - (_INSTALL_FIELDS if data.get("action") == Action.INSTALL else set()))
+    unknown = sorted(set(data) - _FIELDS - (INSTALL_FIELDS if data.get("action") == Action.INSTALL else set()))
     if unknown:
         raise err(BadRequest(f"unknown field {unknown[0]!r}"), rid, reply)
     action = data.get("action")
@@ -269,43 +218,11 @@ def parse_request(payload: bytes, topics: Topics, max_bytes: int, response_topic
                                 or not 0 < timeout <= 86400):
         raise err(BadRequest("'timeout_s' must be a number of seconds in (0, 86400]"), rid, reply)
     try:
-        install = _install_spec(data, rid) if action == Action.INSTALL else None
+        install = install_spec(data, rid) if action == Action.INSTALL else None
     except BadRequest as exc:
         raise err(exc, rid, reply) from None
     return Request(rid, Action(action), reply, model, params, target, timeout, task, correlation,
                    install=install)
-
-
-def _install_spec(data: dict[str, Any], job: str) -> InstallSpec:
-    if not _JOB_RE.match(job):
-        raise BadRequest(f"install: the id names the job: 1-64 of A-Z a-z 0-9 _ -, starting with a "
-                         f"letter or digit, got {job!r}")
-    def integer(key: str, lo: int, hi: int, default: int | None = None) -> int:
-        value = data.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-            raise BadRequest(f"install: {key!r} must be an integer in [{lo}, {hi}], got {value!r}")
-        return value
-
-    digest = data.get("sha256")
-    if not (isinstance(digest, str) and _SHA256_RE.match(digest)):
-        raise BadRequest("install: 'sha256' must be the bundle's sha256 (64 lowercase hex digits)")
-    activate = data.get("activate", True)
-    if not isinstance(activate, bool):
-        raise BadRequest(f"install: 'activate' must be true or false, got {activate!r}")
-    return InstallSpec(digest, integer("size", 1, MAX_INSTALL_BYTES), activate,
-                       integer("chunk_bytes", *CHUNK_BYTES_RANGE, default=CHUNK_BYTES), _bundle_url(data.get("url")))
-
-
-def _bundle_url(url: Any) -> str | None:
-    """An http(s) URL without credentials (they would show in logs and job records)."""
-    if url is None:
-        return None
-    parts = urlsplit(url) if isinstance(url, str) and len(url) <= 2048 and is_text(url) else None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-        raise BadRequest("install: 'url' must be an http:// or https:// URL of at most 2048 characters")
-    if parts.username or parts.password:
-        raise BadRequest("install: 'url' must not carry credentials")
-    return url
 
 
 def _annotate(exc: RequestError, request_id: str | None, reply_to: str) -> RequestError:

@@ -89,11 +89,13 @@ class MqttInstallEvents:
         return reply
 
     def reply(self, job: InstallJob, kind: EventKind, **fields: Any) -> None:
+        if "topic" not in job.reply:  # not an MQTT request's job (HTTP's clients read its status)
+            return
         if kind == EventKind.NEED:  # where to send the chunks asked for
             fields["topic"] = self.topics.ota(job.id)
         payload = result_event(job.id, [], **fields) if kind == EventKind.RESULT else event(kind, job.id, **fields)
         correlation = job.reply.get("correlation")
-        self.publish(job.reply.get("topic", self.topics.errors), payload,
+        self.publish(job.reply["topic"], payload,
                      correlation=bytes.fromhex(correlation) if correlation else None)
 
     def status(self, job_id: str, status: dict[str, Any] | None) -> None:
