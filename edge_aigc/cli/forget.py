@@ -11,7 +11,7 @@ import argparse
 
 from ..errors import BrokerError
 from ..serve.config import load_config, rooted
-from ..serve.homeassistant import HomeAssistant
+from ..serve.homeassistant import HaTopics
 from ..serve.mqtt.protocol import Topics
 from ..serve.mqtt.transport import MqttTransport
 
@@ -23,7 +23,7 @@ def _forget(args: argparse.Namespace) -> int:
     if args.root:
         cfg = rooted(cfg, args.root)
     topics = Topics(cfg.root, cfg.mqtt.topic_root, cfg.mqtt.pool)
-    ha = HomeAssistant(cfg.homeassistant, cfg.device_id, topics, None, lambda r: 0, lambda *a, **k: None)
+    ha = HaTopics(cfg.homeassistant, cfg.device_id, topics)
     retained = [*ha.retained_topics(), topics.status]
     transport = MqttTransport(cfg.mqtt, f"edge-aigc-{cfg.device_id}-forget", [], lambda msg: None, None)
     transport.start()

@@ -35,7 +35,7 @@ from .config import HomeAssistantConfig
 from .mqtt.protocol import Topics
 from .worker import Job
 
-__all__ = ["HomeAssistant", "TUNE"]
+__all__ = ["HaTopics", "HomeAssistant", "TUNE"]
 
 log = logging.getLogger(__name__)
 
@@ -43,29 +43,34 @@ TUNE = "C4:0.25 E4:0.25 G4:0.25 C5:0.5"  # what the "play a tune" button asks th
 ANSWER_CHARS = 255                     # Home Assistant keeps at most 255 characters of a state
 
 
-class HomeAssistant:
-    def __init__(self, cfg: HomeAssistantConfig, device_id: str, topics: Topics, runtime: Runtime,
-                 submit: Callable[[Job], int], publish: Callable[..., None]):
-        self.cfg, self.device_id, self.topics, self.rt = cfg, device_id, topics, runtime
-        self._submit, self._publish = submit, publish
+class HaTopics:
+    """Every topic Home Assistant's side of the device uses, from the config alone (``forget``
+    clears the retained ones without a running service)."""
+
+    def __init__(self, cfg: HomeAssistantConfig, device_id: str, topics: Topics):
         self.object_id = "edge_aigc_" + re.sub(r"[^A-Za-z0-9_-]", "_", device_id)
         base = f"{topics.root}/ha"
         self.prompt_set, self.prompt_state, self.answer = f"{base}/prompt/set", f"{base}/prompt", f"{base}/answer"
         self.draw, self.play = f"{base}/draw/press", f"{base}/play/press"
         self.image, self.audio = f"{base}/image", f"{base}/audio"
         self.ha_status = f"{cfg.discovery_prefix}/status"
-
-    @property
-    def discovery_topic(self) -> str:
-        return f"{self.cfg.discovery_prefix}/device/{self.object_id}/config"
+        self.discovery_topic = f"{cfg.discovery_prefix}/device/{self.object_id}/config"
 
     @property
     def subscriptions(self) -> list[str]:
         return [self.ha_status, self.prompt_set, self.draw, self.play]
 
     def retained_topics(self) -> list[str]:
-        """Everything this module leaves retained on the broker (``forget`` clears them)."""
+        """Everything Home Assistant's side leaves retained on the broker (``forget`` clears them)."""
         return [self.discovery_topic, self.prompt_state, self.answer, self.image, self.audio]
+
+
+class HomeAssistant(HaTopics):
+    def __init__(self, cfg: HomeAssistantConfig, device_id: str, topics: Topics, runtime: Runtime,
+                 submit: Callable[[Job], int], publish: Callable[..., None]):
+        super().__init__(cfg, device_id, topics)
+        self.cfg, self.device_id, self.topics, self.rt = cfg, device_id, topics, runtime
+        self._submit, self._publish = submit, publish
 
     # -- what the device offers -----------------------------------------------------------
     def model_for(self, task: Task) -> str | None:

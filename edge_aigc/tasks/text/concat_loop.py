@@ -1,4 +1,4 @@
-"""KvCacheLoop: prefill and one-token decode steps over an exported causal LM.
+"""ConcatKvLoop: prefill and one-token decode steps over an exported causal LM.
 
 The cache never goes through numpy between steps: the ``present.*`` outputs of one step
 are ONNX Runtime ``OrtValue``s bound with IO binding as the next step's
@@ -18,7 +18,7 @@ from ...contract import kv_name
 from ...errors import BundleError
 from ...bundle.task_config import TextConfig
 
-__all__ = ["KvCacheLoop", "KvState", "kv_names"]
+__all__ = ["ConcatKvLoop", "KvState", "kv_names"]
 
 
 def kv_names(cfg: TextConfig) -> tuple[list[str], list[str]]:
@@ -35,7 +35,7 @@ class KvState:
     steps: int = field(default=0)
 
 
-class KvCacheLoop:
+class ConcatKvLoop:
     def __init__(self, session: Session, cfg: TextConfig):
         import onnxruntime as ort
 

@@ -6,7 +6,7 @@ The converter exports an LM as signatures ``prefill_<n>`` (n tokens at once) and
 [1, n, vocab] plus the cache with the new entries written at ``input_pos``. Attention sees
 cache slots before ``input_pos[0]`` and the new tokens causally, so a prompt padded up to a
 prefill size gives exact results: the padding's cache slots are masked now and overwritten
-by the next step. Same interface as :class:`KvCacheLoop`; beam rows run one at a time.
+by the next step. Same interface as :class:`ConcatKvLoop`; beam rows run one at a time.
 """
 from __future__ import annotations
 

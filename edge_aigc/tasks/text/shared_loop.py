@@ -8,7 +8,7 @@ Inputs per step: ``input_ids`` [batch, n] and ``attention_mask`` [batch, length 
 graph derives positions and lengths from it). The buffers are numpy arrays wrapped as
 ``OrtValue``s without a copy; they start at ``INITIAL_CAPACITY`` slots and double when
 full (up to the model's context), so short generations stay small in memory. Same
-interface as :class:`KvCacheLoop`.
+interface as :class:`ConcatKvLoop`.
 """
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ from ..params import Param
 from ..spec import TaskSpec, register
 from .chat import ChatTemplate
 from .detok import TextStreamer
-from .concat_loop import KvCacheLoop
+from .concat_loop import ConcatKvLoop
 from .litert_loop import LiteRtKvLoop
 from .sessions import Session as ChatSession, SessionCache
 from .shared_loop import SharedKvLoop
@@ -41,7 +41,7 @@ def make_kv_loop(session: Session, cfg: TextConfig | dict[str, Any]) -> DecodeLo
         cfg = parse_task_config(Task.TEXT, cfg)
     if session.backend == "litert":
         return LiteRtKvLoop(session, cfg)
-    return SharedKvLoop(session, cfg) if cfg.kv_layout == "shared" else KvCacheLoop(session, cfg)
+    return SharedKvLoop(session, cfg) if cfg.kv_layout == "shared" else ConcatKvLoop(session, cfg)
 
 
 class TextTask:
