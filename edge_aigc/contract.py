@@ -56,6 +56,7 @@ def also_serves(task: str) -> tuple[str, ...]:
 class Format(StrEnum):
     ONNX = "onnx"
     TFLITE = "tflite"
+    GGUF = "gguf"      # a GGUF file, run by llama.cpp (text models)
 
 
 class Recipe(StrEnum):

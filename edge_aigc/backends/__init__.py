@@ -7,13 +7,14 @@ from ..errors import BackendUnavailable
 from ..device.profiles import Profile
 from .base import Session, TensorInfo
 from .litert import LiteRTSession
+from .llamacpp import LlamaCppSession
 from .onnxruntime import OnnxSession
 
 __all__ = ["Session", "TensorInfo", "BACKENDS", "open_session"]
 
 # format -> session class. Each imports its runtime when a session opens, so a device
 # without the tflite extra still loads ONNX bundles.
-BACKENDS = {"onnx": OnnxSession, "tflite": LiteRTSession}
+BACKENDS = {"onnx": OnnxSession, "tflite": LiteRTSession, "gguf": LlamaCppSession}
 
 
 def open_session(fmt: str, model_path: Path, profile: Profile | None, name: str,

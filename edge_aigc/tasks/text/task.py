@@ -23,7 +23,9 @@ from ..params import Param
 from ..spec import TaskSpec, register
 from .chat import ChatTemplate
 from .detok import TextStreamer
+from ...backends.llamacpp import LlamaCppSession
 from .concat_loop import ConcatKvLoop
+from .llama_loop import LlamaCppLoop
 from .litert_loop import LiteRtKvLoop
 from .sessions import Session as ChatSession, SessionCache
 from .shared_loop import SharedKvLoop
@@ -41,6 +43,8 @@ def make_kv_loop(session: Session, cfg: TextConfig | dict[str, Any]) -> DecodeLo
         cfg = parse_task_config(Task.TEXT, cfg)
     if session.backend == "litert":
         return LiteRtKvLoop(session, cfg)
+    if session.backend == LlamaCppSession.backend:  # llama.cpp keeps the cache in its own context
+        return LlamaCppLoop(session, cfg)
     return SharedKvLoop(session, cfg) if cfg.kv_layout == "shared" else ConcatKvLoop(session, cfg)
 
 
