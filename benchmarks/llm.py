@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from edge_aigc.device.system import advertises_amx
+
 from .common import Report, median, threads
 
 __all__ = ["bench_llm", "read_bandwidth_gbs"]
@@ -73,12 +75,9 @@ def _gguf_files(work: Path, progress) -> dict[str, Path]:
     return files
 
 
-# Where the CPU advertises AMX (this project's Intel VMs), llama.cpp's AMX kernels (picked
-# by weight repacking) crash (SIGSEGV in ggml_backend_amx_mul_mat: the VM does not grant the
-# tile state), so repacking is off there, which leaves its AVX2/AVX-512 kernels; elsewhere
-# llama.cpp runs as a user would, with its default repacking.
-_CPUINFO = Path("/proc/cpuinfo")
-AMX = _CPUINFO.is_file() and "amx_tile" in _CPUINFO.read_text()
+# Where the CPU advertises AMX, repacking is off (edge_aigc.device.system.advertises_amx says
+# why); elsewhere llama.cpp runs as a user would, with its default repacking.
+AMX = advertises_amx()
 BENCH_FLAGS, TOOL_FLAGS = (["--repack", "0"], ["--no-repack"]) if AMX else ([], [])
 
 

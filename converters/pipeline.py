@@ -11,6 +11,7 @@ reports through ``progress`` with its time. (The shape is llama.cpp's ``convert_
 from __future__ import annotations
 
 import hashlib
+import shutil
 import tempfile
 import time
 from contextlib import contextmanager
@@ -20,6 +21,7 @@ from typing import Any, Callable, Iterator
 
 from edge_aigc.bundle import signing
 from edge_aigc.bundle.manifest import Manifest
+from edge_aigc.contract import Format
 from edge_aigc.device.profiles import RECIPES, Profile
 from edge_aigc.errors import ConversionError, FidelityError
 
@@ -37,6 +39,7 @@ from .quantize.embedding import quantize_embeddings
 from .quantize.gguf_blocks import import_gguf_blocks
 from .quantize.prune import RECONSTRUCTION_SAMPLES, prune_channels
 from .quantize.recipes import QuantizeOptions, quantize_onnx
+from .sources.gguf import file_recipe
 from .sources.load import Source, load_source
 
 __all__ = ["ConvertOptions", "ConversionResult", "Conversion", "Artifact", "convert", "SUPPORTED_FORMATS",
@@ -153,7 +156,9 @@ class Conversion:
         if key in self._artifacts:
             return self._artifacts[key], True
         start = time.perf_counter()
-        made = self._build_onnx(recipe, reduce_range) if fmt == "onnx" else self._build_tflite(recipe)
+        build = {"onnx": lambda: self._build_onnx(recipe, reduce_range), "tflite": lambda: self._build_tflite(recipe),
+                 Format.GGUF: lambda: self._build_gguf(recipe)}[fmt]
+        made = build()
         made.report = self._validate(made)
         made.seconds = time.perf_counter() - start
         self._artifacts[key] = made
@@ -221,6 +226,20 @@ class Conversion:
         return Artifact("tflite", recipe, dst, signatures=facts["signatures"],
                         kv_cache_length=facts.get("kv_cache_length"))
 
+    def _build_gguf(self, recipe: str) -> Artifact:
+        """The GGUF file as it is, for llama.cpp; another recipe would need llama.cpp's quantizer."""
+        gguf = Path(self.source.origin["gguf"])
+        held = file_recipe(gguf)
+        if recipe != held:
+            raise ConversionError(f"--format gguf packages the GGUF file as it is, whose weights are {held}; "
+                                  f"re-quantizing it to {recipe} (llama.cpp's llama-quantize) is not available "
+                                  "yet: leave out --recipe, or use --format onnx")
+        dst = self.work / "artifact.gguf"
+        with self.step(f"gguf {recipe}: the file as it is (llama.cpp)") as s:
+            shutil.copyfile(gguf, dst)
+            s["detail"] = f"{dst.stat().st_size:,} bytes"
+        return Artifact(Format.GGUF, recipe, dst)
+
     def _validate(self, made: Artifact) -> FidelityReport:
         with self.step(f"validate {made.format} {made.recipe} vs fp32") as s:
             report = evaluate(self.reference, made.recipe, made.path, self.opts.thresholds, self.opts.allow_degraded,
@@ -235,7 +254,7 @@ class Conversion:
         opts = self.opts
         if opts.recipe != AUTO:
             recipe = opts.recipe or default_recipe(self.source, profile, fmt)
-            if recipe != (opts.recipe or profile.recipe_for(fmt, self.source.task)):
+            if fmt != Format.GGUF and recipe != (opts.recipe or profile.recipe_for(fmt, self.source.task)):
                 self.progress(f"{profile.name}: int4 rather than its {profile.recipe_for(fmt, self.source.task)}: "
                               f"{GGUF_4BIT_REASON} (--recipe to override)")
             return fmt, recipe, None

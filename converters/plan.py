@@ -6,12 +6,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from edge_aigc.contract import Task
+from edge_aigc.contract import Format, Task
 from edge_aigc.device.profiles import Profile
 from edge_aigc.errors import ConversionError
 
 from .export.lm_builder import supports
 from .quantize.gguf_blocks import SUPPORTED_ARCHITECTURES
+from .sources.gguf import file_recipe
 from .sources.types import Source
 
 __all__ = ["ConvertOptions", "SUPPORTED_FORMATS", "GGUF_4BIT_REASON", "buildable", "format_for", "default_recipe"]
@@ -51,8 +52,11 @@ class ConvertOptions:
 
 
 def buildable(source: Source) -> tuple[str, ...]:
-    # TFLite is exported from PyTorch; an ONNX file has no way back there.
-    return ("onnx",) if source.kind == "onnx" else SUPPORTED_FORMATS
+    # TFLite is exported from PyTorch; an ONNX file has no way back there; a GGUF file is also
+    # a gguf bundle's model as it is (llama.cpp runs it).
+    if source.kind == "onnx":
+        return ("onnx",)
+    return (*SUPPORTED_FORMATS, Format.GGUF) if source.origin.get("gguf") else SUPPORTED_FORMATS
 
 
 def default_recipe(source: Source, profile: Profile, fmt: str) -> str:
@@ -61,6 +65,8 @@ def default_recipe(source: Source, profile: Profile, fmt: str) -> str:
     (``task_recipes``): int4 keeps the blocks exactly, where the profiles' int8-dynamic
     rounds them again (SmolLM2: KL 0.0046 and three known answers lost, against 0.0001 and
     none) and fp16/fp32 store the same weights 4-8x larger."""
+    if fmt == Format.GGUF:  # the file as it is: its own blocks decide
+        return file_recipe(Path(source.origin["gguf"]))
     recipe = profile.recipe_for(fmt, source.task)
     named = fmt == "onnx" and profile.onnx is not None and source.task in dict(profile.onnx.task_recipes)
     if fmt == "onnx" and not named and source.origin.get("gguf_4bit_share", 0) >= 0.5 \
@@ -86,8 +92,9 @@ def format_for(profile: Profile, source: Source, opts: ConvertOptions, progress:
             raise ConversionError(f"profile {profile.name} does not run {requested} "
                                   f"(its formats: {', '.join(profile.formats)})")
         if requested not in can:
-            raise ConversionError(f"a {source.kind} source cannot be exported to {requested}: TFLite "
-                                  "export needs a PyTorch factory, a Hugging Face directory or a .keras file")
+            need = ("a gguf bundle is a GGUF file as it is" if requested == Format.GGUF else "TFLite export needs "
+                    "a PyTorch factory, a Hugging Face directory or a .keras file")
+            raise ConversionError(f"a {source.kind} source cannot be exported to {requested}: {need}")
         return requested
     if (opts.lm_export == "fused" and profile.preferred_format != "onnx" and "onnx" in profile.formats
             and supports(source, opts.recipe or default_recipe(source, profile, "onnx"))):

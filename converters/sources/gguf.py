@@ -20,7 +20,7 @@ from ..cache import cache_root
 from .hf import load_hf_dir
 from .types import Source, model_name
 
-__all__ = ["load_gguf", "gguf_architecture", "gguf_cache_dir"]
+__all__ = ["load_gguf", "gguf_architecture", "gguf_cache_dir", "file_recipe"]
 
 HOST_HINT = "GGUF sources need the host extra's gguf and accelerate: pip install -c constraints.txt -e '.[host]'"
 
@@ -105,3 +105,19 @@ def _four_bit_share(path: Path) -> float:
     total = sum(int(t.n_elements) for t in matrices)
     four = sum(int(t.n_elements) for t in matrices if t.tensor_type in (kinds.Q4_0, kinds.Q4_1))
     return four / total if total else 0.0
+
+
+def file_recipe(path: Path) -> str:
+    """What a GGUF file's matrices are, as the recipe its gate grades: most of their weights in
+    4-bit or smaller blocks (Q4_*, Q3_K, Q2_K, IQ*) is int4, in 5- to 8-bit blocks (Q5_*, Q6_K,
+    Q8_0) int8-dynamic's bounds, float16 fp16, float32 fp32."""
+    import gguf
+
+    by_bits: dict[str, int] = {}
+    for t in gguf.GGUFReader(str(path)).tensors:
+        if len(t.shape) == 2:
+            kind = t.tensor_type.name
+            recipe = ("fp32" if kind == "F32" else "fp16" if kind in ("F16", "BF16")
+                      else "int8-dynamic" if kind.startswith(("Q5", "Q6", "Q8")) else "int4")
+            by_bits[recipe] = by_bits.get(recipe, 0) + int(t.n_elements)
+    return max(by_bits, key=by_bits.get) if by_bits else "fp32"

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..device.profiles import Profile
-from ..device.system import fit_threads
+from ..device.system import advertises_amx, fit_threads
 from ..errors import BackendUnavailable, BundleError
 from .base import TensorInfo
 
@@ -52,6 +52,7 @@ class LlamaCppSession:
         self.name, self.providers = name, ("llama.cpp CPU",)
         params = lib.llama_model_default_params()
         params.n_gpu_layers = 0
+        params.use_extra_bufts = not advertises_amx()  # no weight repacking where AMX kernels die
         self._model = lib.llama_model_load_from_file(str(model_path).encode(), params)
         if not self._model:
             raise BundleError(f"{name}: llama.cpp cannot load {Path(model_path).name} (not a GGUF model it knows)")

@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["CpuBudget", "ThreadPlan", "usable_cpus", "fit_threads", "rss_mb", "cpu_temperature_c"]
+__all__ = ["CpuBudget", "ThreadPlan", "usable_cpus", "fit_threads", "rss_mb", "cpu_temperature_c", "advertises_amx"]
 
 
 def _cgroup_quota_cpus(cgroup_root: Path, proc_self_cgroup: Path) -> float | None:
@@ -79,6 +79,17 @@ def fit_threads(profile_threads: int | None, requested: int | None = None,
         return ThreadPlan(budget.count, f"{source} asks for {wanted}, but this process may use "
                                         f"{budget.count}: {budget.count} {budget.why}")
     return ThreadPlan(wanted, f"from {source}; {budget.count} {budget.why}")
+
+
+def advertises_amx(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> bool:
+    """True where the CPU lists Intel AMX (``amx_tile``). llama.cpp picks its AMX kernels when it
+    repacks weights, and on the VMs this project measured on (Xeon with AMX, the tile state not
+    granted to the guest) they die (SIGSEGV in llama-bench, SIGILL through llama-cpp-python), so
+    repacking is turned off there, which leaves its AVX2/AVX-512 kernels."""
+    try:
+        return "amx_tile" in Path(cpuinfo).read_text()
+    except OSError:
+        return False
 
 
 def rss_mb() -> float | None:

@@ -82,3 +82,27 @@ def write_tiny_gguf(hf_dir: Path, out: Path, architecture: str = "llama",
     w.write_tensors_to_file()
     w.close()
     return out
+
+
+def llama_cpp_greedy(gguf: Path, prompt: str, max_tokens: int) -> str:
+    """llama.cpp's own greedy completion of ``prompt`` (llama-cpp-python's high-level API, top-k 1),
+    with weight repacking off where the CPU advertises AMX, as the kit's engine has it
+    (edge_aigc.device.system.advertises_amx says why)."""
+    from unittest import mock
+
+    import llama_cpp
+    import llama_cpp.llama_cpp as low
+
+    from edge_aigc.device.system import advertises_amx
+
+    default = low.llama_model_default_params
+
+    def params():
+        p = default()
+        p.use_extra_bufts = not advertises_amx()
+        return p
+
+    with mock.patch.object(low, "llama_model_default_params", params):
+        model = llama_cpp.Llama(model_path=str(gguf), n_ctx=256, n_threads=2, verbose=False)
+    out = model.create_completion(prompt, max_tokens=max_tokens, temperature=0.0, top_k=1)
+    return out["choices"][0]["text"]

@@ -12,7 +12,7 @@ from converters.sources.load import load_source
 from edge_aigc import Runtime, load_bundle
 from edge_aigc.errors import SourceError
 from edge_aigc.device.profiles import get_profile
-from tests.helpers.tiny_gguf import CHAT_TEMPLATE, write_tiny_gguf
+from tests.helpers.tiny_gguf import CHAT_TEMPLATE, llama_cpp_greedy, write_tiny_gguf
 from tests.helpers.tiny_lm import hf_greedy, save_tiny_lm
 
 
@@ -211,3 +211,36 @@ def test_a_file_of_4_bit_blocks_defaults_to_int4_at_float32_activations(tiny, qu
               for a in n.attribute if a.name == "accuracy_level"
               if any(b.name == "bits" and b.i == 4 for b in n.attribute)}
     assert levels == {1}
+
+
+@pytest.mark.parametrize("which,recipe", [("tiny", "fp32"), ("quantized", "int4")])
+def test_format_gguf_packages_the_file_as_it_is_through_the_lm_gate(request, tmp_path, which, recipe):
+    """The GGUF file is the bundle's model, byte for byte, graded by the same real-text LM gate
+    against the same float reference as an ONNX artifact; llama.cpp runs it."""
+    from converters import ConvertOptions, convert
+    from edge_aigc import Runtime, load_bundle
+    from edge_aigc.device.profiles import get_profile
+
+    fixture = request.getfixturevalue(which)
+    gguf = fixture[1] if which == "tiny" else fixture
+    [result] = convert(str(gguf), [get_profile("x86-avx2")], tmp_path / "b.eaigc", ConvertOptions(format="gguf"))
+    assert (result.format, result.recipe) == ("gguf", recipe) and result.fidelity.passed, result.fidelity.summary()
+    assert {"ppl_ratio", "greedy_agreement", "answers_kept"} <= set(result.fidelity.metrics)
+    assert 0.9 <= result.bundle.stat().st_size / gguf.stat().st_size <= 1.1
+    with load_bundle(result.bundle) as b:
+        assert b.file("model.gguf").read_bytes() == gguf.read_bytes()
+    with Runtime([result.bundle], "x86-avx2") as rt:
+        ours = rt.generate(rt.loaded()[0], prompt="Once upon a time", max_new_tokens=16, temperature=0.0)
+    assert ours.text == llama_cpp_greedy(gguf, "Once upon a time", 16)
+
+
+def test_format_gguf_refuses_what_it_cannot_do(tiny, tmp_path):
+    from converters import ConvertOptions, convert
+    from edge_aigc.device.profiles import get_profile
+    from edge_aigc.errors import ConversionError
+
+    x86 = [get_profile("x86-avx2")]
+    with pytest.raises(ConversionError, match="re-quantizing it to int4"):
+        convert(str(tiny[1]), x86, tmp_path / "a.eaigc", ConvertOptions(format="gguf", recipe="int4"))
+    with pytest.raises(ConversionError, match="cannot be exported to gguf: a gguf bundle is a GGUF file"):
+        convert(str(tiny[0]), x86, tmp_path / "b.eaigc", ConvertOptions(format="gguf"))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 
-import llama_cpp
 import numpy as np
 import pytest
 
@@ -14,7 +13,7 @@ from edge_aigc.errors import BadRequest, BundleError
 from edge_aigc.remote.client import DeviceClient
 from edge_aigc.tasks.base import Token
 from tests.helpers.service import running_service, write_config
-from tests.helpers.tiny_gguf import CHAT_TEMPLATE, write_tiny_gguf
+from tests.helpers.tiny_gguf import CHAT_TEMPLATE, llama_cpp_greedy, write_tiny_gguf
 from tests.helpers.tiny_lm import save_tiny_lm
 
 
@@ -34,6 +33,12 @@ def gguf_bundle(out, gguf, name="tiny-gguf", model_bytes=None):
     return out
 
 
+@pytest.fixture(autouse=True)
+def cache(tmp_path_factory, monkeypatch):
+    """The GGUF source's dequantized copy goes to the test's own cache, not the user's."""
+    monkeypatch.setenv("EDGE_AIGC_CACHE", str(tmp_path_factory.getbasetemp() / "gguf-cache"))
+
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     d = tmp_path_factory.mktemp("llama-engine")
@@ -44,8 +49,7 @@ def tiny(tmp_path_factory):
 
 def test_greedy_equals_llama_cpps_own_greedy_completion(tiny):
     gguf, bundle = tiny
-    reference = llama_cpp.Llama(model_path=str(gguf), n_ctx=256, n_threads=2, verbose=False)
-    expected = reference.create_completion(PROMPT, max_tokens=24, temperature=0.0, top_k=1)["choices"][0]["text"]
+    expected = llama_cpp_greedy(gguf, PROMPT, 24)
     with Runtime([bundle], "x86-avx2") as rt:
         events = list(rt.stream("tiny-gguf", prompt=PROMPT, max_new_tokens=24, temperature=0.0))
         ours = events[-1]
