@@ -117,7 +117,7 @@ def test_bad_parameters_are_refused_before_the_queue_and_a_resent_id_gets_the_sa
     """Parameters are checked when the request arrives: the first event is the error, never an
     ``accepted`` that would promise a run; the worker never sees the job."""
     listener = Listener(broker, ["edge-aigc/dev/res/hot-1"])
-    rejected, done = service.worker.stats.rejected, service.worker.stats.done
+    rejected, done, failed = service.worker.stats.rejected, service.worker.stats.done, service.worker.stats.failed
     payload = json.dumps({"id": "hot-1", "action": "generate", "model": "tiny-lm",
                           "params": {"prompt": "x", "temperature": 9}}).encode()
     try:
@@ -127,7 +127,8 @@ def test_bad_parameters_are_refused_before_the_queue_and_a_resent_id_gets_the_sa
             assert (first["event"], first["code"]) == ("error", "bad_request") and "temperature" in first["message"]
     finally:
         listener.close()
-    assert service.worker.stats.rejected == rejected + 1 and service.worker.stats.done == done
+    stats = service.worker.stats
+    assert (stats.rejected, stats.done, stats.failed) == (rejected + 1, done, failed)  # counted once, as refused
 
 
 def test_redelivered_request_id_is_not_run_twice(client, service):

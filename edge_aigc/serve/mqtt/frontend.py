@@ -165,8 +165,8 @@ class MqttFrontEnd:
         except Busy as exc:
             self.worker.ledger.forget(req.id)  # the client may retry with the same id later
             replies.reply(error_event(req.id, exc))
-        except RequestError as exc:
-            self._refuse(req, replies, exc)
+        except RequestError as exc:  # refused before the queue (the worker counted it): the answer, kept
+            replies(exc)
         else:
             replies.reply(event(EventKind.ACCEPTED, req.id, action=req.action, queue_position=position))
 
