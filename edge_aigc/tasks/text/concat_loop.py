@@ -55,8 +55,9 @@ class ConcatKvLoop:
         return KvState([self._ort.OrtValue.ortvalue_from_numpy(empty) for _ in self.past_names],
                        0, batch)
 
-    def step(self, state: KvState, ids: np.ndarray) -> np.ndarray:
-        """Feed ``ids`` [batch, n] after the cached tokens; returns logits [batch, n, vocab]."""
+    def step(self, state: KvState, ids: np.ndarray, last_only: bool = False) -> np.ndarray:
+        """Feed ``ids`` [batch, n] after the cached tokens; returns logits [batch, n, vocab]
+        ([batch, 1, vocab], the last position's, with ``last_only``)."""
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         n = ids.shape[1]
         binding = self._sess.io_binding()
@@ -73,12 +74,16 @@ class ConcatKvLoop:
         self._sess.run_with_iobinding(binding)
         outputs = binding.get_outputs()
         state.past, state.length, state.steps = list(outputs[1:]), state.length + n, state.steps + 1
-        return outputs[0].numpy()
+        logits = outputs[0].numpy()
+        return logits[:, -1:] if last_only else logits
 
     def truncate(self, state: KvState, length: int) -> None:
-        """Keep the first ``length`` cached tokens (a chat session's common prefix)."""
-        state.past = [self._ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(v.numpy()[:, :, :length]))
-                      for v in state.past]
+        """Keep the first ``length`` cached tokens (a chat session's common prefix). The kept
+        part is copied: ``OrtValue.numpy()`` is a view of memory the old value owns (a view
+        kept whole once outlived it and the cache read freed memory)."""
+        if length >= state.length:
+            return
+        state.past = [self._ort.OrtValue.ortvalue_from_numpy(v.numpy()[:, :, :length].copy()) for v in state.past]
         state.length = length
 
     def state_bytes(self, state: KvState) -> int:
