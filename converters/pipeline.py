@@ -23,6 +23,7 @@ from edge_aigc.bundle import signing
 from edge_aigc.bundle.manifest import Manifest
 from edge_aigc.contract import Format
 from edge_aigc.device.profiles import RECIPES, Profile
+from edge_aigc.device.system import fit_threads
 from edge_aigc.errors import ConversionError, FidelityError
 
 from .export.lm_builder import build_fused_lm, check_kept_float, fused_task_config, supports
@@ -37,6 +38,7 @@ from .package import package_bundle
 from .plan import GGUF_4BIT_REASON, SUPPORTED_FORMATS, ConvertOptions, buildable, default_recipe, format_for
 from .quantize.embedding import quantize_embeddings
 from .quantize.gguf_blocks import import_gguf_blocks
+from .quantize.llama_quantize import LLAMA_TYPES, requantize
 from .quantize.prune import RECONSTRUCTION_SAMPLES, prune_channels
 from .quantize.recipes import QuantizeOptions, quantize_onnx
 from .sources.gguf import file_recipe
@@ -227,17 +229,19 @@ class Conversion:
                         kv_cache_length=facts.get("kv_cache_length"))
 
     def _build_gguf(self, recipe: str) -> Artifact:
-        """The GGUF file as it is, for llama.cpp; another recipe would need llama.cpp's quantizer."""
+        """The GGUF file as it is when it holds ``recipe``, else re-quantized by llama.cpp's own
+        quantizer (converters/quantize/llama_quantize.py); llama.cpp runs either."""
         gguf = Path(self.source.origin["gguf"])
-        held = file_recipe(gguf)
-        if recipe != held:
-            raise ConversionError(f"--format gguf packages the GGUF file as it is, whose weights are {held}; "
-                                  f"re-quantizing it to {recipe} (llama.cpp's llama-quantize) is not available "
-                                  "yet: leave out --recipe, or use --format onnx")
-        dst = self.work / "artifact.gguf"
-        with self.step(f"gguf {recipe}: the file as it is (llama.cpp)") as s:
-            shutil.copyfile(gguf, dst)
-            s["detail"] = f"{dst.stat().st_size:,} bytes"
+        held, dst = file_recipe(gguf), self.work / "artifact.gguf"
+        if recipe == held:
+            with self.step(f"gguf {recipe}: the file as it is (llama.cpp)") as s:
+                shutil.copyfile(gguf, dst)
+                s["detail"] = f"{dst.stat().st_size:,} bytes"
+        else:
+            with self.step(f"gguf {recipe}: llama.cpp's quantizer ({LLAMA_TYPES.get(recipe, '?')}) "
+                           f"from the file's {held}") as s:
+                kind = requantize(gguf, dst, recipe, fit_threads(None).threads)
+                s["detail"] = f"{kind}, {dst.stat().st_size:,} bytes from {gguf.stat().st_size:,}"
         return Artifact(Format.GGUF, recipe, dst)
 
     def _validate(self, made: Artifact) -> FidelityReport:

@@ -234,13 +234,32 @@ def test_format_gguf_packages_the_file_as_it_is_through_the_lm_gate(request, tmp
     assert ours.text == llama_cpp_greedy(gguf, "Once upon a time", 16)
 
 
+@pytest.mark.parametrize("which,recipe,kind", [("quantized", "int8-dynamic", "Q8_0"), ("tiny", "int4", "Q4_0")])
+def test_format_gguf_requantizes_with_llama_cpps_quantizer(request, tmp_path, which, recipe, kind):
+    """Another recipe than the file holds: llama.cpp's own quantizer writes it (Q8_0 for int8,
+    Q4_0 for int4, the type llama.cpp repacks on ARM), graded by the same gate, and served."""
+    import gguf as gguf_py
+
+    fixture = request.getfixturevalue(which)
+    source, held = (fixture, "int4") if which == "quantized" else (fixture[1], "fp32")
+    lines: list[str] = []
+    [result] = convert(str(source), [get_profile("x86-avx2")], tmp_path / "r.eaigc",
+                       ConvertOptions(format="gguf", recipe=recipe, allow_degraded=True), progress=lines.append)
+    assert (result.format, result.recipe) == ("gguf", recipe)
+    assert any(f"llama.cpp's quantizer ({kind}) from the file's {held}" in line for line in lines)
+    with load_bundle(result.bundle) as b:
+        matrices = [t for t in gguf_py.GGUFReader(str(b.file("model.gguf"))).tensors if len(t.shape) == 2]
+        assert sum(t.tensor_type.name == kind for t in matrices) >= len(matrices) - 2  # llama.cpp keeps the head wider
+        with Runtime([result.bundle], "x86-avx2") as rt:
+            assert rt.generate(rt.loaded()[0], prompt="Once upon a time", max_new_tokens=8).meta["generated_tokens"] >= 1
+    assert {"ppl_ratio", "answers_kept"} <= set(result.fidelity.metrics)
+
+
 def test_format_gguf_refuses_what_it_cannot_do(tiny, tmp_path):
     from converters import ConvertOptions, convert
     from edge_aigc.device.profiles import get_profile
     from edge_aigc.errors import ConversionError
 
     x86 = [get_profile("x86-avx2")]
-    with pytest.raises(ConversionError, match="re-quantizing it to int4"):
-        convert(str(tiny[1]), x86, tmp_path / "a.eaigc", ConvertOptions(format="gguf", recipe="int4"))
     with pytest.raises(ConversionError, match="cannot be exported to gguf: a gguf bundle is a GGUF file"):
         convert(str(tiny[0]), x86, tmp_path / "b.eaigc", ConvertOptions(format="gguf"))
