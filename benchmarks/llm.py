@@ -159,7 +159,7 @@ def _our_bundles(work: Path, gguf: Path, progress) -> dict[str, Path]:
 def _our_speed(loop, prompt: list[int]) -> dict[str, float]:
     state = loop.start(1)
     start = time.perf_counter()
-    logits = loop.step(state, np.array([prompt]))[0, -1]
+    logits = loop.step(state, np.array([prompt]), last_only=True)[0, -1]
     prefill = len(prompt) / (time.perf_counter() - start)
     start = time.perf_counter()
     for _ in range(DECODE):

@@ -98,7 +98,7 @@ def ours(bundle: Path) -> Callable[[list[int], int], DecodeRun]:
 
     def run(prompt: list[int], steps: int) -> DecodeRun:
         state = loop.start(1)
-        return _timed_greedy(lambda ids: loop.step(state, np.array([ids]))[0, -1],
+        return _timed_greedy(lambda ids: loop.step(state, np.array([ids]), last_only=True)[0, -1],
                              lambda tok: loop.step(state, np.array([[tok]]))[0, -1], prompt, steps)
     return run
 

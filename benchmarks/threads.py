@@ -50,7 +50,7 @@ class _FixedThreads:
 def _decode(loop, prompt: list[int], steps: int) -> float:
     """Seconds per generated token of a greedy decode after the prompt."""
     state = loop.start(1)
-    logits = loop.step(state, np.array([prompt]))[0, -1]
+    logits = loop.step(state, np.array([prompt]), last_only=True)[0, -1]
     start = time.perf_counter()
     for _ in range(steps):
         logits = loop.step(state, np.array([[int(np.argmax(logits))]]))[0, -1]

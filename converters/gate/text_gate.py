@@ -131,7 +131,7 @@ def run_lm(source: Source, loop: DecodeLoop, inputs: GateInputs) -> LmRun:
     greedy, right = [], []
     for ids, answers in zip(inputs.prompts, inputs.answers):
         state = loop.start(1)
-        step = loop.step(state, np.array([ids], np.int64))[0, -1]
+        step = loop.step(state, np.array([ids], np.int64), last_only=True)[0, -1]
         tokens: list[int] = []
         while len(tokens) < inputs.budget:
             tokens.append(int(np.argmax(step)))

@@ -191,13 +191,13 @@ class Runtime:
     def stream(self, model: str, cancel: CancelToken | None = None, *, owner: str = "",
                task: str | None = None, **params: Any) -> Iterator[Event]:
         """Validate, then run; yields Token/Progress events and one Result. ``owner`` is whose
-        chat ``session`` ids these are (the service passes the client's reply topic); ``task``
+        chat ``session`` ids and cached prompt prefixes these are (the service passes the
+        client's reply topic, HTTP a hash of the token); ``task``
         picks one the model also serves (an image generator's video-generation), default its own."""
         m = self.model(model)
         runner = m.runner(task)
         checked = validate_params(runner.task, params, m.defaults if runner is m.task else None)
-        if checked.get("session"):
-            checked["session_owner"] = owner
+        checked["session_owner"] = owner  # whose sessions and reusable prefixes these are
         return runner.stream(checked, cancel or CancelToken())
 
     def generate(self, model: str, cancel: CancelToken | None = None, *, owner: str = "",

@@ -30,7 +30,8 @@ def build_service(cfg: ServiceConfig) -> tuple[Runtime, DeviceService]:
     lim = cfg.limits
     runtime = Runtime(store, cfg.profile or None, state_dir=state, public_key=key,
                       require_signature=key is not None,
-                      session_limits=SessionLimits(lim.max_sessions, lim.session_mb << 20, lim.session_ttl_s))
+                      session_limits=SessionLimits(lim.max_sessions, lim.session_mb << 20, lim.session_ttl_s,
+                                                   lim.max_prefixes))
     try:
         for model in cfg.models:
             runtime.load(model)

@@ -60,6 +60,7 @@ class Limits:
     max_sessions: int = 8
     session_mb: int = 256
     session_ttl_s: float = 600.0
+    max_prefixes: int = 4            # clients whose last stateless prompt's cache is kept
     # over-the-air installs (edge_aigc/lifecycle/ota/): re-ask for missing chunks after this
     # long without one, give up after this long, and how many installs may be unfinished
     ota_retry_s: float = 5.0
@@ -170,6 +171,7 @@ def _limits(t: TomlTable | None) -> Limits:
         max_sessions=t.get("max_sessions", int, d.max_sessions, lo=0, hi=1024),
         session_mb=t.get("session_mb", int, d.session_mb, lo=0, hi=1 << 20),
         session_ttl_s=t.get("session_ttl_s", float, d.session_ttl_s, lo=1, hi=7 * 86400),
+        max_prefixes=t.get("max_prefixes", int, d.max_prefixes, lo=0, hi=1024),
         ota_retry_s=t.get("ota_retry_s", float, d.ota_retry_s, lo=0.1, hi=3600),
         ota_idle_timeout_s=t.get("ota_idle_timeout_s", float, d.ota_idle_timeout_s, lo=1, hi=7 * 86400),
         ota_jobs=t.get("ota_jobs", int, d.ota_jobs, lo=1, hi=64),

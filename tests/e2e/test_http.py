@@ -29,13 +29,14 @@ from tests.helpers.service import Listener, running_service, serve_process, writ
 from tests.helpers.tls_certs import make_pki
 
 TOKEN = "test-token-0123456789abcdef"
+OTHER_TOKEN = "other-token-0123456789abcdef"   # a second client: its own sessions and prefixes
 TURNS = [{"role": "system", "content": "You are brief."}, {"role": "user", "content": "Once upon a time"}]
 
 
 @pytest.fixture(scope="module")
 def service(broker, bundles, chat_lm, tmp_path_factory):
     d = tmp_path_factory.mktemp("http")
-    (d / "tokens").write_text(f"# one token per line\n{TOKEN}\n")
+    (d / "tokens").write_text(f"# one token per line\n{TOKEN}\n{OTHER_TOKEN}\n")
     cfg = write_config(d / "device.toml", broker.port,
                        [chat_lm[1], bundles["text"], bundles["image"], bundles["audio"], bundles["slow"]],
                        device_id="web", limits="queue_size = 2\nmax_payload_bytes = 8192",
@@ -81,6 +82,21 @@ def test_chat_completion_answers_what_the_runtime_answers(service, client):
     assert reply.usage.prompt_tokens == direct.meta["prompt_tokens"]
     assert reply.usage.completion_tokens == direct.meta["generated_tokens"]
     assert reply.object == "chat.completion" and reply.model == "chatty" and reply.id.startswith("chatcmpl-")
+
+
+def test_a_resent_conversation_reuses_its_prefix_for_the_same_token_only(base, client):
+    ask = dict(model="chatty", temperature=0, max_tokens=6)
+    turns = [{"role": "system", "content": "You are brief. You know the hall, porch and attic lights."},
+             {"role": "user", "content": "Once upon a time"}]
+    first = client.chat.completions.create(messages=turns, **ask)
+    turns += [{"role": "assistant", "content": first.choices[0].message.content},
+              {"role": "user", "content": "And then?"}]
+    second = client.chat.completions.create(messages=turns, **ask)
+    assert second.usage.prompt_tokens_details.cached_tokens >= first.usage.prompt_tokens - 1
+    with openai.OpenAI(base_url=f"{base}/v1", api_key=OTHER_TOKEN, max_retries=0, timeout=120) as other:
+        theirs = other.chat.completions.create(messages=turns, **ask)
+    assert theirs.usage.prompt_tokens_details.cached_tokens == 0  # never another token's cache
+    assert theirs.choices[0].message.content == second.choices[0].message.content
 
 
 def test_streaming_chat_sends_the_same_text_in_pieces_then_usage(client):
@@ -239,7 +255,8 @@ def test_metrics_are_prometheus_text(base, client):
 # -- cancellation, load, and one queue for both front ends --------------------------------
 def test_a_client_that_disconnects_mid_stream_cancels_its_generation(service, base):
     failed = service.worker.stats.failed
-    body = {"model": "slow-lm", "prompt": "Once", "max_tokens": 2000, "temperature": 0, "stream": True}
+    body = {"model": "slow-lm", "prompt": "Once", "max_tokens": 2000, "temperature": 0, "stream": True,
+            "speculation": "off"}  # plain decoding: seconds of tokens
     with httpx.Client(timeout=60) as http:
         with http.stream("POST", f"{base}/v1/completions", json=body,
                          headers={"Authorization": f"Bearer {TOKEN}"}) as response:
@@ -256,7 +273,7 @@ def test_a_client_that_gives_up_while_queued_cancels_its_request(service, broker
     mqtt = Listener(broker, ["edge-aigc/web/res/#"])
     try:
         mqtt.publish("edge-aigc/web/cmd", json.dumps({"id": "hog", "action": "generate", "model": "slow-lm", "params": {
-            "prompt": "Once", "max_new_tokens": 2048, "temperature": 0}}).encode())
+            "prompt": "Once", "max_new_tokens": 2048, "temperature": 0, "speculation": "off"}}).encode())
         mqtt.next(topic="edge-aigc/web/res/hog", event="token", timeout=30)
         # gives up after 0.5 s; the hog (~2.5 s of tokens, cancelled below) keeps it queued until then
         with pytest.raises(httpx.ReadTimeout), httpx.Client(timeout=0.5) as http:

@@ -190,7 +190,8 @@ def test_a_request_in_flight_finishes_before_the_new_version_takes_over(broker, 
         def generate():
             with DeviceClient(f"mqtt://127.0.0.1:{broker.port}") as c:
                 reply["r"] = c.request("ota-inflight", "generate", "slow-lm",
-                                       {"prompt": "The", "max_new_tokens": 2000, "temperature": 0.0}, timeout=120,
+                                       {"prompt": "The", "max_new_tokens": 2000, "temperature": 0.0,
+                                        "speculation": "off"}, timeout=120,
                                        on_event=lambda ev: ev["event"] == "token" and first_token.set())
             finished["generate"] = time.monotonic()
 

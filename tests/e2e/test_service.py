@@ -149,7 +149,9 @@ def test_redelivered_image_request_resends_its_data(client):
 
 
 def slow(prompt="The", tokens=2000):
-    return {"prompt": prompt, "max_new_tokens": tokens, "temperature": 0.0}
+    """A request that runs for seconds: plain greedy decoding of an untrained model (drafts would
+    take its repeats many tokens a step)."""
+    return {"prompt": prompt, "max_new_tokens": tokens, "temperature": 0.0, "speculation": "off"}
 
 
 def test_cancel_stops_a_running_generation(broker, client):

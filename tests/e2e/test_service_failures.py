@@ -64,7 +64,8 @@ def test_sigterm_drains_publishes_offline_and_exits_0_with_systemd_notify(broker
         wait_online(listener, "term")
         listener.publish("edge-aigc/term/cmd", json.dumps({
             "id": "r1", "action": "generate", "model": "slow-lm",
-            "params": {"prompt": "The", "max_new_tokens": 2000, "temperature": 0.0}}).encode())
+            "params": {"prompt": "The", "max_new_tokens": 2000, "temperature": 0.0,
+                       "speculation": "off"}}).encode())  # plain decoding: seconds of tokens
         listener.next(topic="edge-aigc/term/res/r1", event="accepted")
         time.sleep(0.3)  # generating now (2000 tokens take ~2.5 s)
         os.kill(proc.pid, signal.SIGTERM)
@@ -100,7 +101,8 @@ def test_result_survives_a_broker_restart_mid_generation(bundles, tmp_path):
                                 client_id="restart-test-client", persistent=True)
             listener.publish("edge-aigc/restart/cmd", json.dumps({
                 "id": "r1", "action": "generate", "model": "slow-lm",
-                "params": {"prompt": "The", "max_new_tokens": 2000, "temperature": 0.0}}).encode())
+                "params": {"prompt": "The", "max_new_tokens": 2000, "temperature": 0.0,
+                           "speculation": "off"}}).encode())
             listener.next(event="accepted")
             time.sleep(0.3)
             broker.stop()   # mid-generation (2000 tokens take ~2.5 s) ...

@@ -36,7 +36,7 @@ _ONLY_DEFAULT: dict[str, tuple[Any, ...]] = {
 }
 _IGNORED = {"user"}  # an end-user id for abuse tracking: nothing to do with it on a device
 _SAMPLING = {"temperature": "temperature", "top_p": "top_p", "seed": "seed"}
-_TEXT_EXTRAS = ("top_k", "repetition_penalty", "num_beams", "session")
+_TEXT_EXTRAS = ("top_k", "repetition_penalty", "num_beams", "session", "speculation")
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 
 
@@ -217,9 +217,12 @@ def finish_reason(result: Result) -> str:
     return "length" if result.meta.get("finish_reason") == "length" else "stop"
 
 
-def usage(result: Result) -> dict[str, int]:
+def usage(result: Result) -> dict[str, Any]:
+    """Token counts; ``prompt_tokens_details.cached_tokens`` are those whose KV cache was reused
+    (a session's or the client's previous prompt), as OpenAI reports its prompt caching."""
     prompt, done = int(result.meta.get("prompt_tokens", 0)), int(result.meta.get("generated_tokens", 0))
-    return {"prompt_tokens": prompt, "completion_tokens": done, "total_tokens": prompt + done}
+    return {"prompt_tokens": prompt, "completion_tokens": done, "total_tokens": prompt + done,
+            "prompt_tokens_details": {"cached_tokens": int(result.meta.get("cached_tokens", 0))}}
 
 
 def _head(kind: str, rid: str, model: str, created: int) -> dict[str, Any]:

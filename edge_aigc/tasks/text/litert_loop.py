@@ -79,14 +79,16 @@ class LiteRtKvLoop:
             done += take
         return cache, np.concatenate(logits, axis=1)
 
-    def step(self, state: LiteRtKvState, ids: np.ndarray) -> np.ndarray:
-        """Feed ``ids`` [batch, n] after the cached tokens; returns logits [batch, n, vocab]."""
+    def step(self, state: LiteRtKvState, ids: np.ndarray, last_only: bool = False) -> np.ndarray:
+        """Feed ``ids`` [batch, n] after the cached tokens; returns logits [batch, n, vocab]
+        ([batch, 1, vocab], the last position's, with ``last_only``)."""
         ids = np.asarray(ids)
         results = [self._row(cache, row, state.length) for cache, row in zip(state.rows, ids)]
         state.rows = [cache for cache, _ in results]
         state.length += ids.shape[1]
         state.steps += 1
-        return np.concatenate([logits for _, logits in results], axis=0)
+        logits = np.concatenate([logits for _, logits in results], axis=0)
+        return logits[:, -1:] if last_only else logits
 
     def truncate(self, state: LiteRtKvState, length: int) -> None:
         """Keep the first ``length`` cached tokens: the fixed cache is written by position, and

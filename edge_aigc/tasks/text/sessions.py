@@ -12,6 +12,13 @@ Sessions are bounded by count, bytes (the KV arrays) and idle time, the least re
 used dropped first; each belongs to one owner (over MQTT, the client's reply topic) and
 one model, so a session id never reaches another client's cache, and naming one with
 another model is a bad request.
+
+A request without a session reuses a prompt prefix all the same: its owner's last cache for
+that model (a *prefix entry*, at most ``max_prefixes`` in all) is taken, cut back to what it
+shares with the new prompt, and put back afterwards. Home Assistant's Ollama integration and
+most OpenAI clients resend the whole conversation behind a long system prompt on every
+request, so the second request prefills only its new turn. Prefix entries share the byte
+bound with sessions and are dropped first; one owner's never serves another's request.
 """
 from __future__ import annotations
 
@@ -34,6 +41,7 @@ class SessionLimits:
     max_sessions: int = 8
     max_bytes: int = 256 << 20       # KV arrays of all sessions together
     idle_ttl_s: float = 600.0
+    max_prefixes: int = 4            # owners whose last stateless prompt is kept (0 = no reuse)
 
 
 @dataclass
@@ -52,6 +60,7 @@ class SessionCache:
         self.limits = limits or SessionLimits()
         self._clock = clock
         self._items: OrderedDict[tuple[str, str], Session] = OrderedDict()
+        self._prefixes: OrderedDict[tuple[str, str], Session] = OrderedDict()  # (owner, model)
         self._evicted: OrderedDict[tuple[str, str], None] = OrderedDict()  # to say so on the next turn
         self._lock = threading.Lock()
 
@@ -77,24 +86,53 @@ class SessionCache:
             self._items[key] = session
             self._items.move_to_end(key)
             self._evicted.pop(key, None)
-            while (len(self._items) > self.limits.max_sessions
-                   or sum(s.nbytes for s in self._items.values()) > self.limits.max_bytes):
-                self._evict(next(iter(self._items)))
+            self._bound()
+
+    def take_prefix(self, owner: str, model: str) -> Session | None:
+        """The owner's last cache for the model (removed until ``put_prefix``), if kept."""
+        with self._lock:
+            self._expire()
+            return self._prefixes.pop((owner, model), None)
+
+    def put_prefix(self, owner: str, model: str, session: Session) -> None:
+        if self.limits.max_prefixes <= 0:
+            return
+        with self._lock:
+            session.used = self._clock()
+            self._prefixes[(owner, model)] = session
+            self._prefixes.move_to_end((owner, model))
+            self._bound()
+
+    def _bound(self) -> None:
+        """Within the limits: prefix entries go first (the oldest), then the oldest sessions."""
+        while len(self._prefixes) > self.limits.max_prefixes:
+            self._prefixes.popitem(last=False)
+        while self._bytes() > self.limits.max_bytes and self._prefixes:
+            self._prefixes.popitem(last=False)
+        while len(self._items) > self.limits.max_sessions or self._bytes() > self.limits.max_bytes:
+            self._evict(next(iter(self._items)))
+
+    def _bytes(self) -> int:
+        return sum(s.nbytes for s in (*self._items.values(), *self._prefixes.values()))
 
     def drop_model(self, model: str) -> None:
         """Forget a model's sessions (it was unloaded: its states point at a closed session)."""
         with self._lock:
             for key in [k for k, s in self._items.items() if s.model == model]:
                 self._evict(key)
+            for key in [k for k in self._prefixes if k[1] == model]:
+                del self._prefixes[key]
 
     def stats(self) -> dict[str, int]:
         with self._lock:
-            return {"sessions": len(self._items), "bytes": sum(s.nbytes for s in self._items.values())}
+            return {"sessions": len(self._items), "prefixes": len(self._prefixes), "bytes": self._bytes()}
 
     def _expire(self) -> None:
         now = self._clock()
         for key in [k for k, s in self._items.items() if now - s.used > self.limits.idle_ttl_s]:
             self._evict(key)
+        for key in [k for k, s in self._prefixes.items() if now - s.used > self.limits.idle_ttl_s]:
+            del self._prefixes[key]
 
     def _evict(self, key: tuple[str, str]) -> None:
         del self._items[key]

@@ -99,8 +99,9 @@ class SharedKvLoop:
             grown.append(new)
         return self._bind(grown, state.length)
 
-    def step(self, state: SharedKvState, ids: np.ndarray) -> np.ndarray:
-        """Feed ``ids`` [batch, n] after the cached tokens; returns logits [batch, n, vocab]."""
+    def step(self, state: SharedKvState, ids: np.ndarray, last_only: bool = False) -> np.ndarray:
+        """Feed ``ids`` [batch, n] after the cached tokens; returns logits [batch, n, vocab]
+        ([batch, 1, vocab], the last position's, with ``last_only``)."""
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         total = state.length + ids.shape[1]
         if total > self.cache_length:
@@ -118,7 +119,8 @@ class SharedKvLoop:
             binding.bind_output("logits", "cpu")  # a fresh one, shaped by ORT
         self._sess.run_with_iobinding(binding)
         state.length, state.steps = total, state.steps + 1
-        return state.logits.copy() if one else binding.get_outputs()[0].numpy()
+        logits = state.logits.copy() if one else binding.get_outputs()[0].numpy()
+        return logits[:, -1:] if last_only else logits
 
     @staticmethod
     def _adopt(state: SharedKvState, fresh: SharedKvState) -> None:

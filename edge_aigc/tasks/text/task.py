@@ -25,11 +25,13 @@ from .chat import ChatTemplate
 from .detok import TextStreamer
 from ...backends.llamacpp import LlamaCppSession
 from .concat_loop import ConcatKvLoop
+from .decode import Decoder
+from .lookup import NgramDrafter
 from .llama_loop import LlamaCppLoop
 from .litert_loop import LiteRtKvLoop
 from .sessions import Session as ChatSession, SessionCache
 from .shared_loop import SharedKvLoop
-from .sampling import SamplingConfig, apply_repetition_penalty, choose_next, log_softmax
+from .sampling import SamplingConfig, apply_repetition_penalty, log_softmax
 
 __all__ = ["TextTask", "make_kv_loop"]
 
@@ -97,48 +99,44 @@ class TextTask:
         cfg = SamplingConfig(params["temperature"], params["top_k"], params["top_p"],
                              params["repetition_penalty"])
         seed = params["seed"] if params["seed"] is not None else secrets.randbits(32)
-        rng = np.random.default_rng(seed)
         streamer = TextStreamer(self.tokenizer, params["stop"])
         start = time.perf_counter()
         state, kept, status = self._resume(params, ids)
-        logits = self.loop.step(state, np.array([ids[kept:]]))[0, -1]
-        fed = list(ids)  # the ids in the cache, for the session
+        logits = self.loop.step(state, np.array([ids[kept:]]), last_only=True)[0, -1]
         prefill_s = time.perf_counter() - start
-        seen, generated, finish = list(ids), [], "length"
-        for index in range(budget):
+        drafter = NgramDrafter(ids) if params["speculation"] == "auto" else None
+        decoder = Decoder(self.loop, state, list(ids), logits, cfg, np.random.default_rng(seed), drafter)
+        generated, finish = [], "length"
+        for index, token in enumerate(decoder.tokens(budget)):
             cancel.check()
-            token = choose_next(logits, cfg, seen, rng)
             if token in self.eos:
                 finish = "eos"
                 break
             generated.append(token)
-            seen.append(token)
             if delta := streamer.push(token):
                 yield Token(delta, token, index)
             if streamer.stopped:
                 finish = "stop"
                 break
-            if index + 1 < budget:
-                logits = self.loop.step(state, np.array([[token]]))[0, -1]
-                fed.append(token)
         if tail := streamer.flush():
             yield Token(tail, generated[-1] if generated else -1, len(generated))
-        extra: dict[str, Any] = {"seed": seed}
-        if params.get("session"):
-            self.sessions.put(params["session_owner"], params["session"],
-                              ChatSession(self.name, state, fed, self.loop.state_bytes(state), 0.0))
-            extra["session"] = {"id": params["session"], "status": status, "reused_tokens": kept,
-                                "prefilled_tokens": len(ids) - kept}
-        yield self._result(streamer.text, ids, generated, finish, start, prefill_s, **extra)
+        extra = self._keep(params, state, decoder.settle(), status, kept, len(ids))
+        if (speculation := decoder.speculation()) is not None:
+            extra["speculation"] = speculation
+        yield self._result(streamer.text, ids, generated, finish, start, prefill_s, seed=seed,
+                           cached_tokens=kept, **extra)
 
     def _resume(self, params: dict[str, Any], ids: list[int]) -> tuple[Any, int, str]:
-        """(decode state, tokens of ``ids`` already in it, session status): a session's cache
-        cut back to what it shares with ``ids`` (at least one token is left to feed)."""
-        if not params.get("session"):
-            return self.loop.start(1), 0, ""
-        if self.sessions is None:
-            raise BadRequest("parameter 'session': this runtime keeps no sessions")
-        found, status = self.sessions.take(params["session_owner"], params["session"], self.name)
+        """(decode state, tokens of ``ids`` already in it, session status): a session's cache,
+        or without a session the owner's last one (prefix reuse), cut back to what it shares
+        with ``ids`` (at least one token is left to feed)."""
+        owner = params.get("session_owner", "")
+        if params.get("session"):
+            if self.sessions is None:
+                raise BadRequest("parameter 'session': this runtime keeps no sessions")
+            found, status = self.sessions.take(owner, params["session"], self.name)
+        else:
+            found, status = self.sessions.take_prefix(owner, self.name) if self.sessions else None, ""
         if found is None:
             return self.loop.start(1), 0, status
         kept = 0
@@ -148,6 +146,19 @@ class TextTask:
             kept += 1
         self.loop.truncate(found.state, kept)
         return found.state, kept, status
+
+    def _keep(self, params: dict[str, Any], state: Any, fed: list[int], status: str,
+              kept: int, prompt: int) -> dict[str, Any]:
+        """The cache back where the next request finds it: the session's, or the owner's prefix."""
+        owner = params.get("session_owner", "")
+        entry = ChatSession(self.name, state, fed, self.loop.state_bytes(state), 0.0)
+        if params.get("session"):
+            self.sessions.put(owner, params["session"], entry)
+            return {"session": {"id": params["session"], "status": status, "reused_tokens": kept,
+                                "prefilled_tokens": prompt - kept}}
+        if self.sessions is not None:
+            self.sessions.put_prefix(owner, self.name, entry)
+        return {}
 
     def _result(self, text: str, ids: list[int], generated: list[int], finish: str, start: float,
                 prefill_s: float, **extra: Any) -> Result:
@@ -173,7 +184,7 @@ class TextTask:
         its worst member. With one beam this is greedy decoding.
         """
         state = self.loop.start(1)
-        logits = self.loop.step(state, np.array([ids]))[:, -1]
+        logits = self.loop.step(state, np.array([ids]), last_only=True)[:, -1]
         beams: list[list[int]] = [[]]
         scores = np.zeros(1)
         finished: list[tuple[float, list[int]]] = []
@@ -242,6 +253,9 @@ TEXT_PARAMS = (
     Param("seed", int, None, 0, 2**32 - 1, "seed for reproducible sampling"),
     Param("num_beams", int, 1, 1, 8, "beam search width (1 = no beam search)"),
     Param("stop", list, [], help="stop strings (up to 4, each up to 64 characters)", max_len=4),
+    Param("speculation", str, "auto", choices=("auto", "off"),
+          help="greedy decoding checks drafts copied from the prompt (auto) or not (off); "
+               "the output is the same either way"),
     Param("session", str, None, max_len=64,
           help="chat session id: later turns reuse its KV cache (edge_aigc/tasks/text/sessions.py)"),
 )

@@ -85,6 +85,30 @@ def test_a_chat_session_keeps_its_cache_between_turns_and_matches_a_fresh_run(ti
     assert second.text == fresh.text
 
 
+def test_a_context_grows_with_its_conversation_and_keeps_what_it_held(tiny, monkeypatch):
+    """Contexts start small (llama.cpp allocates and clears all of one's KV cache) and are
+    replaced by longer ones, the sequence copied over, as a conversation outgrows them."""
+    from edge_aigc.tasks.text import llama_loop
+
+    gguf, bundle = tiny
+    long_prompt = " ".join([PROMPT] * 12)
+    expected = llama_cpp_greedy(gguf, long_prompt, 40)
+    monkeypatch.setattr(llama_loop, "MIN_CONTEXT", 32)
+    with Runtime([bundle], "x86-avx2") as rt:
+        loop = rt.model("tiny-gguf").task.loop
+        state = loop.start(1)
+        assert state.size == 32 and loop.state_bytes(state) == 32 * loop.token_bytes
+        del state
+        ours = rt.generate("tiny-gguf", prompt=long_prompt, max_new_tokens=40, temperature=0.0, speculation="off")
+        turn = rt.generate("tiny-gguf", prompt=PROMPT, max_new_tokens=8, temperature=0.0, session="g", owner="me")
+        grown = rt.generate("tiny-gguf", prompt=PROMPT + turn.text + long_prompt, max_new_tokens=40,
+                            temperature=0.0, session="g", owner="me")
+        fresh = rt.generate("tiny-gguf", prompt=PROMPT + turn.text + long_prompt, max_new_tokens=40,
+                            temperature=0.0, owner="other")
+    assert ours.text == expected and ours.meta["prompt_tokens"] > 64
+    assert grown.meta["session"]["reused_tokens"] > 0 and grown.meta["token_ids"] == fresh.meta["token_ids"]
+
+
 def test_beam_search_is_refused_naming_the_engine(tiny):
     _, bundle = tiny
     with Runtime([bundle], "x86-avx2") as rt, pytest.raises(BadRequest, match="llama.cpp engine"):

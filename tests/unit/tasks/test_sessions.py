@@ -99,5 +99,5 @@ def test_idle_sessions_expire_and_bytes_are_bounded():
     assert cache.take("o", "old", "m") == (None, "evicted")
     cache.put("o", "a", Session("m", None, [1], 60, 0.0))
     cache.put("o", "b", Session("m", None, [1], 60, 0.0))  # 120 bytes > 100: "a" goes
-    assert cache.stats() == {"sessions": 1, "bytes": 60}
+    assert cache.stats() == {"sessions": 1, "prefixes": 0, "bytes": 60}
     assert cache.take("o", "a", "m")[1] == "evicted" and cache.take("o", "b", "m")[1] == "reused"
