@@ -1,6 +1,6 @@
 """Run the benchmarks side by side and write JSON, plots and benchmarks/README.md.
 
-    edge-aigc bench [--quick] [--only text,image,audio,sizes,mqtt,http,cold,threads,llm,reuse,speech] [--out DIR]
+    edge-aigc bench [--quick] [--only text,image,audio,sizes,mqtt,http,cold,threads,llm,gate-noise,reuse,speech] [--out DIR]
 
 ``--quick`` (a few minutes once the artifacts are built): the 26M Llama and the zoo models,
 shorter decodes, fewer repeats. Without it: also a ~100M Llama, decodes to position 528,
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from . import generators, http, llm, ota, prune, reuse, service, sizes, speech, text, threads
+from . import gate_noise, generators, http, llm, ota, prune, reuse, service, sizes, speech, text, threads
 from .common import machine, write_json
 from .plots import plot_bars, plot_latency
 from .targets import targets
@@ -103,6 +103,7 @@ PARTS: dict[str, Callable[[Bench], Part]] = {
     "cold": _one("cold", lambda b: service.bench_cold_start({m: b.zoo(m) for m in ("fortune-gpt", "digits", "tones")},
                                                             3 if b.quick else 5, b.progress)),
     "llm": _one("llm", lambda b: llm.bench_llm(b.work / "llm", 3 if b.quick else 5, b.progress)),
+    "gate-noise": _one("gate-noise", lambda b: gate_noise.bench_gate_noise(b.work / "llm", b.progress)),
     "reuse": _one("reuse", lambda b: reuse.bench_reuse(b.work / "llm", 3 if b.quick else 5, b.progress)),
     "speech": _one("speech", lambda b: speech.bench_speech(b.work / "speech", 3 if b.quick else 7, b.progress)),
     "ota": _one("ota", lambda b: ota.bench_ota(b.zoo("digits"), 3 if b.quick else 5, b.progress)),

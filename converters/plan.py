@@ -61,7 +61,7 @@ def buildable(source: Source) -> tuple[str, ...]:
 
 def default_recipe(source: Source, profile: Profile, fmt: str) -> str:
     """The profile's recipe for the task, except int4 for an ONNX LM from a GGUF file whose
-    matrices are mostly Q4_0/Q4_1 blocks, unless the profile names a recipe for text itself
+    matrices are mostly 4-bit blocks (Q4_0, Q4_1, Q4_K), unless the profile names a recipe for text itself
     (``task_recipes``): int4 keeps the blocks exactly, where the profiles' int8-dynamic
     rounds them again (SmolLM2: KL 0.0046 and three known answers lost, against 0.0001 and
     none) and fp16/fp32 store the same weights 4-8x larger."""

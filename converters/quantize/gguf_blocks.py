@@ -1,18 +1,15 @@
-"""Keep a GGUF file's quantized weights: its Q4_0/Q4_1/Q8_0 blocks copied into the fused graph.
+"""Keep a GGUF file's quantized weights: its blocks copied into the fused graph.
 
-A GGUF model is usually quantized already (SmolLM2-135M-Instruct ships as Q4_1). Its
-float32 reference is those blocks dequantized, so quantizing that again to int4 rounds
-twice: on SmolLM2 the builder's symmetric int4 lost 35% perplexity and a third of the
-known answers. llama.cpp's block formats fit ONNX Runtime's ``MatMulNBits`` (blocks of
-32 along K, one scale per block) without rounding anything:
+A GGUF model is usually quantized already (SmolLM2-135M-Instruct ships as Q4_1, most
+published files as Q4_K_M). Its float32 reference is those blocks dequantized, so
+quantizing that again to int4 rounds twice: on SmolLM2 the builder's symmetric int4 lost
+35% perplexity and a third of the known answers. llama.cpp's block types (Q4_0, Q4_1, Q5_0,
+Q8_0, Q4_K, Q5_K, Q6_K) fit ONNX Runtime's ``MatMulNBits`` (one scale per block of 16 or 32
+along K, 4 or 8 bits, integer zero points) without rounding anything; how each maps is in
+converters/quantize/gguf_read.py. The parts of a fused matrix (Q, K and V; gate and up) of
+different types become 8-bit blocks of the smallest block size, still exact.
 
-| GGUF block | value | ``MatMulNBits`` |
-|---|---|---|
-| Q4_0 (d, 4-bit q) | d·(q − 8) | 4 bits, scale d, the default zero point 8 |
-| Q4_1 (d, m, 4-bit q) | d·q + m = d·(q − z) + r | 4 bits, scale d, zero point z = round(−m/d), plus Σ(block of A)·r |
-| Q8_0 (d, 8-bit q) | d·q | 8 bits, q + 128, scale d, the default zero point 128 |
-
-Q4_1's per-block minimum ``m`` has no integer zero point, and a float one sends ONNX
+A per-block minimum ``m`` (Q4_1, Q4_K, Q5_K) has no integer zero point, and a float one sends ONNX
 Runtime to its slow unpacked path; so each block gets the integer zero point nearest its
 own zero, z = round(−m/d), and what is left, r = m + z·d (at most half a step), is applied
 as a small extra product — the activations summed per block ([…, K/32]) times the
@@ -34,11 +31,15 @@ from pathlib import Path
 
 import numpy as np
 
+from .gguf_read import KNOWN_TYPES, Blocks, concat, read_blocks, unpermute
+
 __all__ = ["GgufImport", "import_gguf_blocks", "SUPPORTED_ARCHITECTURES", "BLOCK"]
 
-BLOCK = 32
+BLOCK = 32          # the builder's int4 block, which the file's blocks replace
 REFINE_TOP_K = 64   # an 8-bit head's best logits, recomputed with float32 activations
-SUPPORTED_ARCHITECTURES = ("llama",)   # the tensor names and Q/K permutation below are llama.cpp's llama
+# llama.cpp's tensor names are the same for these; its converter permutes Llama's Q and K rows only
+SUPPORTED_ARCHITECTURES = ("llama", "qwen2", "qwen3")
+PERMUTED = ("llama",)
 _LAYER = {"qkv_proj": ("attn_q", "attn_k", "attn_v"), "q_proj": ("attn_q",), "k_proj": ("attn_k",),
           "v_proj": ("attn_v",), "o_proj": ("attn_output",), "gate_proj": ("ffn_gate",),
           "up_proj": ("ffn_up",), "down_proj": ("ffn_down",)}
@@ -62,56 +63,38 @@ class GgufImport:
         return text + (f", head's top {self.head_refined} logits exact" if self.head_refined else "")
 
 
-@dataclass(frozen=True)
-class _Blocks:
-    bits: int
-    q: np.ndarray          # [rows, blocks, 32] uint8: 0..15 (4 bits) or q + 128 (8 bits)
-    scale: np.ndarray      # [rows, blocks] float32
-    minimum: np.ndarray | None  # [rows, blocks] float32 (Q4_1), else None
-
-
-def _read_blocks(tensor) -> _Blocks | None:
-    import gguf
-
-    kind = tensor.tensor_type
-    kinds = gguf.GGMLQuantizationType
-    if kind not in (kinds.Q4_0, kinds.Q4_1, kinds.Q8_0):
-        return None
-    rows = tensor.data.shape[0]
-    raw = np.ascontiguousarray(tensor.data).reshape(rows, -1, gguf.GGML_QUANT_SIZES[kind][1])
-    d = raw[..., 0:2].copy().view(np.float16)[..., 0].astype(np.float32)
-    if kind == kinds.Q8_0:
-        q = (raw[..., 2:].view(np.int8).astype(np.int16) + 128).astype(np.uint8)
-        return _Blocks(8, q, d, None)
-    start = 2 if kind == kinds.Q4_0 else 4
-    packed = raw[..., start:start + 16]
-    q = np.concatenate([packed & 0x0F, packed >> 4], axis=-1)  # llama.cpp: low nibbles first, then high
-    minimum = None if kind == kinds.Q4_0 else raw[..., 2:4].copy().view(np.float16)[..., 0].astype(np.float32)
-    return _Blocks(4, q, d, minimum)
-
-
-def _unpermute(blocks: _Blocks, heads: int) -> _Blocks:
-    rows = blocks.q.shape[0]
-    forward = np.arange(rows).reshape(heads, 2, rows // heads // 2).swapaxes(1, 2).reshape(rows)
-    order = np.argsort(forward)
-    return _Blocks(blocks.bits, blocks.q[order], blocks.scale[order],
-                   None if blocks.minimum is None else blocks.minimum[order])
-
-
-def _concat(parts: list[_Blocks]) -> _Blocks:
-    if any(p.minimum is not None for p in parts):  # express Q4_0 as Q4_1: d·(q − 8) = d·q + (−8d)
-        minima = [p.minimum if p.minimum is not None else -8 * p.scale for p in parts]
-        minimum = np.concatenate(minima)
-    else:
-        minimum = None
-    return _Blocks(parts[0].bits, np.concatenate([p.q for p in parts]),
-                   np.concatenate([p.scale for p in parts]), minimum)
-
-
-def _pack(blocks: _Blocks) -> np.ndarray:
+def _pack(blocks: Blocks) -> np.ndarray:
     if blocks.bits == 8:
         return blocks.q
     return (blocks.q[..., 0::2] | (blocks.q[..., 1::2] << 4)).astype(np.uint8)  # ONNX: element 2i low
+
+
+def _promote(blocks: Blocks) -> Blocks:
+    """4-bit blocks as 8-bit ones of the same values (q and the default zero point + 120)."""
+    if blocks.bits == 8:
+        return blocks
+    return Blocks(8, blocks.block, blocks.q if blocks.minimum is not None else blocks.q + 120,
+                  blocks.scale, blocks.minimum)
+
+
+def _split(blocks: Blocks, block: int) -> Blocks:
+    """Blocks of ``block`` weights, each with its parent block's scale (and minimum)."""
+    if blocks.block == block:
+        return blocks
+    times, rows = blocks.block // block, blocks.rows
+    minimum = None if blocks.minimum is None else np.repeat(blocks.minimum, times, axis=1)
+    return Blocks(blocks.bits, block, blocks.q.reshape(rows, -1, block), np.repeat(blocks.scale, times, axis=1),
+                  minimum)
+
+
+def _join(parts: list[Blocks]) -> Blocks:
+    """Parts stacked along the rows; parts of different widths or block sizes become 8-bit
+    blocks of the smallest size first (exact: only the storage grows)."""
+    joined = concat(parts)
+    if joined is None:
+        block = min(p.block for p in parts)
+        joined = concat([_split(_promote(p), block) for p in parts])
+    return joined
 
 
 def _field(reader, key: str):
@@ -135,25 +118,23 @@ class _GgufFile:
             return tuple(f"blk.{match.group(1)}.{part}.weight" for part in _LAYER[match.group(2)])
         return None
 
-    def blocks_for(self, names: tuple[str, ...]) -> _Blocks | str:
+    def blocks_for(self, names: tuple[str, ...]) -> Blocks | str:
         """The tensors' blocks, concatenated along the output rows; a string says why not."""
         parts = []
         for name in names:
             tensor = self.tensors.get(name)
             if tensor is None:
                 return f"{name} not in the file"
-            blocks = _read_blocks(tensor)
+            blocks = read_blocks(tensor)
             if blocks is None:
-                return f"{tensor.tensor_type.name} blocks"
-            if name.endswith(("attn_q.weight", "attn_k.weight")):
-                blocks = _unpermute(blocks, self.num_heads if "attn_q" in name else self.num_kv_heads)
+                return f"{tensor.tensor_type.name} blocks (kept exactly: {', '.join(KNOWN_TYPES)})"
+            if self.arch in PERMUTED and name.endswith(("attn_q.weight", "attn_k.weight")):
+                blocks = unpermute(blocks, self.num_heads if "attn_q" in name else self.num_kv_heads)
             parts.append(blocks)
-        if len({p.bits for p in parts}) > 1:
-            return "mixed 4- and 8-bit parts"
-        return _concat(parts)
+        return _join(parts)
 
 
-def _node_blocks(file: _GgufFile, node, attrs) -> _Blocks | str:
+def _node_blocks(file: _GgufFile, node, attrs) -> Blocks | str:
     """The blocks that replace ``node``'s weight, or why they cannot."""
     if attrs["block_size"].i != BLOCK:
         return f"block size {attrs['block_size'].i}, not {BLOCK}"
@@ -163,13 +144,14 @@ def _node_blocks(file: _GgufFile, node, attrs) -> _Blocks | str:
     blocks = file.blocks_for(names)
     if isinstance(blocks, str):
         return blocks
-    rows, count = blocks.scale.shape
-    if (rows, count * BLOCK) != (attrs["N"].i, attrs["K"].i):
-        return f"shape {rows}x{count * BLOCK} in the file"
+    if (blocks.rows, blocks.columns) != (attrs["N"].i, attrs["K"].i):
+        return f"shape {blocks.rows}x{blocks.columns} in the file"
+    if node.name.startswith("/lm_head/") and blocks.minimum is not None:
+        return "a head with per-block minima (its tied embedding cannot read them)"
     return blocks
 
 
-def _replace_weight(graph, inits: dict, node, attrs, blocks: _Blocks, accuracy_level: int) -> str:
+def _replace_weight(graph, inits: dict, node, attrs, blocks: Blocks, accuracy_level: int) -> str:
     """``node`` computes with ``blocks``; returns its new weight's name."""
     from onnx import TensorProto, helper, numpy_helper
 
@@ -180,7 +162,7 @@ def _replace_weight(graph, inits: dict, node, attrs, blocks: _Blocks, accuracy_l
     inits[new_weight] = graph.initializer[-1]
     inits[scales].CopyFrom(numpy_helper.from_array(blocks.scale, scales))
     node.input[1] = new_weight
-    attrs["bits"].i = blocks.bits
+    attrs["bits"].i, attrs["block_size"].i = blocks.bits, blocks.block
     attrs["accuracy_level"].i = accuracy_level if blocks.bits == 4 else 4
     if blocks.minimum is not None:
         _add_minimum_term(graph, node, blocks, helper, numpy_helper, TensorProto)
@@ -224,6 +206,9 @@ def import_gguf_blocks(model_path: Path, gguf_path: Path, accuracy_level: int = 
         report.kept.append(node.name)
     if head is not None:
         report.embedding_follows_head = _retie_embedding(graph, head[0], inits, helper, numpy_helper)
+    embedding = file.tensors.get("token_embd.weight")
+    if not report.embedding_follows_head and embedding is not None and read_blocks(embedding) is not None:
+        report.requantized["/model/embed_tokens"] = "an untied embedding: the builder's own int4 of its values"
         if head[0].endswith("_Q8"):
             _refine_head(graph, head[1], inits, helper, numpy_helper)
             report.head_refined = REFINE_TOP_K
@@ -232,21 +217,25 @@ def import_gguf_blocks(model_path: Path, gguf_path: Path, accuracy_level: int = 
     return report
 
 
-def _add_minimum_term(graph, node, blocks: _Blocks, helper, numpy_helper, TensorProto) -> None:
+def _add_minimum_term(graph, node, blocks: Blocks, helper, numpy_helper, TensorProto) -> None:
     """Zero point z = round(−m/d) for the 4-bit product, then + (A summed per block) @ r with
     r = m + z·d: d·(q − z) + r = d·q + m (r held in float16, within 2⁻¹¹ of itself)."""
     rows, count = blocks.scale.shape
-    base = node.name
+    base, top = node.name, (1 << blocks.bits) - 1
     zero = np.clip(np.rint(-np.divide(blocks.minimum, blocks.scale, out=np.zeros_like(blocks.minimum),
-                                      where=blocks.scale != 0)), 0, 15).astype(np.uint8)
+                                      where=blocks.scale != 0)), 0, top).astype(np.uint8)
     residual = blocks.minimum + zero * blocks.scale
-    if count % 2:
-        zero = np.pad(zero, ((0, 0), (0, 1)))
-    zero_points = (zero[:, 0::2] | (zero[:, 1::2] << 4)).astype(np.uint8)  # block 2i in the low nibble
+    if blocks.bits == 8:
+        zero_points = zero
+    else:
+        if count % 2:
+            zero = np.pad(zero, ((0, 0), (0, 1)))
+        zero_points = (zero[:, 0::2] | (zero[:, 1::2] << 4)).astype(np.uint8)  # block 2i in the low nibble
     zp_name, minima_name = f"{node.input[1]}_zero_points", f"{node.input[1]}_block_minima"
     graph.initializer.extend([numpy_helper.from_array(zero_points, zp_name),
                               numpy_helper.from_array(residual.T.astype(np.float16), minima_name),
-                              numpy_helper.from_array(np.array([0, 0, count, BLOCK], np.int64), f"{base}/block_shape"),
+                              numpy_helper.from_array(np.array([0, 0, count, blocks.block], np.int64),
+                                                      f"{base}/block_shape"),
                               numpy_helper.from_array(np.array([-1], np.int64), f"{base}/last_axis")])
     while len(node.input) < 4:
         node.input.append("")
@@ -271,13 +260,13 @@ def _refine_head(graph, node, inits, helper, numpy_helper) -> None:
     the float32 hidden state, scattered back. Greedy choice and the likely tokens' logits
     are then the float32 ones; measured on SmolLM2: the int8 head alone flipped "Paris"."""
     weight, scales = node.input[1], node.input[2]
-    rows, count, _ = inits[weight].dims
+    rows, count, block = inits[weight].dims   # 8-bit: a block's bytes are its weights
     base, out, hidden = node.name, node.output[0], node.input[0]
     zp = f"{weight}/gather_zero_points"  # the tied embedding's, when there is one
     if zp not in {t.name for t in graph.initializer}:
         graph.initializer.append(numpy_helper.from_array(np.full((rows, count), 128, np.uint8), zp))
     graph.initializer.extend([
-        numpy_helper.from_array(np.array([rows, count * BLOCK], np.int64), f"{base}/table_shape"),
+        numpy_helper.from_array(np.array([rows, count * block], np.int64), f"{base}/table_shape"),
         numpy_helper.from_array(np.array([REFINE_TOP_K], np.int64), f"{base}/k"),
         numpy_helper.from_array(np.array([-1], np.int64), f"{base}/minus_one")])
     node.output[0] = f"{base}/approximate"
@@ -286,7 +275,7 @@ def _refine_head(graph, node, inits, helper, numpy_helper) -> None:
                          axis=-1, name=f"{base}/top_k"),
         helper.make_node("Reshape", [weight, f"{base}/table_shape"], [f"{base}/table"], name=f"{base}/table"),
         helper.make_node("GatherBlockQuantized", [f"{base}/table", f"{base}/top_ids", scales, zp],
-                         [f"{base}/top_rows"], domain="com.microsoft", bits=8, block_size=BLOCK,
+                         [f"{base}/top_rows"], domain="com.microsoft", bits=8, block_size=block,
                          gather_axis=0, quantize_axis=1, name=f"{base}/top_rows"),
         helper.make_node("Unsqueeze", [hidden, f"{base}/minus_one"], [f"{base}/column"], name=f"{base}/column"),
         helper.make_node("MatMul", [f"{base}/top_rows", f"{base}/column"], [f"{base}/exact_column"],
@@ -307,13 +296,13 @@ def _retie_embedding(graph, head_weight: str, inits, helper, numpy_helper) -> bo
         producer = next((n for n in graph.node if n.output and n.output[0] == node.input[0]), None)
         if producer is None or producer.op_type != "Reshape" or producer.input[0] != head_weight:
             continue
-        rows, count, _ = inits[head_weight].dims
-        shape = numpy_helper.from_array(np.array([rows, count * BLOCK * bits // 8], np.int64),
+        rows, count, blob = inits[head_weight].dims
+        shape = numpy_helper.from_array(np.array([rows, count * blob], np.int64),
                                         f"{head_weight}/gather_shape")
         graph.initializer.append(shape)
         producer.input[1] = shape.name
         attrs = {a.name: a for a in node.attribute}
-        attrs["bits"].i = bits
+        attrs["bits"].i, attrs["block_size"].i = bits, blob * 8 // bits
         if bits == 8:  # GatherBlockQuantized's default zero point is 0; Q8_0 stored as q + 128
             zp = numpy_helper.from_array(np.full((rows, count), 128, np.uint8), f"{head_weight}/gather_zero_points")
             graph.initializer.append(zp)

@@ -97,13 +97,13 @@ def load_gguf(path: Path) -> Source:
 
 
 def _four_bit_share(path: Path) -> float:
-    """The share of the file's matrix weights held in Q4_0/Q4_1 blocks (what int4 keeps exactly)."""
+    """The share of the file's matrix weights held in 4-bit blocks int4 keeps exactly (Q4_0, Q4_1, Q4_K)."""
     import gguf
 
     kinds = gguf.GGMLQuantizationType
     matrices = [t for t in gguf.GGUFReader(str(path)).tensors if len(t.shape) == 2]
     total = sum(int(t.n_elements) for t in matrices)
-    four = sum(int(t.n_elements) for t in matrices if t.tensor_type in (kinds.Q4_0, kinds.Q4_1))
+    four = sum(int(t.n_elements) for t in matrices if t.tensor_type in (kinds.Q4_0, kinds.Q4_1, kinds.Q4_K))
     return four / total if total else 0.0
 
 

@@ -12,6 +12,7 @@ needs the draft's own probabilities, which prompt lookup does not have.
 """
 from __future__ import annotations
 
+import time
 from typing import Any, Iterator
 
 import numpy as np
@@ -42,7 +43,9 @@ class Decoder:
             if produced == budget:
                 return
             draft = self.drafter.draft(budget - produced) if self.drafter else []
+            start = time.perf_counter()
             rows = self.loop.step(self.state, np.array([[token, *draft]]))[0]
+            seconds = time.perf_counter() - start
             self.cached += 1 + len(draft)
             accepted = 0
             for i, guess in enumerate(draft):
@@ -52,8 +55,9 @@ class Decoder:
                 produced += 1
                 yield guess
                 self._take(guess)
+            if self.drafter:
+                self.drafter.record(len(draft), accepted, seconds)
             if draft:
-                self.drafter.record(len(draft), accepted)
                 if accepted < len(draft):  # the cache past the miss holds tokens nobody took
                     self.cached -= len(draft) - accepted
                     self.loop.truncate(self.state, self.cached)

@@ -26,7 +26,7 @@ from .detok import TextStreamer
 from ...backends.llamacpp import LlamaCppSession
 from .concat_loop import ConcatKvLoop
 from .decode import Decoder
-from .lookup import NgramDrafter
+from .lookup import DraftCosts, NgramDrafter
 from .llama_loop import LlamaCppLoop
 from .litert_loop import LiteRtKvLoop
 from .sessions import Session as ChatSession, SessionCache
@@ -67,6 +67,7 @@ class TextTask:
         self.eos = frozenset(cfg.eos_token_id)  # every id that ends generation (end of turn too)
         self.chat = ChatTemplate.for_model(cfg, self.tokenizer, name)
         self.sessions: SessionCache | None = None  # the runtime's, shared by its text models
+        self.draft_costs = DraftCosts()            # what speculation costs and gives on this device
 
     def encode(self, prompt: str, param: str = "prompt", special: bool = True) -> list[int]:
         ids = self.tokenizer.encode(prompt, add_special_tokens=special).ids
@@ -104,7 +105,8 @@ class TextTask:
         state, kept, status = self._resume(params, ids)
         logits = self.loop.step(state, np.array([ids[kept:]]), last_only=True)[0, -1]
         prefill_s = time.perf_counter() - start
-        drafter = NgramDrafter(ids) if params["speculation"] == "auto" else None
+        mode = params["speculation"]
+        drafter = None if mode == "off" else NgramDrafter(ids, self.draft_costs, always=mode == "on")
         decoder = Decoder(self.loop, state, list(ids), logits, cfg, np.random.default_rng(seed), drafter)
         generated, finish = [], "length"
         for index, token in enumerate(decoder.tokens(budget)):
@@ -253,9 +255,9 @@ TEXT_PARAMS = (
     Param("seed", int, None, 0, 2**32 - 1, "seed for reproducible sampling"),
     Param("num_beams", int, 1, 1, 8, "beam search width (1 = no beam search)"),
     Param("stop", list, [], help="stop strings (up to 4, each up to 64 characters)", max_len=4),
-    Param("speculation", str, "auto", choices=("auto", "off"),
-          help="greedy decoding checks drafts copied from the prompt (auto) or not (off); "
-               "the output is the same either way"),
+    Param("speculation", str, "auto", choices=("auto", "on", "off"),
+          help="greedy decoding checks drafts copied from the prompt: where it pays (auto), "
+               "always (on) or never (off); the output is the same either way"),
     Param("session", str, None, max_len=64,
           help="chat session id: later turns reuse its KV cache (edge_aigc/tasks/text/sessions.py)"),
 )

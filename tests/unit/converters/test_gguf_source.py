@@ -127,14 +127,14 @@ def test_int4_keeps_the_files_blocks_exactly(quantized, tmp_path):
 
 
 def test_block_import_refuses_nothing_silently(quantized, tmp_path):
-    from converters.quantize.gguf_blocks import _read_blocks
+    from converters.quantize.gguf_read import read_blocks
     import gguf
 
     reader = gguf.GGUFReader(str(quantized))
     kinds = {t.name: t.tensor_type.name for t in reader.tensors if len(t.shape) == 2}
     assert kinds["token_embd.weight"] == "Q8_0" and kinds["blk.0.attn_q.weight"] == "Q4_0"
     norm = next(t for t in reader.tensors if t.name == "blk.0.attn_norm.weight")
-    assert _read_blocks(norm) is None  # F32: left to the builder, and reported as requantized
+    assert read_blocks(norm) is None  # F32: left to the builder, and reported as requantized
 
 
 def _q4_1_product(blocks, activations, accuracy_level: int):
@@ -163,7 +163,8 @@ def test_q4_1_blocks_keep_their_values_and_a_centred_zero_point():
     activations' own rounding, not that times q (a zero point of 0 made it several times larger)."""
     import numpy as np
 
-    from converters.quantize.gguf_blocks import BLOCK, _Blocks
+    from converters.quantize.gguf_blocks import BLOCK
+    from converters.quantize.gguf_read import Blocks
 
     rng = np.random.default_rng(3)
     rows, k = 192, 512
@@ -175,7 +176,7 @@ def test_q4_1_blocks_keep_their_values_and_a_centred_zero_point():
     a = rng.standard_normal((1, 4, k)).astype(np.float32)
     a[..., rng.choice(k, 6, replace=False)] *= 20  # outlier channels, as in a real LM's activations
     exact = a @ weights.T
-    blocks = _Blocks(4, q, d, lo)
+    blocks = Blocks(4, BLOCK, q, d, lo)
 
     def error(y):
         return float(np.linalg.norm(y - exact) / np.linalg.norm(exact))
