@@ -106,7 +106,7 @@ class TextTask:
         logits = self.loop.step(state, np.array([ids[kept:]]), last_only=True)[0, -1]
         prefill_s = time.perf_counter() - start
         mode = params["speculation"]
-        drafter = None if mode == "off" else NgramDrafter(ids, self.draft_costs, always=mode == "on")
+        drafter = None if mode == "off" or cfg.temperature else NgramDrafter(ids, self.draft_costs, mode == "on")
         decoder = Decoder(self.loop, state, list(ids), logits, cfg, np.random.default_rng(seed), drafter)
         generated, finish = [], "length"
         for index, token in enumerate(decoder.tokens(budget)):
