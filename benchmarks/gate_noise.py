@@ -31,7 +31,7 @@ def bench_gate_noise(work: Path, progress=print) -> tuple[Report, dict]:
     from converters.zoo.smollm2 import gguf_path
     from edge_aigc.device.system import fit_threads
 
-    work.mkdir(parents=True, exist_ok=True)
+    (work / "gate-noise").mkdir(parents=True, exist_ok=True)
     source = gguf_path(progress)
     conversion = Conversion(str(source), ConvertOptions(), work / "gate-noise", progress)
     conversion.export()
