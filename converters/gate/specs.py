@@ -124,11 +124,12 @@ register_gate(GateSpec(
     # measured on SmolLM2-135M-Instruct and the tiny test LMs. answers_kept is a count of ~30 and
     # moves by one or two between CPUs and kernels: llama.cpp's own Q8_0 keeps 27 of the 29
     # answers its float32 gets right on an AMD VM and 23 on an Intel one, its Q4_1 (the published
-    # file) 26 and 27 (benchmarks/analysis.md); the bounds sit one answer below those, and
+    # file) 26 and 27, and its Q8_0 agrees with float32's 32 greedy tokens on 0.42 of the questions
+    # (benchmarks/analysis.md, bench --only gate-noise); the bounds sit just below those, and
     # perplexity and KL tell precision apart (docs/converting.md, "The LM gate's bounds")
     {Recipe.FP32: {"ppl_ratio": 1.001, "greedy_agreement": 0.95, "answers_kept": 1.0},
      Recipe.FP16: {"ppl_ratio": 1.01, "greedy_agreement": 0.75, "answers_kept": 0.96},
-     Recipe.INT8_DYNAMIC: {"ppl_ratio": 1.01, "greedy_agreement": 0.5, "answers_kept": 0.9},
+     Recipe.INT8_DYNAMIC: {"ppl_ratio": 1.01, "greedy_agreement": 0.4, "answers_kept": 0.9},
      Recipe.INT8_STATIC: {"ppl_ratio": 1.05, "greedy_agreement": 0.2, "answers_kept": 0.85},
      Recipe.INT4: {"ppl_ratio": 1.04, "greedy_agreement": 0.2, "answers_kept": 0.85}},
     text_feeds, measure=text_gate.measure,

@@ -25,6 +25,7 @@ from ..errors import Unsupported
 from .runtime import Runtime
 from ..device.system import cpu_temperature_c, usable_cpus
 from ..tasks.spec import get_spec
+from ..tasks.text.sessions import SessionLimits
 
 __all__ = ["HIGHER_IS_BETTER", "bench_bundle", "machine_facts", "format_report", "write_report"]
 
@@ -84,7 +85,9 @@ def bench_bundle(path: str | os.PathLike, profile: str | None = None, repeats: i
                  progress: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
     before = cpu_temperature_c()
     start = time.perf_counter()
-    with Runtime([path], profile, threads=threads, public_key=public_key) as rt:
+    # no prefix reuse: each run prefills its prompt as a first request would
+    with Runtime([path], profile, threads=threads, public_key=public_key,
+                 session_limits=SessionLimits(max_prefixes=0)) as rt:
         load_s = time.perf_counter() - start
         name = rt.loaded()[0]
         info = rt.info(name)
