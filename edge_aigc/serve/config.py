@@ -184,7 +184,7 @@ def parse_listen(listen: str) -> tuple[str, int]:
     """``host:port`` or ``[v6]:port`` to (host, port); a ConfigError names what is wrong."""
     host, sep, port = listen.rpartition(":")
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+    if not sep or not host or not re.fullmatch(r"[0-9]{1,5}", port) or not 0 <= int(port) <= 65535:
         raise ConfigError(f"listen address {listen!r} must look like 127.0.0.1:8080 or [::1]:8080")
     return host, int(port)
 

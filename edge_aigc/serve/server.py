@@ -51,7 +51,7 @@ class DeviceService:
             self.mqtt.on_connect(lambda: self.ha.publish_discovery(_has_cpu_temperature()))
         self.http = None
         if cfg.http.enabled:  # the OpenAI-compatible API: same worker, same limits (http.py)
-            from .http.api import HttpServer
+            from .http.server import HttpServer
 
             from .http.installs import InstallRoutes
 

@@ -13,6 +13,7 @@ dispatcher (transports are peers, none hosts the others).
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
 import threading
@@ -27,7 +28,7 @@ from ..runtime.runtime import Runtime
 from ..tasks.base import CancelToken, Event, Result
 from .ledger import RequestLedger, Stats
 
-__all__ = ["Done", "Job", "Listener", "Submitter", "Worker", "internal_error"]
+__all__ = ["Done", "Job", "JobEvents", "Listener", "Submitter", "Worker", "internal_error"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,26 @@ class Listener(Protocol):
     not raise and should not block (hand the event to the front end's own thread or outbox)."""
 
     def __call__(self, event: Event | Done | RequestError) -> None: ...
+
+
+class JobEvents:
+    """A Listener for a front end on an asyncio loop (HTTP, Wyoming): one job's events, carried
+    from the worker thread to the loop, read there with ``await events.next()``."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop, self.events, self.done = loop, asyncio.Queue(), False
+
+    def __call__(self, event: Any) -> None:  # the worker thread: must never raise
+        try:
+            self.loop.call_soon_threadsafe(self.events.put_nowait, event)
+        except RuntimeError:  # the loop is closed: the server stopped
+            pass
+
+    async def next(self) -> Any:
+        event = await self.events.get()
+        if isinstance(event, (Result, RequestError)):
+            self.done = True
+        return event
 
 
 @dataclass

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 import secrets
 import time
 from pathlib import Path
@@ -77,7 +78,7 @@ class ImageTask:
             raise BadRequest(f"parameter 'label': {self.name} is not class-conditional")
         if label in self.labels:
             return self.labels.index(label)
-        if label.isdigit() and int(label) < self.num_classes:
+        if re.fullmatch(r"[0-9]{1,9}", label) and int(label) < self.num_classes:  # ASCII digits only
             return int(label)
         raise BadRequest(f"parameter 'label': {label!r} is not a class of {self.name} "
                          f"(classes: {', '.join(self.labels) or range(self.num_classes)})")

@@ -8,6 +8,7 @@ the same ``seed`` gives the same audio on every backend and recipe.
 """
 from __future__ import annotations
 
+import re
 import secrets
 import time
 import unicodedata
@@ -78,7 +79,7 @@ class SpeechTask:
             return 0
         if value in self.cfg.speaker_id_map:
             return int(self.cfg.speaker_id_map[value])
-        if value.isdigit() and int(value) < self.cfg.num_speakers:
+        if re.fullmatch(r"[0-9]{1,9}", value) and int(value) < self.cfg.num_speakers:  # ASCII digits only
             return int(value)
         known = sorted(self.cfg.speaker_id_map)
         names = ", ".join(known[:10]) + ("…" if len(known) > 10 else "")

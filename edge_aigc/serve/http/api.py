@@ -1,92 +1,43 @@
 """The OpenAI-compatible HTTP API beside MQTT: one runtime, one queue, one set of limits.
 
-Starlette routes on uvicorn (the ``[http]`` extra), in one thread of the service process.
-A request is checked here (auth, size, JSON, OpenAI fields, model and parameters), then
-submitted as a job to the device's one worker (worker.py) with a listener that hands the
-worker's events back to this thread's event loop. So MQTT and HTTP requests
-wait in one line, under one ``queue_size``; a full queue is a 429 with ``Retry-After``.
-A client that goes away cancels its request (queued or running) at the next step.
-
-Why Starlette + uvicorn: both pure Python (no compiled extras with plain ``uvicorn``),
-maintained, and SSE is a plain ``StreamingResponse``; the service idles at a few MB more
-with the server on (benchmarks/http.py measures it). Reference: docs/http.md.
+The routes' handlers; server.py serves them with Starlette on uvicorn. A request is checked
+here (auth, size, JSON, OpenAI fields, model and parameters), then submitted as a job to
+the device's one worker (worker.py) with a listener that hands the worker's events back to
+this thread's event loop. So MQTT and HTTP requests wait in one line, under one
+``queue_size``; a full queue is a 429 with ``Retry-After``. A client that goes away cancels
+its request (queued or running) at the next step.
+Reference: docs/http.md.
 """
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import hmac
 import json
 import logging
 import re
-import socket
-import threading
 import time
 import uuid
 from typing import Any, AsyncIterator, Callable
 
+from starlette.requests import Request as HttpRequest
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
 from ...contract import Action, Task
-from ...errors import BadRequest, ConfigError, RequestError, TooLarge, UnknownModel
+from ...errors import BadRequest, RequestError, UnknownModel
 from ...tasks.base import Result, Token
 from . import openai as oa
-from ..config import HttpConfig
 from ..ledger import Reply
-from .prometheus import CONTENT_TYPE, exposition
 from ..payload import decode_json
-from ..worker import Job, Submitter
+from ..worker import Job, JobEvents, Submitter
+from .common import STATUS, Failed, bearer, disconnected, error, read_body
+from .prometheus import CONTENT_TYPE, exposition
 
-try:
-    import uvicorn
-    from starlette.applications import Starlette
-    from starlette.exceptions import HTTPException
-    from starlette.middleware import Middleware
-    from starlette.middleware.cors import CORSMiddleware
-    from starlette.requests import Request as HttpRequest
-    from starlette.responses import JSONResponse, Response, StreamingResponse
-    from starlette.routing import Route
-except ImportError as exc:  # pragma: no cover - the extra is missing
-    raise ConfigError("the HTTP API needs the [http] extra: pip install 'edge-aigc[http]'") from exc
-
-__all__ = ["HttpServer", "build_app"]
+__all__ = ["Api", "OPEN"]
 
 log = logging.getLogger(__name__)
 
-# Our error codes (errors.py) as HTTP statuses.
-STATUS = {"bad_request": 400, "unsupported": 400, "unknown_model": 404, "unknown_job": 404, "conflict": 409,
-          "too_large": 413, "rejected": 422, "busy": 429, "cancelled": 503,
-          "timeout": 504, "internal": 500}
-_OPEN = {"/healthz"}  # everything else needs a token when tokens are configured
+OPEN = {"/healthz"}  # everything else needs a token when tokens are configured
 _KEY_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")  # an Idempotency-Key: what MQTT allows as an id
-
-
-def _error(status: int, message: str, code: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(oa.error_body(status, message, code), status, headers=headers)
-
-
-class _Failed(Exception):
-    """An HTTP answer other than 200, raised out of a handler."""
-
-    def __init__(self, response: Response):
-        self.response = response
-
-
-class _Job:
-    """One queued request's events, carried from the worker thread to the event loop."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop):
-        self.loop, self.events, self.done = loop, asyncio.Queue(), False
-
-    def __call__(self, event: Any) -> None:  # the worker thread: must never raise
-        try:
-            self.loop.call_soon_threadsafe(self.events.put_nowait, event)
-        except RuntimeError:  # the loop is closed: the server stopped
-            pass
-
-    async def next(self) -> Any:
-        event = await self.events.get()
-        if isinstance(event, (Result, RequestError)):
-            self.done = True
-        return event
 
 
 class Api:
@@ -101,7 +52,7 @@ class Api:
     # -- the plumbing every route shares ----------------------------------------------
     def owner(self, request: HttpRequest) -> str:
         """Whose chat sessions: one owner per token (a hash of it), so clients never share."""
-        token = _bearer(request) or ""
+        token = bearer(request) or ""
         return "http:" + hashlib.sha256(token.encode()).hexdigest()[:16] if token else "http:local"
 
     async def body(self, request: HttpRequest) -> Any:
@@ -117,18 +68,18 @@ class Api:
             raise BadRequest(f"model {call.model!r} is a {info['task']} model; this endpoint serves "
                              f"{call.task} models")
 
-    def submit(self, call: oa.Call, request: HttpRequest) -> tuple[Job, _Job]:
+    def submit(self, call: oa.Call, request: HttpRequest) -> tuple[Job, JobEvents]:
         self.check(call)
-        events = _Job(asyncio.get_running_loop())
+        events = JobEvents(asyncio.get_running_loop())
         job = Job(f"http-{uuid.uuid4().hex}", Action.GENERATE, call.model, events, call.params,
                   owner=self.owner(request))
         self.worker.submit(job)  # BadRequest for bad parameters, Busy when the queue is full
         return job, events
 
-    async def events(self, request: HttpRequest, req: Job, job: _Job) -> AsyncIterator[Any]:
+    async def events(self, request: HttpRequest, req: Job, job: JobEvents) -> AsyncIterator[Any]:
         """The request's events up to its Result (a RequestError is raised), cancelling the
         request if the client goes away first (while it waits in the queue, too)."""
-        gone = asyncio.ensure_future(_disconnected(request))
+        gone = asyncio.ensure_future(disconnected(request))
         try:
             while True:
                 step = asyncio.ensure_future(job.next())
@@ -136,7 +87,7 @@ class Api:
                 if not step.done():
                     step.cancel()
                     self.worker.cancel(req.id)
-                    raise _Failed(Response(status_code=499))  # nobody is listening any more
+                    raise Failed(Response(status_code=499))  # nobody is listening any more
                 event = step.result()
                 if isinstance(event, RequestError):
                     raise event
@@ -160,7 +111,7 @@ class Api:
         ledger, lid = self.worker.ledger, f"http:{self.owner(request)}:{key}"
         seen = ledger.claim(lid)
         if seen is not None and seen.state != "done":
-            raise _Failed(_error(409, "a request with this Idempotency-Key is still running", "conflict"))
+            raise Failed(error(409, "a request with this Idempotency-Key is still running", "conflict"))
         if seen is not None and seen.replies:
             return Response(seen.replies[0].payload, media_type=seen.replies[0].content_type)
         try:  # new, or answered so long ago that the ledger no longer holds the answer
@@ -172,7 +123,7 @@ class Api:
         ledger.finish(lid, [Reply("", bytes(response.body), response.media_type)])
         return response
 
-    async def result(self, request: HttpRequest, req: Job, job: _Job) -> Result:
+    async def result(self, request: HttpRequest, req: Job, job: JobEvents) -> Result:
         events = self.events(request, req, job)
         try:
             async for event in events:
@@ -217,7 +168,7 @@ class Api:
                                  media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
-    async def _sse(self, req: Job, job: _Job, first: Any, rid: str, created: int, call: oa.Call,
+    async def _sse(self, req: Job, job: JobEvents, first: Any, rid: str, created: int, call: oa.Call,
                    chat: bool) -> AsyncIterator[bytes]:
         model = call.model
         chunk = (lambda **kw: oa.chat_chunk(rid, model, created, **kw)) if chat else \
@@ -269,127 +220,9 @@ class Api:
         task = Task(self.rt.info(name)["task"]) if loaded else Task.AUDIO
         speakers = getattr(self.rt.model(name).bundle.manifest.config, "num_speakers", 1) if loaded else 1
         call = oa.speech_call(body, task, speakers)
-        return await self.once(request, call, lambda req, result: Response(result.outputs[0].data,
-                                                                             media_type="audio/wav"))
-
-
-async def read_body(request: HttpRequest, limit: int) -> bytes:
-    """The request's body, refused (TooLarge) as soon as it passes ``limit`` bytes."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise TooLarge(f"body of {declared} bytes exceeds the {limit}-byte limit")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise TooLarge(f"body exceeds the {limit}-byte limit")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _bearer(request: HttpRequest) -> str | None:
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
-
-
-async def _disconnected(request: HttpRequest) -> None:
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
+        return await self.once(request, call,
+                               lambda req, result: Response(result.outputs[0].data, media_type="audio/wav"))
 
 
 def _sse(data: dict[str, Any]) -> bytes:
     return f"data: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
-
-
-def build_app(api: Api, cfg: HttpConfig, tokens: frozenset[str],
-              extra: list[tuple[str, Any, str]] = ()) -> Starlette:
-    """The API's routes, and ``extra`` ones (path, handler, method) under the same auth and errors."""
-
-    def route(path: str, handler: Any, method: str) -> Route:
-        async def endpoint(request: HttpRequest) -> Response:
-            if request.url.path not in _OPEN and tokens:
-                given = _bearer(request)
-                if given is None or not any(hmac.compare_digest(given, t) for t in tokens):
-                    return _error(401, "a valid bearer token is required (Authorization: Bearer …)",
-                                  "invalid_api_key", {"WWW-Authenticate": "Bearer"})
-            try:
-                return await handler(request)
-            except _Failed as failed:
-                return failed.response
-            except RequestError as exc:
-                status = STATUS.get(exc.code, 500)
-                headers = {"Retry-After": str(api.worker.retry_after_s())} if status == 429 else None
-                if status == 500:
-                    log.error("HTTP %s failed: %s", path, exc)
-                return _error(status, str(exc), exc.code, headers)
-            except Exception:  # a bug answers 500 and never takes the server down
-                log.exception("HTTP %s failed", path)
-                return _error(500, f"{path} failed on the device; the device log has the details", "internal")
-        return Route(path, endpoint, methods=[method])
-
-    async def http_error(request: HttpRequest, exc: HTTPException) -> Response:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "bad_request")
-        return _error(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}", code)
-
-    routes = [route("/v1/models", api.models, "GET"), route("/healthz", api.health, "GET"),
-              route("/metrics", api.metrics, "GET"), route("/v1/chat/completions", api.chat, "POST"),
-              route("/v1/completions", api.completions, "POST"),
-              route("/v1/images/generations", api.images, "POST"), route("/v1/audio/speech", api.speech, "POST"),
-              *(route(path, handler, method) for path, handler, method in extra)]
-    middleware = [Middleware(CORSMiddleware, allow_origins=list(cfg.cors_origins), allow_methods=["GET", "POST", "PUT"],
-                             allow_headers=["Authorization", "Content-Type"])] if cfg.cors_origins else []
-    return Starlette(routes=routes, middleware=middleware, exception_handlers={HTTPException: http_error})
-
-
-class HttpServer:
-    """uvicorn serving :func:`build_app` in a thread of its own; ``port`` is the bound port
-    (``listen = "127.0.0.1:0"`` picks a free one)."""
-
-    def __init__(self, worker: Submitter, metrics: Callable[[], dict[str, Any]], max_bytes: int,
-                 cfg: HttpConfig, tokens: frozenset[str], extra: list[tuple[str, Any, str]] = ()):
-        if not tokens and not cfg.loopback:
-            raise ConfigError(f"http.listen = {cfg.listen!r} is reachable from other machines: give "
-                              "bearer tokens (http.tokens_file or $CREDENTIALS_DIRECTORY/http-tokens), "
-                              "or listen on 127.0.0.1")
-        host, port = cfg.address
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        # proto IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say they are
-        # TCP, and without it a keep-alive client waited ~40 ms per response (headers and body
-        # are two writes; Nagle held the body for the client's delayed ACK). Measured: 44 ms
-        # per GET /healthz on a reused connection before, under 1 ms after.
-        self._sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            self._sock.bind((host, port))
-        except OSError as exc:
-            self._sock.close()
-            raise ConfigError(f"http.listen = {cfg.listen!r}: cannot listen there ({exc.strerror})") from None
-        self.port = self._sock.getsockname()[1]
-        self.tls = bool(cfg.cert_file)
-        config = uvicorn.Config(build_app(Api(worker, metrics, max_bytes, tokens), cfg, tokens, list(extra)), log_config=None, access_log=False,
-                                lifespan="off", ssl_certfile=cfg.cert_file or None,
-                                ssl_keyfile=cfg.key_file or None, timeout_graceful_shutdown=5)
-        try:
-            config.load()  # reads the TLS files now, so a bad one is a config error at start
-        except (OSError, ValueError) as exc:
-            self._sock.close()
-            raise ConfigError(f"http: cannot use the TLS certificate or key: {exc}") from None
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._run, name="http", daemon=True)
-
-    def _run(self) -> None:
-        asyncio.run(self._server.serve(sockets=[self._sock]))
-
-    def start(self, timeout: float = 10.0) -> None:
-        self._thread.start()
-        deadline = time.monotonic() + timeout
-        while not self._server.started and self._thread.is_alive() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        if not self._server.started:
-            raise ConfigError("the HTTP server did not start (see the log)")
-        log.info("OpenAI-compatible API on %s://%s:%d/v1", "https" if self.tls else "http", *self._sock.getsockname()[:2])
-
-    def stop(self) -> None:
-        self._server.should_exit = True
-        self._thread.join(10)
-        self._sock.close()

@@ -24,7 +24,7 @@ from ...lifecycle.ota import Installer
 from ...lifecycle.ota.job import INSTALL_FIELDS, install_spec
 from ...lifecycle.ota.receive import chunk_size
 from ..payload import decode_json
-from .api import read_body
+from .common import read_body
 
 __all__ = ["InstallRoutes"]
 

@@ -14,6 +14,7 @@ model's ``label`` …) ride as extra body fields, which the ``openai`` client se
 from __future__ import annotations
 
 import base64
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -99,7 +100,7 @@ def _text_params(body: dict[str, Any]) -> dict[str, Any]:
 def _message(i: int, m: Any) -> dict[str, str]:
     if not isinstance(m, dict) or "role" not in m or "content" not in m or set(m) - {"role", "content", "name"}:
         raise BadRequest(f"messages[{i}] must be an object with 'role' and 'content' (and optionally 'name')")
-    if m["role"] not in ROLES:
+    if not isinstance(m["role"], str) or m["role"] not in ROLES:
         raise BadRequest(f"messages[{i}]: role {m['role']!r} is not supported (known: {', '.join(ROLES)})")
     content = m["content"]
     if isinstance(content, list):  # content parts: text only
@@ -166,10 +167,10 @@ def image_call(body: Any) -> Call:
 def _size(value: Any) -> tuple[int, int] | None:
     if value in (None, "auto"):
         return None
-    w, _, h = value.partition("x") if isinstance(value, str) else ("", "", "")
-    if not (w.isdigit() and h.isdigit()):
+    match = re.fullmatch(r"([0-9]{1,5})x([0-9]{1,5})", value) if isinstance(value, str) else None
+    if match is None:  # ASCII digits: str.isdigit() takes '²', which int() refuses
         raise BadRequest(f"images: 'size' must look like 112x112 or be 'auto', got {value!r}")
-    return int(w), int(h)
+    return int(match[1]), int(match[2])
 
 
 # The task parameter a speech request's ``input`` fills, per audio-producing task.
@@ -276,5 +277,5 @@ _TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_f
 
 
 def error_body(status: int, message: str, code: str, param: str | None = None) -> dict[str, Any]:
-    return {"error": {"message": message, "type": _TYPES.get(status, "server_error"), "param": param,
-                      "code": code}}
+    kind = _TYPES.get(status, "invalid_request_error" if status < 500 else "server_error")
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 from typing import Any, Callable
@@ -123,7 +124,7 @@ class MqttFrontEnd:
 
     def _on_chunk(self, topic: str, payload: bytes) -> None:
         job_id, _, index = topic[len(self.topics.ota_prefix):].partition("/")
-        if index.isdigit() and self.installer is not None:
+        if re.fullmatch(r"[0-9]{1,9}", index) and self.installer is not None:  # not '²': int() refuses it
             self.installer.receive(job_id, int(index), unframe_chunk(payload))
 
     def _on_request(self, msg: mqtt.MQTTMessage) -> None:

@@ -85,6 +85,14 @@ def test_a_file_that_is_not_gguf_is_a_source_error(tmp_path):
         load_source(str(bad))
 
 
+def test_a_truncated_gguf_file_is_a_source_error(tiny, tmp_path):
+    data = tiny[1].read_bytes()
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(data[:len(data) // 2])
+    with pytest.raises(SourceError, match="not a readable GGUF file"):
+        load_source(str(cut))
+
+
 @pytest.fixture(scope="module")
 def quantized(tmp_path_factory):
     """A tied tiny Llama written with llama.cpp's block types: Q8_0 embedding/head, Q4_0 for

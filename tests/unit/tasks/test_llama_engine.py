@@ -4,12 +4,13 @@ chat sessions. Greedy output equals llama.cpp's own greedy completion of the sam
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pytest
 
 from edge_aigc import Runtime, pack_bundle
-from edge_aigc.errors import BadRequest, BundleError
+from edge_aigc.errors import BackendUnavailable, BadRequest, BundleError
 from edge_aigc.remote.client import DeviceClient
 from edge_aigc.tasks.base import Token
 from tests.helpers.service import running_service, write_config
@@ -121,6 +122,21 @@ def test_a_gguf_bundle_whose_file_is_not_a_model_is_a_clear_bundle_error(tmp_pat
     with pytest.raises(BundleError, match="llama.cpp cannot load model.gguf") as info:
         Runtime([bad], "x86-avx2")
     assert str(tmp_path) not in str(info.value)
+
+
+def test_a_truncated_gguf_file_is_a_clear_bundle_error(tmp_path, tiny):
+    gguf, _ = tiny
+    data = gguf.read_bytes()
+    cut = gguf_bundle(tmp_path / "cut.eaigc", gguf, name="cut-gguf", model_bytes=data[:len(data) // 2])
+    with pytest.raises(BundleError, match="llama.cpp cannot load model.gguf") as info:
+        Runtime([cut], "x86-avx2")
+    assert str(tmp_path) not in str(info.value)
+
+
+def test_without_the_llama_extra_a_gguf_bundle_names_the_extra(tiny, monkeypatch):
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)  # what an install without [llama] imports
+    with pytest.raises(BackendUnavailable, match=r"pip install 'edge-aigc\[llama\]'"):
+        Runtime([tiny[1]], "x86-avx2")
 
 
 def test_served_over_mqtt_the_same_greedy_answer(broker, tiny, tmp_path):
