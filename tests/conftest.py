@@ -75,3 +75,22 @@ def chat_lm(tmp_path_factory):
     out = d / "chatty.eaigc"
     convert(str(hf), [get_profile("x86-avx2")], out, ConvertOptions(recipe="fp32"))
     return hf, out
+
+
+@pytest.fixture(scope="session")
+def voices(tmp_path_factory):
+    """Tiny Piper-shaped voices (tests/helpers/tiny_voice.py), converted: one speaker at the
+    default recipe ("solo") and three at fp16 ("trio"); name -> the conversion's result."""
+    from converters.pipeline import ConvertOptions, convert
+    from edge_aigc.device.profiles import get_profile
+    from tests.helpers import tiny_voice
+
+    d = tmp_path_factory.mktemp("voice")
+    out = {}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EDGE_AIGC_CACHE", str(d / "cache"))
+        for name, speakers, recipe in (("solo", 1, None), ("trio", 3, "fp16")):
+            src = tiny_voice.build(d / f"{name}.onnx", speakers=speakers)
+            [res] = convert(src, [get_profile("x86-avx2")], d / f"{name}.eaigc", ConvertOptions(recipe=recipe))
+            out[name] = res
+    return out

@@ -7,6 +7,7 @@ import signal
 import threading
 from dataclasses import replace
 
+from ..errors import ConfigError
 from ..serve.app import build_service
 from ..serve.config import load_config, parse_listen, rooted
 from ..serve.systemd import Watchdog, watchdog_interval
@@ -23,6 +24,12 @@ def _serve(args: argparse.Namespace) -> int:
     if args.http:  # quick use: the OpenAI-compatible API on this address, whatever [http] says
         parse_listen(args.http)
         cfg = replace(cfg, http=replace(cfg.http, enabled=True, listen=args.http))
+    if args.wyoming:  # the same for the Wyoming voice server
+        parse_listen(args.wyoming)
+        cfg = replace(cfg, wyoming=replace(cfg.wyoming, enabled=True, listen=args.wyoming))
+        if not cfg.wyoming.loopback and not cfg.wyoming.allow_from:
+            raise ConfigError(f"--wyoming {args.wyoming} is reachable from other machines and Wyoming has no "
+                              "credentials: list the clients that may connect in [wyoming] allow_from")
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -52,6 +59,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--http", metavar="HOST:PORT",
                    help="also serve the OpenAI-compatible HTTP API there, e.g. 127.0.0.1:8080 (turns "
                         "[http] on and overrides its listen; see docs/http.md)")
+    p.add_argument("--wyoming", metavar="HOST:PORT",
+                   help="also serve the loaded voices over Wyoming there, e.g. 127.0.0.1:10200 (turns "
+                        "[wyoming] on and overrides its listen; see docs/homeassistant.md)")
     p.add_argument("--root", help="resolve the config's absolute paths inside this directory "
                                   "(serve a flashed device root from the host)")
     p.set_defaults(func=_serve)

@@ -8,6 +8,7 @@ models; see :func:`ServiceConfig.trusted_key`). Secrets never come from the comm
 """
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -19,7 +20,7 @@ from ..errors import ConfigError
 from ..device.tomltable import TomlTable, read_toml
 from .mqtt.protocol import parse_broker_url
 
-__all__ = ["ServiceConfig", "MqttConfig", "Limits", "HttpConfig", "HomeAssistantConfig", "load_config",
+__all__ = ["ServiceConfig", "MqttConfig", "Limits", "HttpConfig", "HomeAssistantConfig", "WyomingConfig", "load_config",
            "read_password", "read_tokens", "parse_listen", "rooted", "device_toml", "DEFAULT_BROKER"]
 
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -86,8 +87,36 @@ class HttpConfig:
 
     @property
     def loopback(self) -> bool:
-        host = self.address[0]
-        return host == "localhost" or host.startswith("127.") or host == "::1"
+        return _is_loopback(self.address[0])
+
+
+@dataclass(frozen=True)
+class WyomingConfig:
+    """``[wyoming]``: the Wyoming voice server Home Assistant adds (docs/homeassistant.md). Off
+    unless ``enabled``. Wyoming has no credentials, so a listener other than loopback takes
+    only the clients of ``allow_from`` (addresses or networks, e.g. the Home Assistant host)."""
+
+    enabled: bool = False
+    listen: str = "127.0.0.1:10200"
+    allow_from: tuple[str, ...] = ()
+    zeroconf: bool = False            # advertise _wyoming._tcp.local. (the [wyoming] extra has zeroconf)
+    name: str = ""                    # the advertised name; default: the device id
+    voice: str = ""                   # the voice when a request names none; default: the first loaded
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return parse_listen(self.listen)
+
+    @property
+    def loopback(self) -> bool:
+        return _is_loopback(self.address[0])
+
+    def networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        return tuple(ipaddress.ip_network(a, strict=False) for a in self.allow_from)
+
+
+def _is_loopback(host: str) -> bool:
+    return host == "localhost" or host.startswith("127.") or host == "::1"
 
 
 @dataclass(frozen=True)
@@ -115,6 +144,7 @@ class ServiceConfig:
     path: str = ""
     http: HttpConfig = HttpConfig()
     homeassistant: HomeAssistantConfig = HomeAssistantConfig()
+    wyoming: WyomingConfig = WyomingConfig()
 
     @property
     def root(self) -> str:
@@ -207,6 +237,27 @@ def _http(t: TomlTable | None) -> HttpConfig:
     return cfg
 
 
+def _wyoming(t: TomlTable | None) -> WyomingConfig:
+    if t is None:
+        return WyomingConfig()
+    d = WyomingConfig()
+    cfg = WyomingConfig(enabled=t.get("enabled", bool, d.enabled), listen=t.get("listen", str, d.listen),
+                        allow_from=tuple(t.strings("allow_from", default=())), zeroconf=t.get("zeroconf", bool, False),
+                        name=t.get("name", str, ""), voice=t.get("voice", str, ""))
+    try:
+        cfg.address
+        cfg.networks()
+    except ConfigError as exc:
+        raise t.fail("listen", str(exc)) from None
+    except ValueError as exc:
+        raise t.fail("allow_from", f"{exc} (give addresses or networks such as 192.168.1.10 or 192.168.1.0/24)") from None
+    if cfg.enabled and not cfg.loopback and not cfg.allow_from:
+        raise t.fail("allow_from", f"listen = {cfg.listen!r} is reachable from other machines and Wyoming has no "
+                                   "credentials: list the clients that may connect (e.g. the Home Assistant host)")
+    t.finish()
+    return cfg
+
+
 def _homeassistant(t: TomlTable | None) -> HomeAssistantConfig:
     if t is None:
         return HomeAssistantConfig()
@@ -277,16 +328,16 @@ def _toml_value(value: Any) -> str:
 def device_toml(device_id: str, models: list[str], broker: str = DEFAULT_BROKER, *,
                 mqtt: dict[str, Any] | None = None, limits: dict[str, Any] | None = None,
                 http: dict[str, Any] | None = None, homeassistant: dict[str, Any] | None = None,
-                header: str = "", **top: Any) -> str:
+                wyoming: dict[str, Any] | None = None, header: str = "", **top: Any) -> str:
     """A device.toml that :func:`load_config` reads: top-level keys (``profile``, ``state_dir``,
-    ``pubkey``, ``allow_unsigned``, …) then ``[mqtt]``, ``[limits]``, ``[http]``, ``[homeassistant]``. Used by ``flash``, the
-    benchmarks and the tests, so there is one writer of the format."""
+    ``pubkey``, ``allow_unsigned``, …) then ``[mqtt]``, ``[limits]``, ``[http]``, ``[homeassistant]``,
+    ``[wyoming]``. Used by ``flash``, the benchmarks and the tests, so there is one writer of the format."""
     lines = [f"# {line}" for line in header.splitlines()]
     lines += [f"device_id = {_toml_value(device_id)}", f"models = {_toml_value(list(models))}"]
     lines += [f"{k} = {_toml_value(v)}" for k, v in top.items() if v not in (None, "")]
     lines += ["", "[mqtt]", f"url = {_toml_value(broker)}"]
     lines += [f"{k} = {_toml_value(v)}" for k, v in (mqtt or {}).items()]
-    for table, values in (("limits", limits), ("http", http), ("homeassistant", homeassistant)):
+    for table, values in (("limits", limits), ("http", http), ("homeassistant", homeassistant), ("wyoming", wyoming)):
         if values:
             lines += ["", f"[{table}]"] + [f"{k} = {_toml_value(v)}" for k, v in values.items()]
     return "\n".join(lines) + "\n"
@@ -304,6 +355,7 @@ def load_config(path: str | os.PathLike) -> ServiceConfig:
         limits=_limits(top.table("limits", required=False)),
         http=_http(top.table("http", required=False)),
         homeassistant=_homeassistant(top.table("homeassistant", required=False)),
+        wyoming=_wyoming(top.table("wyoming", required=False)),
         profile=top.get("profile", str, ""), state_dir=top.get("state_dir", str, ""),
         pubkey=top.get("pubkey", str, ""), allow_unsigned=top.get("allow_unsigned", bool, False),
         path=str(path))

@@ -2,8 +2,8 @@
 
 The :class:`~.worker.Worker` runs every job, one at a time. The MQTT front end
 (mqtt_frontend.py) takes requests from the command topics and drives the installer (ota/);
-Home Assistant (homeassistant.py) rides on the MQTT connection; the HTTP API (http.py) is a
-front end of its own. Each submits jobs to the same worker and queue, and none knows the
+Home Assistant (homeassistant.py) rides on the MQTT connection; the HTTP API (http/) and the
+Wyoming voice server (wyoming/) are front ends of their own. Each submits jobs to the same worker and queue, and none knows the
 others: this class only builds them and starts and stops them in order.
 """
 from __future__ import annotations
@@ -58,6 +58,11 @@ class DeviceService:
             installs = InstallRoutes(self.installer, lim.max_payload_bytes).routes() if self.installer else []
             self.http = HttpServer(self.worker, self.mqtt.metrics, lim.max_payload_bytes, cfg.http,
                                    read_tokens(cfg.http), installs)
+        self.wyoming = None
+        if cfg.wyoming.enabled:  # Home Assistant's voice protocol: same worker (wyoming/)
+            from .wyoming.server import WyomingServer
+
+            self.wyoming = WyomingServer(self.worker, cfg.wyoming, cfg.device_id)
         self._ready_event, self._stopped = threading.Event(), threading.Event()
 
     @property
@@ -78,6 +83,8 @@ class DeviceService:
             self.installer.start()
         if self.http is not None:
             self.http.start()
+        if self.wyoming is not None:
+            self.wyoming.start()
         self.mqtt.start()
 
     def wait_ready(self, timeout: float) -> bool:
@@ -99,6 +106,8 @@ class DeviceService:
         self.worker.stop(self.cfg.limits.drain_timeout_s)
         if self.http is not None:
             self.http.stop()
+        if self.wyoming is not None:
+            self.wyoming.stop()
         if self.installer is not None:
             self.installer.stop()
         log.info("requests drained; publishing offline and disconnecting")

@@ -19,15 +19,15 @@ from edge_aigc.serve.config import device_toml, load_config
 
 def write_config(path: Path, port: int, models: list[Path], device_id: str = "dev", scheme: str = "mqtt",
                  mqtt_extra: str = "", limits: str = "", allow_unsigned: bool = True, http: dict | None = None,
-                 homeassistant: dict | None = None, **top: str) -> Path:
+                 homeassistant: dict | None = None, wyoming: dict | None = None, **top: str) -> Path:
     """A device.toml; the tiny test bundles are unsigned, so ``allow_unsigned`` is on unless asked.
-    ``mqtt_extra`` and ``limits`` are TOML lines for those tables; ``http`` and ``homeassistant``
-    the keys of theirs."""
+    ``mqtt_extra`` and ``limits`` are TOML lines for those tables; ``http``, ``homeassistant``
+    and ``wyoming`` the keys of theirs."""
     path.write_text(device_toml(
         device_id, [str(m) for m in models], f"{scheme}://127.0.0.1:{port}", profile="x86-avx2",
         state_dir=str(path.parent / ("state-" + device_id)), allow_unsigned=allow_unsigned or None, **top,
         mqtt=tomllib.loads(mqtt_extra), limits={"metrics_interval_s": 0.5, **tomllib.loads(limits)},
-        http=http, homeassistant=homeassistant))
+        http=http, homeassistant=homeassistant, wyoming=wyoming))
     return path
 
 

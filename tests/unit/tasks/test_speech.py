@@ -99,28 +99,6 @@ def test_phonemes_the_voice_lacks_are_skipped_and_named():
 
 
 # -- conversion -----------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def voices(tmp_path_factory, monkeypatch_module):
-    """One-speaker and three-speaker voices, converted (the default recipe and fp16)."""
-    from converters.pipeline import ConvertOptions, convert
-    from edge_aigc.device.profiles import get_profile
-
-    d = tmp_path_factory.mktemp("voice")
-    monkeypatch_module.setenv("EDGE_AIGC_CACHE", str(d / "cache"))
-    out = {}
-    for name, speakers, recipe in (("solo", 1, None), ("trio", 3, "fp16")):
-        src = tiny_voice.build(d / f"{name}.onnx", speakers=speakers)
-        [res] = convert(src, [get_profile("x86-avx2")], d / f"{name}.eaigc", ConvertOptions(recipe=recipe))
-        out[name] = res
-    return out
-
-
-@pytest.fixture(scope="module")
-def monkeypatch_module():
-    with pytest.MonkeyPatch.context() as mp:
-        yield mp
-
-
 def test_conversion_makes_the_noise_an_input_and_gates_on_real_sentences(voices):
     import onnx
     import tarfile
