@@ -80,10 +80,14 @@ class HttpConfig:
     cert_file: str = ""               # TLS: both or neither
     key_file: str = ""
     cors_origins: tuple[str, ...] = ()  # CORS off unless origins are listed
+    allow_from: tuple[str, ...] = ()  # clients that need no token (e.g. Home Assistant, which sends none)
 
     @property
     def address(self) -> tuple[str, int]:
         return parse_listen(self.listen)
+
+    def networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        return tuple(ipaddress.ip_network(a, strict=False) for a in self.allow_from)
 
     @property
     def loopback(self) -> bool:
@@ -226,11 +230,15 @@ def _http(t: TomlTable | None) -> HttpConfig:
     origins = t.strings("cors_origins", default=())
     cfg = HttpConfig(enabled=t.get("enabled", bool, d.enabled), listen=t.get("listen", str, d.listen),
                      tokens_file=t.get("tokens_file", str, ""), cert_file=t.get("cert_file", str, ""),
-                     key_file=t.get("key_file", str, ""), cors_origins=tuple(origins))
+                     key_file=t.get("key_file", str, ""), cors_origins=tuple(origins),
+                     allow_from=tuple(t.strings("allow_from", default=())))
     try:
         cfg.address
+        cfg.networks()
     except ConfigError as exc:
         raise t.fail("listen", str(exc)) from None
+    except ValueError as exc:
+        raise t.fail("allow_from", f"{exc} (give addresses or networks such as 192.168.1.10 or 192.168.1.0/24)") from None
     if bool(cfg.cert_file) != bool(cfg.key_file):
         raise t.fail("cert_file" if not cfg.cert_file else "key_file", "cert_file and key_file go together")
     t.finish()

@@ -349,9 +349,11 @@ def test_mqtt_and_http_share_one_queue(service, broker, client):
         deadline = time.monotonic() + 30
         while service.worker.queue_depth < 2 and time.monotonic() < deadline:
             time.sleep(0.02)
+        assert service.worker.queue_depth == 2, f"the HTTP requests did not fill the queue: {codes}"
         mqtt.publish("edge-aigc/web/cmd", json.dumps({"id": "refused", "action": "generate", "model": "tiny-lm",
                                                       "params": {"prompt": "x"}}).encode())
-        assert json.loads(mqtt.next(topic="edge-aigc/web/res/refused", event="error").payload)["code"] == "busy"
+        refusal = mqtt.next(timeout=30, topic="edge-aigc/web/res/refused", event="error")
+        assert json.loads(refusal.payload)["code"] == "busy"
         for job_id in [service.worker.running_id, *service.worker.queued_ids()]:  # the HTTP requests
             service.worker.cancel(job_id)
         for t in threads:

@@ -4,6 +4,7 @@ installs (installs.py) and the server (server.py) use them."""
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import re
 
 from starlette.requests import Request as HttpRequest
@@ -12,7 +13,7 @@ from starlette.responses import JSONResponse, Response
 from ...errors import TooLarge
 from . import openai as oa
 
-__all__ = ["STATUS", "error", "Failed", "read_body", "bearer", "authorized", "disconnected"]
+__all__ = ["STATUS", "error", "Failed", "read_body", "bearer", "authorized", "admitted", "disconnected"]
 
 # Our error codes (errors.py) as HTTP statuses.
 STATUS = {"bad_request": 400, "unsupported": 400, "unknown_model": 404, "unknown_job": 404, "conflict": 409,
@@ -48,6 +49,25 @@ async def read_body(request: HttpRequest, limit: int) -> bytes:
 def bearer(request: HttpRequest) -> str | None:
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def admitted(request: HttpRequest, tokens: frozenset[str], networks: tuple) -> bool:
+    """Whether a request may use the API: a client of ``http.allow_from`` always; else with a
+    valid bearer token when tokens are configured; else a loopback client (a listener elsewhere
+    without tokens takes only ``allow_from``'s clients)."""
+    peer = _address(request)
+    if peer is not None and any(peer in n for n in networks):
+        return True
+    if tokens:
+        return authorized(bearer(request), tokens)
+    return peer is not None and peer.is_loopback
+
+
+def _address(request: HttpRequest) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(request.client.host) if request.client else None
+    except ValueError:
+        return None
 
 
 def authorized(given: str | None, tokens: frozenset[str]) -> bool:

@@ -1,11 +1,11 @@
-"""The HTTP server: the routes of api.py (and installs.py) under one auth and one error shape,
-served by uvicorn in a thread of the service process.
+"""The HTTP server: the routes of api.py (OpenAI's), ollama_routes.py (Ollama's) and installs.py
+under one auth, served by uvicorn in a thread of the service process.
 
 Why Starlette + uvicorn: both pure Python (no compiled extras with plain ``uvicorn``),
 maintained, and SSE is a plain ``StreamingResponse``; the service idles at a few MB more
 with the server on (benchmarks/http.py measures it). Every answer, down to a request too
 malformed to reach the app (a NUL in a header, headers over h11's 16 KiB), is in OpenAI's
-error shape. Reference: docs/http.md.
+error shape, or Ollama's under ``/api/``. Reference: docs/http.md.
 """
 from __future__ import annotations
 
@@ -33,7 +33,8 @@ from ..config import HttpConfig
 from ..worker import Submitter
 from . import openai as oa
 from .api import OPEN, Api
-from .common import STATUS, Failed, authorized, bearer, error
+from .common import STATUS, Failed, admitted, error
+from .ollama_routes import OllamaRoutes, ollama_error
 
 __all__ = ["HttpServer", "build_app"]
 
@@ -44,12 +45,13 @@ def build_app(api: Api, cfg: HttpConfig, tokens: frozenset[str],
               extra: list[tuple[str, Any, str]] = ()) -> Starlette:
     """The API's routes, and ``extra`` ones (path, handler, method) under the same auth and errors."""
 
-    def route(path: str, handler: Any, method: str) -> Route:
+    networks = cfg.networks()
+
+    def route(path: str, handler: Any, method: str, error: Callable[..., Response] = error) -> Route:
         async def endpoint(request: HttpRequest) -> Response:
-            if request.url.path not in OPEN and tokens:
-                if not authorized(bearer(request), tokens):
-                    return error(401, "a valid bearer token is required (Authorization: Bearer …)",
-                                 "invalid_api_key", {"WWW-Authenticate": "Bearer"})
+            if request.url.path not in OPEN and not admitted(request, tokens, networks):
+                return error(401, "a valid bearer token is required (Authorization: Bearer …)",
+                             "invalid_api_key", {"WWW-Authenticate": "Bearer"})
             try:
                 return await handler(request)
             except Failed as failed:
@@ -67,12 +69,14 @@ def build_app(api: Api, cfg: HttpConfig, tokens: frozenset[str],
 
     async def http_error(request: HttpRequest, exc: HTTPException) -> Response:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "bad_request")
-        return error(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}", code)
+        shape = ollama_error if request.url.path.startswith("/api/") else error
+        return shape(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}", code)
 
     routes = [route("/v1/models", api.models, "GET"), route("/healthz", api.health, "GET"),
               route("/metrics", api.metrics, "GET"), route("/v1/chat/completions", api.chat, "POST"),
               route("/v1/completions", api.completions, "POST"),
               route("/v1/images/generations", api.images, "POST"), route("/v1/audio/speech", api.speech, "POST"),
+              *(route(*spec) for spec in OllamaRoutes(api).routes()),
               *(route(path, handler, method) for path, handler, method in extra)]
     middleware = [Middleware(CORSMiddleware, allow_origins=list(cfg.cors_origins), allow_methods=["GET", "POST", "PUT"],
                              allow_headers=["Authorization", "Content-Type"])] if cfg.cors_origins else []
@@ -102,10 +106,10 @@ class HttpServer:
 
     def __init__(self, worker: Submitter, metrics: Callable[[], dict[str, Any]], max_bytes: int,
                  cfg: HttpConfig, tokens: frozenset[str], extra: list[tuple[str, Any, str]] = ()):
-        if not tokens and not cfg.loopback:
+        if not tokens and not cfg.loopback and not cfg.allow_from:
             raise ConfigError(f"http.listen = {cfg.listen!r} is reachable from other machines: give "
                               "bearer tokens (http.tokens_file or $CREDENTIALS_DIRECTORY/http-tokens), "
-                              "or listen on 127.0.0.1")
+                              "list the clients that need none (http.allow_from), or listen on 127.0.0.1")
         host, port = cfg.address
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         # proto IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say they are
