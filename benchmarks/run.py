@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from . import gate_noise, generators, http, llm, ota, prune, reuse, service, sizes, speech, text, threads, wyoming
+from . import constrain, gate_noise, generators, http, llm, ota, prune, reuse, service, sizes, speech, text, threads, wyoming
 from .common import machine, write_json
 from .plots import plot_bars, plot_latency
 from .targets import targets
@@ -106,6 +106,7 @@ PARTS: dict[str, Callable[[Bench], Part]] = {
     "gate-noise": _one("gate-noise", lambda b: gate_noise.bench_gate_noise(b.work / "llm", b.progress)),
     "reuse": _one("reuse", lambda b: reuse.bench_reuse(b.work / "llm", 3 if b.quick else 5, b.progress)),
     "speech": _one("speech", lambda b: speech.bench_speech(b.work / "speech", 3 if b.quick else 7, b.progress)),
+    "constrain": _one("constrain", lambda b: constrain.bench_constrain(3 if b.quick else 9, b.progress)),
     "wyoming": _one("wyoming", lambda b: wyoming.bench_wyoming(3 if b.quick else 7, b.progress)),
     "ota": _one("ota", lambda b: ota.bench_ota(b.zoo("digits"), 3 if b.quick else 5, b.progress)),
     # timing is ~1 s a round

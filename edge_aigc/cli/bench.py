@@ -15,7 +15,7 @@ from ..errors import BackendUnavailable, UsageError
 
 BENCH_HINT = 'pip install torch==2.13.0 && pip install -c constraints.txt -e ".[host,tflite,bench]"'
 PARTS = ("text", "image", "audio", "sizes", "mqtt", "http", "cold", "threads", "llm", "gate-noise", "reuse", "speech",
-         "wyoming", "ota", "prune")
+         "constrain", "wyoming", "ota", "prune")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from typing import Any
 
 from ..tasks.spec import all_specs
@@ -29,9 +30,22 @@ def add_param_options(p: argparse.ArgumentParser) -> None:
                                    action=argparse.BooleanOptionalAction, help=help_text)
             elif spec.kind is list:
                 group.add_argument(option_name(spec.name), dest=spec.name, action="append", help=help_text)
+            elif spec.kind is dict:
+                group.add_argument(option_name(spec.name), dest=spec.name, type=_json_object, metavar="JSON",
+                                   help=help_text)
             else:
                 group.add_argument(option_name(spec.name), dest=spec.name, type=spec.kind, help=help_text,
                                    choices=spec.choices or None)
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON: {exc.msg} at position {exc.pos}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object")
+    return value
 
 
 def given_params(args: argparse.Namespace) -> dict[str, Any]:

@@ -232,6 +232,15 @@ def _http(t: TomlTable | None) -> HttpConfig:
                      tokens_file=t.get("tokens_file", str, ""), cert_file=t.get("cert_file", str, ""),
                      key_file=t.get("key_file", str, ""), cors_origins=tuple(origins),
                      allow_from=tuple(t.strings("allow_from", default=())))
+    _check_listener(t, cfg)
+    if bool(cfg.cert_file) != bool(cfg.key_file):
+        raise t.fail("cert_file" if not cfg.cert_file else "key_file", "cert_file and key_file go together")
+    t.finish()
+    return cfg
+
+
+def _check_listener(t: TomlTable, cfg: HttpConfig | WyomingConfig) -> None:
+    """A listener's ``listen`` and ``allow_from``, each error naming its key."""
     try:
         cfg.address
         cfg.networks()
@@ -239,10 +248,6 @@ def _http(t: TomlTable | None) -> HttpConfig:
         raise t.fail("listen", str(exc)) from None
     except ValueError as exc:
         raise t.fail("allow_from", f"{exc} (give addresses or networks such as 192.168.1.10 or 192.168.1.0/24)") from None
-    if bool(cfg.cert_file) != bool(cfg.key_file):
-        raise t.fail("cert_file" if not cfg.cert_file else "key_file", "cert_file and key_file go together")
-    t.finish()
-    return cfg
 
 
 def _wyoming(t: TomlTable | None) -> WyomingConfig:
@@ -252,13 +257,7 @@ def _wyoming(t: TomlTable | None) -> WyomingConfig:
     cfg = WyomingConfig(enabled=t.get("enabled", bool, d.enabled), listen=t.get("listen", str, d.listen),
                         allow_from=tuple(t.strings("allow_from", default=())), zeroconf=t.get("zeroconf", bool, False),
                         name=t.get("name", str, ""), voice=t.get("voice", str, ""))
-    try:
-        cfg.address
-        cfg.networks()
-    except ConfigError as exc:
-        raise t.fail("listen", str(exc)) from None
-    except ValueError as exc:
-        raise t.fail("allow_from", f"{exc} (give addresses or networks such as 192.168.1.10 or 192.168.1.0/24)") from None
+    _check_listener(t, cfg)
     if cfg.enabled and not cfg.loopback and not cfg.allow_from:
         raise t.fail("allow_from", f"listen = {cfg.listen!r} is reachable from other machines and Wyoming has no "
                                    "credentials: list the clients that may connect (e.g. the Home Assistant host)")

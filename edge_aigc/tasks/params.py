@@ -7,6 +7,7 @@ request can ask for unbounded work.
 """
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from ..errors import BadRequest
@@ -36,6 +37,8 @@ def _coerce(p: Param, value: Any) -> Any:
             raise BadRequest(f"parameter {p.name!r}: {value!r} is out of range [{p.lo:g}, {p.hi:g}]")
     if p.kind is str and p.max_len is not None and len(value) > p.max_len:
         raise BadRequest(f"parameter {p.name!r}: longer than {p.max_len} characters")
+    if p.kind is dict and p.max_len is not None and len(json.dumps(value)) > p.max_len:
+        raise BadRequest(f"parameter {p.name!r}: over {p.max_len} bytes as JSON")
     if p.choices and value not in p.choices:
         raise BadRequest(f"parameter {p.name!r}: {value!r} is not one of {', '.join(p.choices)}")
     if any(isinstance(v, str) and not is_text(v) for v in (value if p.kind is list else [value])):

@@ -28,13 +28,13 @@ class Param:
     """One request parameter: its type, default and range (checked by params.validate_params)."""
 
     name: str
-    kind: type                 # str, int, float, bool, list (of str)
+    kind: type                 # str, int, float, bool, list (of str), dict (a JSON object)
     default: Any = None
     lo: float | None = None
     hi: float | None = None
     help: str = ""
     required: bool = False
-    max_len: int | None = None  # str: characters; list: items (each str ≤ 64 chars)
+    max_len: int | None = None  # str: characters; list: items (each str ≤ 64 chars); dict: JSON bytes
     items: str = "str"          # list: "str", or "message" ({"role", "content"} chat turns)
     choices: tuple[str, ...] = ()  # str: the values allowed
     commas: bool = False        # list: the CLI also takes the items comma-separated (--labels 0,1,2)

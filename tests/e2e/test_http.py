@@ -111,6 +111,20 @@ def test_streaming_chat_sends_the_same_text_in_pieces_then_usage(client):
     assert len({c.id for c in chunks}) == 1
 
 
+def test_response_format_holds_the_answer_to_json(client):
+    schema = {"type": "object", "additionalProperties": False, "required": ["room"],
+              "properties": {"room": {"enum": ["hall", "porch", "attic"]}}}
+    reply = client.chat.completions.create(model="chatty", messages=TURNS, temperature=0, max_tokens=48,
+                                           response_format={"type": "json_schema",
+                                                            "json_schema": {"name": "room", "schema": schema}})
+    assert json.loads(reply.choices[0].message.content)["room"] in ("hall", "porch", "attic")
+    with pytest.raises(openai.BadRequestError, match="dependentSchemas"):
+        client.chat.completions.create(model="chatty", messages=TURNS, max_tokens=4, response_format={
+            "type": "json_schema", "json_schema": {"name": "x", "schema": {"dependentSchemas": {"a": {}}}}})
+    with pytest.raises(openai.BadRequestError, match="response_format"):
+        client.chat.completions.create(model="chatty", messages=TURNS, max_tokens=4, response_format={"type": "yaml"})
+
+
 def test_completions_plain_and_streamed_agree_with_stop_and_seed(service, client):
     ask = dict(model="tiny-lm", prompt="The quick brown", max_tokens=16, temperature=0.7, seed=3)
     plain = client.completions.create(**ask)

@@ -88,7 +88,6 @@ def test_show_ps_version_and_pull(client):
     (lambda c: c.chat(model="tiny-dcgan", messages=TURNS), 400, "not a chat model"),
     (lambda c: c.chat(model="chatty", messages=TURNS, tools=[{"type": "function", "function": {
         "name": "turn_on", "description": "", "parameters": {"type": "object", "properties": {}}}}]), 400, "tools"),
-    (lambda c: c.chat(model="chatty", messages=TURNS, format="json"), 400, "format"),
     (lambda c: c.chat(model="chatty", messages=TURNS, options={"mirostat": 2}), 400, "mirostat"),
     (lambda c: c.chat(model="chatty", messages=TURNS, options={"num_predict": 0}), 400, "num_predict"),
     (lambda c: c.chat(model="chatty", messages=TURNS, options={"temperature": 99}), 400, "temperature"),
@@ -103,7 +102,23 @@ def test_what_a_client_gets_wrong_is_an_ollama_error_naming_it(client, call, sta
     assert info.value.status_code == status and words in info.value.error
 
 
-@pytest.mark.parametrize("body", [b"{not json", b"[]", b'{"model": 7}', b'{"model": "chatty", "messages": "hi"}',
+SWITCH = {"type": "object", "additionalProperties": False, "required": ["name", "on"],
+          "properties": {"name": {"enum": ["kitchen", "porch"]}, "on": {"type": "boolean"}}}
+
+
+def test_format_holds_the_answer_to_a_json_schema(client):
+    reply = client.chat(model="chatty", messages=TURNS, format=SWITCH, options={"temperature": 0, "num_predict": 64})
+    value = json.loads(reply.message.content)
+    assert value["name"] in ("kitchen", "porch") and isinstance(value["on"], bool) and reply.done_reason == "stop"
+    parts = client.generate(model="chatty", prompt="Porch?", format=SWITCH, stream=True,
+                            options={"temperature": 0.9, "seed": 4, "num_predict": 64})
+    assert json.loads("".join(p.response for p in parts))["name"] in ("kitchen", "porch")
+
+
+@pytest.mark.parametrize("body", [b'{"model": "chatty", "messages": [], "format": "yaml"}',
+                                  b'{"model": "chatty", "messages": [{"role": "user", "content": "hi"}], '
+                                  b'"format": {"type": "object", "dependentSchemas": {}}}',
+                                  b"{not json", b"[]", b'{"model": 7}', b'{"model": "chatty", "messages": "hi"}',
                                   b'{"model": "chatty", "messages": [{"role": ["user"]}]}',
                                   b'{"model": "chatty", "messages": [], "stream": "yes"}',
                                   b'{"model": "chatty", "options": [1]}', b'{"model": "chatty", "bogus": 1}'])

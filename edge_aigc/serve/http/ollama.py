@@ -9,7 +9,8 @@ a field we cannot honour is a 400 naming it, never a silently different answer.
 Differences from Ollama, each said where it applies: ``num_predict`` unset means "until the
 end of the answer", capped by the text task's ``max_new_tokens`` limit (2048); ``num_ctx`` is
 checked and accepted, the model's own window applies; ``keep_alive`` is accepted, the models
-the device config names stay loaded; ``tools`` and ``format`` wait for constrained decoding.
+the device config names stay loaded; ``format`` holds the output to JSON (constrain.py);
+``tools`` wait for tool rendering and parsing.
 """
 from __future__ import annotations
 
@@ -87,8 +88,6 @@ def _common(body: Any, endpoint: str, known: set[str]) -> dict[str, Any]:
     if body.get("tools"):
         raise BadRequest(f"{endpoint}: 'tools' is not supported on this device yet (it arrives with "
                          "constrained decoding)")
-    if body.get("format") not in (None, ""):
-        raise BadRequest(f"{endpoint}: 'format' (JSON output) is not supported on this device yet")
     if body.get("think"):
         raise BadRequest(f"{endpoint}: 'think' is not supported: the device's models do not think aloud")
     stream = body.get("stream", True)
@@ -96,6 +95,17 @@ def _common(body: Any, endpoint: str, known: set[str]) -> dict[str, Any]:
         raise BadRequest(f"{endpoint}: 'stream' must be true or false")
     check_keep_alive(body.get("keep_alive"))
     return body
+
+
+def _format(value: Any) -> dict[str, Any]:
+    """``format``: "json" (any JSON object) or a JSON schema, as the text task's ``json_schema``."""
+    if value in (None, ""):
+        return {}
+    if value == "json":
+        return {"json_schema": {"type": "object"}}
+    if isinstance(value, dict):
+        return {"json_schema": value}
+    raise BadRequest(f"'format' must be \"json\" or a JSON schema object, got {value!r}")
 
 
 def _message(i: int, m: Any) -> dict[str, str]:
@@ -118,7 +128,8 @@ def _message(i: int, m: Any) -> dict[str, str]:
 
 def chat_call(body: Any) -> Call:
     body = _common(body, "chat", {"model", "messages", "tools", "format", "options", "stream", "keep_alive", "think"})
-    model, messages, options = model_name(body.get("model")), body.get("messages"), _options(body.get("options"))
+    model, messages = model_name(body.get("model")), body.get("messages")
+    options = {**_options(body.get("options")), **_format(body.get("format"))}
     if messages is None or messages == []:
         return Call(model, Task.TEXT, {}, body.get("stream", True))  # a load request: nothing to say
     if not isinstance(messages, list):
@@ -132,7 +143,7 @@ def generate_call(body: Any, chat_template: bool) -> Call:
     template; ``raw`` (or a model without a template) continues the prompt as it is."""
     body = _common(body, "generate", {"model", "prompt", "suffix", "images", "format", "options", "system",
                                       "template", "stream", "raw", "keep_alive", "context", "think"})
-    model, options = model_name(body.get("model")), _options(body.get("options"))
+    model, options = model_name(body.get("model")), {**_options(body.get("options")), **_format(body.get("format"))}
     for name in ("suffix", "template", "context", "images"):
         if body.get(name):
             raise BadRequest(f"generate: {name!r} is not supported on this device")

@@ -34,7 +34,7 @@ _ONLY_DEFAULT: dict[str, tuple[Any, ...]] = {
     "tool_choice": (None, "none"), "parallel_tool_calls": (None, False, True), "store": (None, False),
     "metadata": (None, {}), "service_tier": (None, "auto", "default"), "echo": (False, None),
     "best_of": (1, None), "suffix": (None, ""), "response_format": (None, {"type": "text"}),
-}
+}  # response_format: chat and completions take JSON ones (response_schema below), images b64_json
 _IGNORED = {"user"}  # an end-user id for abuse tracking: nothing to do with it on a device
 _SAMPLING = {"temperature": "temperature", "top_p": "top_p", "seed": "seed"}
 _TEXT_EXTRAS = ("top_k", "repetition_penalty", "num_beams", "session", "speculation")
@@ -94,7 +94,25 @@ def _text_params(body: dict[str, Any]) -> dict[str, Any]:
     if stop is not None:
         params["stop"] = [stop] if isinstance(stop, str) else stop
     params.update({k: body[k] for k in _TEXT_EXTRAS if body.get(k) is not None})
+    schema = response_schema(body.get("response_format"))
+    if schema is not None:
+        params["json_schema"] = schema
     return params
+
+
+def response_schema(value: Any) -> dict[str, Any] | None:
+    """``response_format`` as the JSON schema the output is held to (None: plain text)."""
+    if value is None or value == {"type": "text"}:
+        return None
+    kind = value.get("type") if isinstance(value, dict) else None
+    if kind == "json_object":
+        return {"type": "object"}
+    if kind == "json_schema":
+        spec = value.get("json_schema")
+        if not isinstance(spec, dict) or not isinstance(spec.get("schema", {}), dict):
+            raise BadRequest("'response_format': json_schema needs {\"name\", \"schema\": {…}}")
+        return spec.get("schema", {})
+    raise BadRequest("'response_format' must be {\"type\": \"text\"}, \"json_object\" or \"json_schema\"")
 
 
 def _message(i: int, m: Any) -> dict[str, str]:
@@ -115,7 +133,8 @@ def _message(i: int, m: Any) -> dict[str, str]:
 
 def chat_call(body: Any) -> Call:
     body = _check_fields(body, {"model", "messages", "max_tokens", "max_completion_tokens", "stream",
-                                "stream_options", "stop", *_SAMPLING, *_TEXT_EXTRAS}, "chat completions")
+                                "stream_options", "stop", "response_format", *_SAMPLING, *_TEXT_EXTRAS},
+                         "chat completions")
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise BadRequest("chat completions: 'messages' must be a non-empty list")
@@ -126,7 +145,7 @@ def chat_call(body: Any) -> Call:
 
 def completion_call(body: Any) -> Call:
     body = _check_fields(body, {"model", "prompt", "max_tokens", "stream", "stream_options", "stop",
-                                *_SAMPLING, *_TEXT_EXTRAS}, "completions")
+                                "response_format", *_SAMPLING, *_TEXT_EXTRAS}, "completions")
     prompt = body.get("prompt")
     if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
         prompt = prompt[0]

@@ -16,6 +16,7 @@ import threading
 
 from ...errors import ConfigError
 from ..config import WyomingConfig
+from ..listen import bind_tcp
 from ..worker import Submitter
 from .events import MAX_LINE
 from .handler import VoiceHandler
@@ -37,14 +38,7 @@ class WyomingServer:
         if cfg.voice and cfg.voice not in worker.rt.loaded():
             raise ConfigError(f"wyoming.voice = {cfg.voice!r} is not a loaded model")
         self.networks = cfg.networks()
-        host, port = cfg.address
-        self._sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            self._sock.bind((host, port))
-        except OSError as exc:
-            self._sock.close()
-            raise ConfigError(f"wyoming.listen = {cfg.listen!r}: cannot listen there ({exc.strerror})") from None
+        self._sock = bind_tcp(cfg.address, "wyoming.listen", cfg.listen)
         self.port = self._sock.getsockname()[1]
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None

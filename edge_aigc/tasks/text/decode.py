@@ -7,7 +7,8 @@ and greedy decoding, each step feeds the chosen token and a draft together; the 
 every position say which drafted tokens greedy decoding would have chosen itself, those are
 yielded without another forward pass, and the cache is cut back past the first miss. So the
 output is exactly plain greedy decoding's (the repetition penalty included: each choice
-sees the same earlier tokens). Sampling never drafts: checking a sampled draft exactly
+sees the same earlier tokens), and under a JSON schema's mask (a draft is checked against the
+masked logits of its position). Sampling never drafts: checking a sampled draft exactly
 needs the draft's own probabilities, which prompt lookup does not have.
 """
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from ..base import DecodeLoop
+from .constrain import JsonConstraint
 from .lookup import NgramDrafter
 from .sampling import SamplingConfig, choose_next
 
@@ -26,8 +28,10 @@ __all__ = ["Decoder"]
 
 class Decoder:
     def __init__(self, loop: DecodeLoop, state: Any, seen: list[int], logits: np.ndarray,
-                 cfg: SamplingConfig, rng: np.random.Generator, drafter: NgramDrafter | None = None):
+                 cfg: SamplingConfig, rng: np.random.Generator, drafter: NgramDrafter | None = None,
+                 constraint: JsonConstraint | None = None):
         self.loop, self.state, self.cfg, self.rng = loop, state, cfg, rng
+        self.constraint = constraint  # a JSON schema's mask on every choice (constrain.py)
         self.seen = seen            # prompt and taken tokens
         self.cached = len(seen)     # tokens in the cache: ``seen``, then fed drafts not yet taken
         self.logits = logits        # for the token after the cache
@@ -36,7 +40,7 @@ class Decoder:
     def tokens(self, budget: int) -> Iterator[int]:
         produced = 0
         while produced < budget:
-            token = choose_next(self.logits, self.cfg, self.seen, self.rng)
+            token = self._choose(self.logits)
             produced += 1
             yield token
             self._take(token)
@@ -49,7 +53,7 @@ class Decoder:
             self.cached += 1 + len(draft)
             accepted = 0
             for i, guess in enumerate(draft):
-                if choose_next(rows[i], self.cfg, self.seen, self.rng) != guess:
+                if self._choose(rows[i]) != guess:
                     break
                 accepted += 1
                 produced += 1
@@ -65,8 +69,15 @@ class Decoder:
                     return
             self.logits = rows[accepted]
 
+    def _choose(self, logits: np.ndarray) -> int:
+        if self.constraint is not None:
+            logits = self.constraint.apply(logits)
+        return choose_next(logits, self.cfg, self.seen, self.rng)
+
     def _take(self, token: int) -> None:
         self.seen.append(token)
+        if self.constraint is not None:
+            self.constraint.take(token)
         if self.drafter:
             self.drafter.extend([token])
 

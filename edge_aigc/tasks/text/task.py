@@ -25,6 +25,7 @@ from .chat import ChatTemplate
 from .detok import TextStreamer
 from ...backends.llamacpp import LlamaCppSession
 from .concat_loop import ConcatKvLoop
+from .constrain import MAX_SCHEMA_BYTES, Grammars
 from .decode import Decoder
 from .lookup import DraftCosts, NgramDrafter
 from .llama_loop import LlamaCppLoop
@@ -68,6 +69,7 @@ class TextTask:
         self.chat = ChatTemplate.for_model(cfg, self.tokenizer, name)
         self.sessions: SessionCache | None = None  # the runtime's, shared by its text models
         self.draft_costs = DraftCosts()            # what speculation costs and gives on this device
+        self.grammars = Grammars(tok_path, self.eos)  # JSON schemas as token masks
 
     def encode(self, prompt: str, param: str = "prompt", special: bool = True) -> list[int]:
         ids = self.tokenizer.encode(prompt, add_special_tokens=special).ids
@@ -89,8 +91,9 @@ class TextTask:
         ids = self.encode_chat(params["messages"]) if params.get("messages") else self.encode(params["prompt"])
         budget = min(params["max_new_tokens"], self.max_context - len(ids))
         if params["num_beams"] > 1:
-            if params.get("session"):
-                raise BadRequest("parameter 'session': not with beam search (num_beams > 1)")
+            for name in ("session", "json_schema"):
+                if params.get(name) is not None:
+                    raise BadRequest(f"parameter {name!r}: not with beam search (num_beams > 1)")
             yield from self._beam_events(ids, budget, params, cancel)
         else:
             yield from self._sample(ids, budget, params, cancel)
@@ -101,13 +104,15 @@ class TextTask:
                              params["repetition_penalty"])
         seed = params["seed"] if params["seed"] is not None else secrets.randbits(32)
         streamer = TextStreamer(self.tokenizer, params["stop"])
+        schema = params.get("json_schema")
+        constraint = self.grammars.constraint(schema) if schema is not None else None  # refused before any work
         start = time.perf_counter()
         state, kept, status = self._resume(params, ids)
         logits = self.loop.step(state, np.array([ids[kept:]]), last_only=True)[0, -1]
         prefill_s = time.perf_counter() - start
         mode = params["speculation"]
         drafter = None if mode == "off" or cfg.temperature else NgramDrafter(ids, self.draft_costs, mode == "on")
-        decoder = Decoder(self.loop, state, list(ids), logits, cfg, np.random.default_rng(seed), drafter)
+        decoder = Decoder(self.loop, state, list(ids), logits, cfg, np.random.default_rng(seed), drafter, constraint)
         generated, finish = [], "length"
         for index, token in enumerate(decoder.tokens(budget)):
             cancel.check()
@@ -260,6 +265,8 @@ TEXT_PARAMS = (
                "always (on) or never (off); the output is the same either way"),
     Param("session", str, None, max_len=64,
           help="chat session id: later turns reuse its KV cache (edge_aigc/tasks/text/sessions.py)"),
+    Param("json_schema", dict, None, max_len=MAX_SCHEMA_BYTES,
+          help="hold the output to this JSON schema ({} for any JSON; tasks/text/constrain.py)"),
 )
 
 
