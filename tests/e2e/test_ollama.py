@@ -73,9 +73,10 @@ def test_a_request_with_nothing_to_say_loads_the_model(client):
     assert client.chat(model="chatty", messages=[]).done_reason == "load"
 
 
-def test_show_ps_version_and_pull(client):
+def test_show_ps_version_and_pull(service, client):
     shown = client.show("chatty")
     assert "<|im_start|>" in shown.template and shown.details.format == "onnx" and "completion" in shown.capabilities
+    assert shown.modelinfo["context_length"] == service.rt.model("chatty").task.max_context > 0
     assert [m.model for m in client.ps().models] == ["chatty", "tiny-lm"]
     assert client.pull("chatty").status == "success"
     with pytest.raises(ollama.ResponseError) as info:

@@ -69,12 +69,12 @@ class OllamaRoutes:
     async def show(self, request: HttpRequest) -> Response:
         body = await self.api.body(request)
         name = self._text_model(body.get("model") if isinstance(body, dict) else None)
-        cfg = self.rt.model(name).bundle.manifest.config
-        entry = self._entry(name)
-        return JSONResponse({"modelfile": "", "parameters": "", "template": getattr(cfg, "chat_template", "") or "",
+        model = self.rt.model(name)
+        cfg, entry = model.bundle.manifest.config, self._entry(name)
+        return JSONResponse({"modelfile": "", "parameters": "", "template": cfg.chat_template,
                              "details": entry["details"], "modified_at": entry["modified_at"],
-                             "model_info": {"general.architecture": getattr(cfg, "architecture", "") or "",
-                                            "context_length": getattr(cfg, "max_length", 0) or 0},
+                             "model_info": {"general.architecture": cfg.architecture,
+                                            "context_length": model.task.max_context},
                              "capabilities": ["completion"]})
 
     def _text_model(self, given: Any) -> str:
